@@ -1,0 +1,61 @@
+"""The `livy-server` command: read livy.conf and --set options, recover, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from airflow_provider_livy import __version__
+from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
+from airflow_provider_livy.server.lifecycle import BatchService
+from airflow_provider_livy.server.routes import create_app
+
+log = logging.getLogger("livy-server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="livy-server", description="Livy-compatible Spark batch server.")
+    parser.add_argument("--conf", help="a livy.conf file (key = value lines)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key; repeatable")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser.parse_args(argv)
+
+
+def build_service(config: ServerConfig) -> BatchService:
+    """The batch service, with its state recovered when recovery is on."""
+    if not config.recovery:
+        return BatchService(config)
+    from airflow_provider_livy.server.recovery import recover_service
+
+    return recover_service(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.conf, args.set)
+        service = build_service(config)
+    except (ConfigError, OSError) as err:
+        print(f"livy-server: {err}", file=sys.stderr)
+        return 2
+    if problem := service.spark_submit_problem():
+        log.warning("%s: batches will end dead until this is fixed", problem)
+    log.info(
+        "serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, service.spark_home
+    )
+    uvicorn.run(
+        create_app(service),
+        host=config.host,
+        port=config.port,
+        log_level=args.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+    return 0

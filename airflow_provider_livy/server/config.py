@@ -1,0 +1,182 @@
+"""Server configuration: Livy's `livy.conf` keys, parsed into one frozen object.
+
+Key names follow Livy wherever Livy has one, so an existing livy.conf mostly works as is.
+Durations need a unit: in Livy a bare number silently means milliseconds for some keys and
+seconds for others, which is how a retention of "600" becomes 0.6 s; we refuse it instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A configuration value or file the server cannot start with."""
+
+
+def parse_duration(key: str, text: str) -> float:
+    """'600s', '10m', '1h', '1.5d' -> seconds. A bare number is refused: its unit is ambiguous in Livy."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ConfigError(
+            f"{key} = {text!r}: a duration needs a unit (ms, s, m, h or d), e.g. '600s' or '10m'; "
+            "a bare number is refused because Livy reads it as milliseconds for some keys"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+
+
+def parse_bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{key} = {text!r}: expected true or false")
+
+
+def parse_int(key: str, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{key} = {text!r}: expected a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{key} = {text!r}: must be at least 1")
+    return value
+
+
+def parse_list(_key: str, text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_str(_key: str, text: str) -> str:
+    return text.strip()
+
+
+def parse_choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(key: str, text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{key} = {text!r}: expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8998
+    spark_master: str = "local[*]"
+    deploy_mode: str = ""
+    spark_home: str = ""  # empty: SPARK_HOME, else the Spark inside the pyspark package
+    state_retain: float = 600.0
+    session_timeout: float = 3600.0
+    max_creation: int = 8
+    max_sessions: int = 10_000
+    batch_ttl: float = 0.0  # 0: running batches live as long as they like
+    local_dir_whitelist: tuple[str, ...] = ()
+    csrf_protection: bool = False
+    cache_log_size: int = 200
+    log_dir: str = ""  # empty: <tempdir>/livy-server-<port>/logs
+    recovery_mode: str = "off"
+    state_store: str = "filesystem"
+    state_store_url: str = ""
+    zk_key_prefix: str = "livy"
+    auth_type: str = "none"
+    auth_users_file: str = ""
+    access_control: bool = False
+    superusers: tuple[str, ...] = ()
+    impersonation: bool = False
+    allowed_impersonators: tuple[str, ...] = ()
+    max_body_bytes: int = 1_048_576
+
+    @property
+    def recovery(self) -> bool:
+        return self.recovery_mode == "recovery"
+
+
+# livy.conf key -> (ServerConfig field, parser). Livy's names where Livy has them.
+KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "livy.server.host": ("host", parse_str),
+    "livy.server.port": ("port", parse_int),
+    "livy.spark.master": ("spark_master", parse_str),
+    "livy.spark.deploy-mode": ("deploy_mode", parse_choice("", "client", "cluster")),
+    "livy.server.spark-home": ("spark_home", parse_str),
+    "livy.server.session.state-retain.sec": ("state_retain", parse_duration),
+    "livy.server.session.timeout": ("session_timeout", parse_duration),
+    "livy.server.session.max-creation": ("max_creation", parse_int),
+    "livy.server.session.max-sessions": ("max_sessions", parse_int),
+    "livy.server.batch.ttl": ("batch_ttl", parse_duration),
+    "livy.file.local-dir-whitelist": ("local_dir_whitelist", parse_list),
+    "livy.server.csrf-protection.enabled": ("csrf_protection", parse_bool),
+    "livy.cache-log.size": ("cache_log_size", parse_int),
+    "livy.server.log-dir": ("log_dir", parse_str),
+    "livy.server.recovery.mode": ("recovery_mode", parse_choice("off", "recovery")),
+    "livy.server.recovery.state-store": ("state_store", parse_choice("filesystem", "zookeeper")),
+    "livy.server.recovery.state-store.url": ("state_store_url", parse_str),
+    "livy.server.recovery.zk-state-store.key-prefix": ("zk_key_prefix", parse_str),
+    "livy.server.auth.type": ("auth_type", parse_choice("none", "basic")),
+    "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),
+    "livy.server.access-control.enabled": ("access_control", parse_bool),
+    "livy.superusers": ("superusers", parse_list),
+    "livy.impersonation.enabled": ("impersonation", parse_bool),
+    "livy.server.access-control.allowed-impersonators": ("allowed_impersonators", parse_list),
+    "livy.server.request.max-body-bytes": ("max_body_bytes", parse_int),
+}
+
+
+def read_conf_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """`key = value` lines (Livy also accepts whitespace as the separator), `#` comments."""
+    pairs = []
+    for number, raw in enumerate(Path(path).read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, _, value = line.partition(" ")
+        if not key.strip() or not value.strip():
+            raise ConfigError(f"{path}:{number}: expected 'key = value', got {raw!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def parse_set_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    return key.strip(), value.strip()
+
+
+def build_config(pairs: Iterable[tuple[str, str]]) -> ServerConfig:
+    """Later pairs win. Unknown keys are warned about (a typo must not pass silently)."""
+    values: dict[str, Any] = {}
+    for key, text in pairs:
+        if key not in KEYS:
+            log.warning("unknown configuration key %r ignored; known keys are listed in the README", key)
+            continue
+        field, parse = KEYS[key]
+        values[field] = parse(key, text)
+    config = ServerConfig(**values)
+    if config.recovery and not config.state_store_url:
+        raise ConfigError("livy.server.recovery.mode = recovery needs livy.server.recovery.state-store.url")
+    if config.auth_type == "basic" and not config.auth_users_file:
+        raise ConfigError("livy.server.auth.type = basic needs livy.server.auth.basic.users-file")
+    return config
+
+
+def load_config(conf_path: str | None = None, overrides: Iterable[str] = ()) -> ServerConfig:
+    pairs = read_conf_file(conf_path) if conf_path else []
+    pairs += [parse_set_option(text) for text in overrides]
+    return build_config(pairs)

@@ -1,0 +1,193 @@
+"""Turning a batch request into a spark-submit process, and watching that process.
+
+No shell is ever involved: the command is an argument list, so whatever a user puts in args,
+conf or name reaches spark-submit as plain arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from airflow_provider_livy.example_jobs import EXAMPLE_JOBS_DIR
+from airflow_provider_livy.protocol import BatchRequestError
+from airflow_provider_livy.server.config import ServerConfig
+
+# Request fields that Livy turns into --conf settings.
+CONF_FIELDS = {
+    "driverMemory": "spark.driver.memory",
+    "driverCores": "spark.driver.cores",
+    "executorMemory": "spark.executor.memory",
+    "executorCores": "spark.executor.cores",
+    "numExecutors": "spark.executor.instances",
+}
+LIST_CONF_FIELDS = {
+    "jars": "spark.jars",
+    "files": "spark.files",
+    "archives": "spark.archives",
+    "pyFiles": "spark.submit.pyFiles",
+}
+# What the server decides and users may not override through `conf`.
+RESERVED_CONF = ("spark.master", "spark.submit.deployMode")
+REMOTE_SCHEMES = ("hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "viewfs", "local")
+
+# Driver output that tells us what we need; the driver prints them in this form for every master.
+APP_ID_RE = re.compile(r"\b(application_\d+_\d+|app-\d{14}-\d{4}|local-\d{10,})\b")
+UI_URL_RE = re.compile(r"(?:Bound SparkUI to \S+, and started at|Spark web UI (?:available )?at) (https?://\S+)")
+UI_PORT_RE = re.compile(r"Successfully started service '?SparkUI'? on port (\d+)")
+DRIVER_STARTED_RE = re.compile(r"Running Spark version|SparkContext: Submitted application|Submitting application")
+
+
+def resolve_spark_home(config: ServerConfig) -> Path:
+    """livy.server.spark-home, else SPARK_HOME, else the Spark that ships inside pyspark."""
+    if config.spark_home:
+        return Path(config.spark_home)
+    if os.environ.get("SPARK_HOME"):
+        return Path(os.environ["SPARK_HOME"])
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+def _is_remote(path: str) -> bool:
+    scheme = urllib.parse.urlsplit(path).scheme.lower()
+    return scheme in REMOTE_SCHEMES
+
+
+def check_local_file(path: str, whitelist: tuple[str, ...], field: str) -> str:
+    """A local path is allowed only if, with symlinks and '..' resolved, it lies in a whitelisted dir."""
+    if _is_remote(path):
+        return path
+    scheme = urllib.parse.urlsplit(path).scheme.lower()
+    if scheme and scheme != "file":
+        raise BatchRequestError(f"{field}: scheme '{scheme}' of {path!r} is not supported")
+    local = urllib.parse.urlsplit(path).path if scheme == "file" else path
+    if not os.path.isabs(local):
+        raise BatchRequestError(f"{field}: local path {path!r} must be absolute")
+    resolved = Path(local).resolve()
+    allowed = [Path(d).resolve() for d in whitelist]
+    if not any(resolved == d or d in resolved.parents for d in allowed):
+        where = ", ".join(str(d) for d in allowed) or "nowhere (livy.file.local-dir-whitelist is empty)"
+        raise BatchRequestError(f"{field}: local path {path!r} is not in an allowed directory; allowed: {where}")
+    if not resolved.is_file():
+        raise BatchRequestError(f"{field}: file {path!r} does not exist")
+    return str(resolved)
+
+
+def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...]) -> dict[str, Any]:
+    """Return the request with every local path checked and resolved.
+
+    The package's own example jobs are always allowed, so the demo works with no configuration.
+    """
+    whitelist = (*whitelist, str(EXAMPLE_JOBS_DIR))
+    checked = dict(request)
+    checked["file"] = check_local_file(request["file"], whitelist, "file")
+    for field in LIST_CONF_FIELDS:
+        if field in request:
+            checked[field] = [check_local_file(p, whitelist, field) for p in request[field]]
+    for key in request.get("conf", {}):
+        if key in RESERVED_CONF:
+            raise BatchRequestError(f"conf: '{key}' is set by the server (livy.spark.master / deploy-mode)")
+    return checked
+
+
+def build_command(spark_home: Path, request: dict[str, Any], config: ServerConfig) -> list[str]:
+    """The spark-submit argument list Livy would build for this request."""
+    cmd = [str(spark_home / "bin" / "spark-submit")]
+    if request.get("name"):
+        cmd += ["--name", request["name"]]
+    if request.get("className"):
+        cmd += ["--class", request["className"]]
+    if request.get("queue"):
+        cmd += ["--queue", request["queue"]]
+    if request.get("proxyUser"):
+        cmd += ["--proxy-user", request["proxyUser"]]
+    conf: dict[str, str] = dict(request.get("conf", {}))
+    for field, key in CONF_FIELDS.items():
+        if field in request:
+            conf[key] = str(request[field])
+    for field, key in LIST_CONF_FIELDS.items():
+        if request.get(field):
+            conf[key] = ",".join(request[field])
+    conf["spark.master"] = config.spark_master
+    if config.deploy_mode:
+        conf["spark.submit.deployMode"] = config.deploy_mode
+    for key, value in conf.items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd.append(request["file"])
+    cmd += request.get("args", [])
+    return cmd
+
+
+def spark_environment(request: dict[str, Any]) -> dict[str, str]:
+    """The driver's environment: ours, plus a Python for PySpark that has pyspark importable."""
+    env = dict(os.environ)
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if request.get("proxyUser"):
+        env["HADOOP_PROXY_USER"] = request["proxyUser"]
+    return env
+
+
+def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the supervisor in a new session; its pid is also the process group id."""
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_livy.server.supervisor", str(exit_path), "--", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def process_start_time(pid: int) -> float | None:
+    """Together with the pid this identifies a process: a reused pid has another start time."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def is_alive(pid: int, start_time: float | None) -> bool:
+    """True if the process that we started as `pid` still runs (not a reused pid, not a zombie)."""
+    try:
+        proc = psutil.Process(pid)
+        if start_time is not None and abs(proc.create_time() - start_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def read_exit_code(exit_path: Path) -> int | None:
+    try:
+        return int(exit_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

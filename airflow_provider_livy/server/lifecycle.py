@@ -1,0 +1,415 @@
+"""The life of a batch: accepted, queued for a creation slot, launched, watched, ended, forgotten.
+
+Everything here runs on the server's event loop, so the registry needs no locks. Two background
+tasks drive it: the monitor (reads new driver output, notices exits) and the collector (sleeps
+until the next deadline, then forgets expired batches and kills overdue ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_livy.protocol import (
+    DEAD,
+    KILLED,
+    RUNNING,
+    STARTING,
+    SUCCESS,
+    TERMINAL_STATES,
+    BatchRequestError,
+    BatchView,
+    validate_batch_request,
+)
+from airflow_provider_livy.server import launcher, logs
+from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.registry import Batch, Registry
+from airflow_provider_livy.server.store import NullStore, StateStore
+
+log = logging.getLogger(__name__)
+
+MONITOR_INTERVAL = 0.2  # seconds between reads of active batches' driver output
+KILL_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
+VIEW_LOG_LINES = 10
+
+
+class ServerBusy(RuntimeError):
+    """Every held session is still active; the client should retry later (503 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchService:
+    """Owns the registry, the driver processes and the store writes."""
+
+    def __init__(self, config: ServerConfig, store: StateStore | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.registry = Registry(config.state_retain, config.batch_ttl, clock)
+        self.store: StateStore = store or NullStore()
+        self.spark_home = launcher.resolve_spark_home(config)
+        self.log_dir = Path(config.log_dir or Path(tempfile.gettempdir()) / f"livy-server-{config.port}" / "logs")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ui_host = config.host if config.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
+        self.launching: set[int] = set()  # launched, driver not up yet (bounded by max-creation)
+        self.watched: dict[int, Batch] = {}  # batches with a live process
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- paths -------------------------------------------------------------------------
+    def log_path(self, batch_id: int) -> Path:
+        return self.log_dir / f"{batch_id}.log"
+
+    def exit_path(self, batch_id: int) -> Path:
+        return self.log_dir / f"{batch_id}.exit"
+
+    def spark_submit_problem(self) -> str | None:
+        """A reason spark-submit cannot run, for a warning at start-up; None when it looks fine."""
+        path = self.spark_home / "bin" / "spark-submit"
+        if not path.is_file():
+            return f"spark-submit not found at {path} (set livy.server.spark-home or SPARK_HOME)"
+        if not os.access(path, os.X_OK):
+            return f"{path} is not executable"
+        return None
+
+    # --- running --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._monitor()), asyncio.create_task(self._collect())]
+        for batch in list(self.registry.batches.values()):
+            if batch.state == STARTING and batch.pid is None:
+                self.pending.append(batch.id)
+        self._launch_pending()
+
+    async def stop(self) -> None:
+        """Graceful shutdown: with recovery on, drivers keep running for the next server; else they die."""
+        for task in self._tasks:
+            task.cancel()
+        if not self.config.recovery:
+            await asyncio.gather(*(self._kill(b) for b in list(self.watched.values())))
+        self.store.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _persist(self, batch: Batch) -> None:
+        self._spawn(self._save(batch))
+
+    async def _save(self, batch: Batch) -> None:
+        try:
+            await self.store.save(batch.record())
+        except Exception:  # the store logs and re-syncs after reconnecting
+            log.exception("could not persist batch %s", batch.id)
+
+    # --- API operations ------------------------------------------------------------------
+    async def submit(self, body: Any, owner: str | None) -> Batch:
+        request = validate_batch_request(body)
+        request = launcher.check_request_files(request, self.config.local_dir_whitelist)
+        name = request.get("name")
+        if name and name in self.registry.names:
+            raise BatchRequestError(f"Duplicate session name: {name}")
+        self._make_room()
+        batch_id = self.registry.new_id()
+        batch = Batch(
+            id=batch_id,
+            name=name,
+            owner=owner,
+            proxy_user=request.get("proxyUser"),
+            state=STARTING,
+            created_at=self.clock(),
+            app_tag=f"livy-batch-{batch_id}-{secrets.token_hex(4)}",
+            tail=deque(maxlen=self.config.cache_log_size),
+            request=request,
+        )
+        self.registry.add(batch)
+        try:
+            await self.store.save(batch.record(), self.registry.next_id)
+        except Exception:
+            self.registry.remove(batch.id)
+            raise
+        self.registry.counters["created"] += 1
+        self.pending.append(batch.id)
+        self._launch_pending()
+        return batch
+
+    async def delete(self, batch: Batch) -> None:
+        """Kill a running driver first, then forget the batch."""
+        if batch.active:
+            await self._kill(batch)
+        if self.registry.remove(batch.id) is not None:
+            self.registry.counters["deleted"] += 1
+        logs.remove(self.log_path(batch.id), self.exit_path(batch.id))
+        await self.store.remove([batch.id])
+
+    def _make_room(self) -> None:
+        """At max-sessions the oldest finished batches go early; if all are active, refuse."""
+        while len(self.registry) >= self.config.max_sessions:
+            victim = self.registry.evict_oldest_finished()
+            if victim is None:
+                raise ServerBusy(
+                    f"the server holds {len(self.registry)} sessions, all still active "
+                    f"(livy.server.session.max-sessions = {self.config.max_sessions}); retry later"
+                )
+            self.registry.counters["evicted"] += 1
+            log.warning("evicted finished batch %s early to stay under max-sessions", victim.id)
+            self._forget([victim])
+
+    def _forget(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            logs.remove(self.log_path(batch.id), self.exit_path(batch.id))
+        self._spawn(self._remove_records([b.id for b in batches]))
+
+    async def _remove_records(self, ids: list[int]) -> None:
+        try:
+            await self.store.remove(ids)
+        except Exception:
+            log.exception("could not remove %d records from the store", len(ids))
+
+    # --- launching -------------------------------------------------------------------------
+    def _launch_pending(self) -> None:
+        while self.pending and len(self.launching) < self.config.max_creation:
+            batch = self.registry.batches.get(self.pending.popleft())
+            if batch is not None and batch.state == STARTING and batch.request is not None:
+                self._launch(batch)
+
+    def _launch(self, batch: Batch) -> None:
+        request, batch.request = batch.request or {}, None
+        command = launcher.build_command(self.spark_home, request, self.config)
+        log_path = self.log_path(batch.id)
+        try:
+            proc = launcher.start(command, log_path, self.exit_path(batch.id), launcher.spark_environment(request))
+        except OSError as err:
+            self._append_log(batch, f"livy-server: could not start the driver: {err}")
+            self._finish(batch, DEAD)
+            return
+        batch.proc, batch.pid = proc, proc.pid
+        batch.pid_start = launcher.process_start_time(proc.pid)
+        self.launching.add(batch.id)
+        self._watch(batch)
+        self._persist(batch)
+
+    def _append_log(self, batch: Batch, line: str) -> None:
+        """A line from the server itself, in the batch's log, so the user sees why."""
+        with open(self.log_path(batch.id), "a") as handle:
+            handle.write(line + "\n")
+        log.info("batch %s: %s", batch.id, line)
+
+    # --- watching ------------------------------------------------------------------------
+    def _watch(self, batch: Batch) -> None:
+        """Follow a live driver; a pidfd tells us the moment it exits (Linux), the monitor polls too."""
+        self.watched[batch.id] = batch
+        if batch.pid is None or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            fd = os.pidfd_open(batch.pid)
+        except OSError:
+            return
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._check(batch)
+
+        loop.add_reader(fd, exited)
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            for batch in list(self.watched.values()):
+                try:
+                    self._check(batch)
+                except Exception:
+                    log.exception("monitoring batch %s failed", batch.id)
+
+    def _check(self, batch: Batch) -> None:
+        """Read new driver output and notice an exit."""
+        if batch.id not in self.watched:
+            return
+        self._read_output(batch)
+        if batch.proc is not None:
+            ended = batch.proc.poll() is not None
+        else:
+            ended = not launcher.is_alive(batch.pid or -1, batch.pid_start)
+        if ended:
+            self._read_output(batch)
+            self._on_exit(batch)
+        elif batch.state == RUNNING and batch.app_id is None and batch.ui_url and self.clock() >= batch.ui_probe_at:
+            batch.ui_probe_at = self.clock() + 1.0
+            self._spawn(self._probe_app_id(batch))
+
+    def _read_output(self, batch: Batch) -> None:
+        lines, batch.log_offset = logs.read_new(self.log_path(batch.id), batch.log_offset)
+        if not lines:
+            return
+        batch.log_lines += len(lines)
+        if batch.tail is not None:
+            batch.tail.extend(lines)
+        changed = False
+        for line in lines:
+            if batch.app_id is None and (match := launcher.APP_ID_RE.search(line)):
+                batch.app_id, changed = match.group(1), True
+            if batch.ui_url is None:
+                if match := launcher.UI_URL_RE.search(line):
+                    batch.ui_url, changed = match.group(1), True
+                elif match := launcher.UI_PORT_RE.search(line):
+                    batch.ui_url, changed = f"http://{self.ui_host}:{match.group(1)}", True
+            if batch.state == STARTING and launcher.DRIVER_STARTED_RE.search(line):
+                self._set_running(batch)
+                changed = False  # _set_running persisted already
+        if batch.state == STARTING and batch.app_id:
+            self._set_running(batch)
+        elif changed:
+            self._persist(batch)
+
+    async def _probe_app_id(self, batch: Batch) -> None:
+        """Spark 4 in local mode never prints its application id; its UI's REST API knows it."""
+        url = f"{batch.ui_url}/api/v1/applications"
+        try:
+            body = await asyncio.to_thread(_http_get_json, url)
+        except (OSError, ValueError):
+            return
+        found = isinstance(body, list) and body and isinstance(body[0], dict) and body[0].get("id")
+        if found and batch.app_id is None:
+            batch.app_id = str(body[0]["id"])
+            self._persist(batch)
+
+    def _set_running(self, batch: Batch) -> None:
+        self.registry.set_state(batch, RUNNING)
+        self.launching.discard(batch.id)
+        self._launch_pending()
+        self._persist(batch)
+
+    def _on_exit(self, batch: Batch) -> None:
+        self.watched.pop(batch.id, None)
+        code = launcher.read_exit_code(self.exit_path(batch.id))
+        if batch.kill_requested:
+            state = KILLED
+        elif code == 0:
+            state = SUCCESS
+        else:
+            state = DEAD
+            if code is None:
+                self._append_log(batch, "livy-server: the driver ended without reporting an exit code")
+        if batch.proc is not None:
+            batch.proc.wait()
+            batch.proc = None
+        if batch.id in self.registry.batches:
+            self._finish(batch, state)
+
+    def _finish(self, batch: Batch, state: str) -> None:
+        self.launching.discard(batch.id)
+        self.watched.pop(batch.id, None)
+        self.registry.set_state(batch, state)
+        self._persist(batch)
+        self._wake.set()
+        self._launch_pending()
+
+    async def _kill(self, batch: Batch) -> None:
+        """SIGTERM to the driver's process group, SIGKILL after a grace period; waits until it is gone."""
+        batch.kill_requested = True
+        if batch.id in self.pending or batch.pid is None:
+            with contextlib.suppress(ValueError):
+                self.pending.remove(batch.id)
+            if batch.state not in TERMINAL_STATES:
+                self._finish(batch, KILLED)
+            return
+        pgid = batch.pid
+        launcher.signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while self._group_running(batch) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._group_running(batch):
+            launcher.signal_group(pgid, signal.SIGKILL)
+            while self._group_running(batch):
+                await asyncio.sleep(0.05)
+        if batch.id in self.watched:
+            self._check(batch)
+        if batch.state not in TERMINAL_STATES:
+            self._finish(batch, KILLED)
+
+    def _group_running(self, batch: Batch) -> bool:
+        if batch.proc is not None:
+            batch.proc.poll()  # reap the supervisor, else its zombie keeps the group "alive"
+        return launcher.group_alive(batch.pid or -1)
+
+    # --- the clock -----------------------------------------------------------------------
+    async def _collect(self) -> None:
+        while True:
+            deadline = self.registry.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                await self._collect_due()
+            except Exception:
+                log.exception("collector round failed")
+
+    async def _collect_due(self) -> None:
+        now = self.clock()
+        expired = list(self.registry.pop_expired(now))
+        if expired:
+            self.registry.counters["collected"] += len(expired)
+            self._forget(expired)
+        for batch in list(self.registry.pop_overdue(now)):
+            self.registry.counters["ttl_killed"] += 1
+            self._append_log(
+                batch, f"livy-server: killed after running longer than livy.server.batch.ttl ({self.config.batch_ttl:g}s)"
+            )
+            self._spawn(self._kill(batch))
+
+    def wake_collector(self) -> None:
+        self._wake.set()
+
+    # --- views -----------------------------------------------------------------------------
+    def recent_log(self, batch: Batch, count: int = VIEW_LOG_LINES) -> list[str]:
+        if batch.tail is not None:
+            return list(batch.tail)[-count:]
+        return logs.tail_lines(self.log_path(batch.id), count)
+
+    def view(self, batch: Batch) -> BatchView:
+        return {
+            "id": batch.id,
+            "name": batch.name,
+            "owner": batch.owner,
+            "proxyUser": batch.proxy_user,
+            "state": batch.state,
+            "appId": batch.app_id,
+            "appInfo": {"driverLogUrl": None, "sparkUiUrl": batch.ui_url, "executorLogUrls": None},
+            "log": self.recent_log(batch),
+            "createdAt": batch.created_at,
+            "finishedAt": batch.finished_at,
+            "expiresAt": self.registry.expires_at(batch),
+        }
+
+    def log_page(self, batch: Batch, start: int | None, size: int) -> dict[str, Any]:
+        """Livy's semantics: no `from` means the last `size` lines; a negative size means all."""
+        if start is None:
+            total = logs.count_lines(self.log_path(batch.id))
+            start = 0 if size < 0 else max(0, total - size)
+        lines, total = logs.read_page(self.log_path(batch.id), start, size)
+        return {"id": batch.id, "from": start, "total": total, "log": lines}
+
+
+def _http_get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - URL built from the driver's own UI address
+        return json.loads(response.read())

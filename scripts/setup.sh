@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sets up everything this project needs on a fresh Debian machine (run as root, Python 3.11):
+# Java for Spark, optionally ZooKeeper for the tests, a virtualenv in .venv with the package.
+# Safe to run again: each step is skipped when already done.
+#   scripts/setup.sh            the demo's needs
+#   scripts/setup.sh --tests    plus ZooKeeper and the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=false
+[[ "${1:-}" == "--tests" ]] && want_tests=true
+
+say() { echo "[setup] $*"; }
+
+apt_packages=()
+command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
+if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
+if ((${#apt_packages[@]})); then
+  say "installing Debian packages: ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3.11}
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating .venv with $python"
+  "$python" -m venv .venv
+fi
+
+extras="spark"
+$want_tests && extras="spark,test"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras"
+if [[ ! -e "$stamp" ]]; then
+  say "installing the package and its dependencies ($extras); the first time takes about 3 minutes"
+  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/pip install -q -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c "import airflow_provider_livy, pyspark, kazoo" # fails loudly if the install did not work
+  touch "$stamp"
+fi
+say "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

@@ -1,0 +1,148 @@
+"""Fixtures that start real parts: the Livy server as its own process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_livy.protocol import TERMINAL_STATES
+
+TESTS_DIR = Path(__file__).parent
+FAKE_SPARK_HOME = TESTS_DIR / "fake_spark_home"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LivyServer:
+    """A running `livy-server` process and a small client for it."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    settings: dict[str, str]
+    work_dir: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.session.headers["X-Requested-By"] = "tests"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.delete(self.url + path, timeout=30, **kwargs)
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        response = self.post("/batches", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def wait_for(self, batch_id: int, states: frozenset[str] | set[str] = TERMINAL_STATES, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.get(f"/batches/{batch_id}").json()
+            if view.get("state") in states:
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch {batch_id} still {view.get('state')} after {timeout}s: {view}")
+            time.sleep(0.1)
+
+    def batch_ids(self) -> list[int]:
+        return [s["id"] for s in self.get("/batches", params={"size": 10000}).json()["sessions"]]
+
+    def server_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(work_dir: Path, settings: dict[str, str], port: int | None = None, timeout: float = 30) -> LivyServer:
+    """Start `python -m airflow_provider_livy.server` and wait until it answers /version."""
+    port = port or free_port()
+    conf = {
+        "livy.server.host": "127.0.0.1",
+        "livy.server.port": str(port),
+        "livy.server.log-dir": str(work_dir / "driver-logs"),
+        "livy.file.local-dir-whitelist": str(work_dir),
+        **settings,
+    }
+    args = [sys.executable, "-m", "airflow_provider_livy.server"]
+    for key, value in conf.items():
+        args += ["--set", f"{key}={value}"]
+    log_path = work_dir / f"server-{port}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPARK_LOCAL_IP": "127.0.0.1"}
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    server = LivyServer(f"http://127.0.0.1:{port}", port, proc, log_path, conf, work_dir)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"livy-server exited with {proc.returncode}:\n{server.server_log()}")
+        try:
+            if requests.get(server.url + "/version", timeout=1).ok:
+                return server
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"livy-server did not answer within {timeout}s:\n{server.server_log()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., LivyServer]]:
+    """Start servers with given livy.conf settings; all are stopped at the end of the test."""
+    servers: list[LivyServer] = []
+
+    def make(settings: dict[str, str] | None = None, fake_spark: bool = True, **kwargs: Any) -> LivyServer:
+        merged = {"livy.server.spark-home": str(FAKE_SPARK_HOME)} if fake_spark else {}
+        merged.update(settings or {})
+        server = start_server(tmp_path, merged, **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def fake_server(make_server: Callable[..., LivyServer]) -> LivyServer:
+    """A server whose spark-submit is the quick fake one."""
+    return make_server()
+
+
+@pytest.fixture
+def job_file(tmp_path: Path) -> str:
+    """A file inside the whitelisted directory, for the fake spark-submit to 'run'."""
+    path = tmp_path / "job.py"
+    path.write_text("print('fake job')\n")
+    return str(path)
