@@ -57,7 +57,9 @@ class LivyServer:
         assert response.status_code == 201, response.text
         return response.json()
 
-    def wait_for(self, batch_id: int, states: frozenset[str] | set[str] = TERMINAL_STATES, timeout: float = 120) -> dict[str, Any]:
+    def wait_for(
+        self, batch_id: int, states: frozenset[str] | set[str] = TERMINAL_STATES, timeout: float = 120
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             view = self.get(f"/batches/{batch_id}").json()

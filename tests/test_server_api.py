@@ -103,7 +103,13 @@ def test_delete_kills_the_whole_process_group_then_forgets(fake_server: LivyServ
 
 
 def test_unknown_batch_is_404_with_livy_message(fake_server: LivyServer) -> None:
-    for path in ("/batches/42", "/batches/42/state", "/batches/42/log", "/batches/no-such-name", "/batches/99999999999999999999999"):
+    for path in (
+        "/batches/42",
+        "/batches/42/state",
+        "/batches/42/log",
+        "/batches/no-such-name",
+        "/batches/99999999999999999999999",
+    ):
         response = fake_server.get(path)
         assert response.status_code == 404, path
         assert response.json()["msg"].startswith("Session '")
@@ -216,4 +222,3 @@ def test_server_survives_missing_spark_submit(make_server, job_file: str, tmp_pa
     assert any("cannot start" in line for line in log)
     assert "spark-submit not found" in server.server_log()
     assert server.get("/version").status_code == 200
-

@@ -20,6 +20,7 @@ import psutil
 
 from airflow_provider_livy.example_jobs import EXAMPLE_JOBS_DIR
 from airflow_provider_livy.protocol import BatchRequestError
+from airflow_provider_livy.server import supervisor
 from airflow_provider_livy.server.config import ServerConfig
 
 # Request fields that Livy turns into --conf settings.
@@ -142,7 +143,7 @@ def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, st
     """Start the supervisor in a new session; its pid is also the process group id."""
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_livy.server.supervisor", str(exit_path), "--", *command],
+            [sys.executable, "-S", "-E", supervisor.__file__, str(exit_path), "--", *command],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -172,13 +173,18 @@ def is_alive(pid: int, start_time: float | None) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any live process remains in the group; zombies waiting for init to reap them don't count."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+    return False
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

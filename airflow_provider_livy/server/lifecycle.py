@@ -146,6 +146,8 @@ class BatchService:
             self.registry.remove(batch.id)
             raise
         self.registry.counters["created"] += 1
+        if self.config.batch_ttl:
+            self._wake.set()  # a new ttl deadline for the collector
         self.pending.append(batch.id)
         self._launch_pending()
         return batch
