@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,9 +19,35 @@ import pytest
 import requests
 
 from airflow_provider_livy.protocol import TERMINAL_STATES
+from tests.zookeeper import private_zookeeper, zk_prefix, zookeeper  # noqa: F401 - fixtures for every test module
 
 TESTS_DIR = Path(__file__).parent
 FAKE_SPARK_HOME = TESTS_DIR / "fake_spark_home"
+
+# Airflow reads its home when first imported (and writes airflow.cfg there): point every test
+# session at a private one before any test module imports airflow, so ~/airflow is never touched.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="pytest-airflow-home-"))
+os.environ.update(
+    AIRFLOW_HOME=str(AIRFLOW_HOME),
+    AIRFLOW__CORE__DAGS_FOLDER=str(AIRFLOW_HOME / "dags"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+)
+
+
+def pytest_unconfigure() -> None:
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """The session's Airflow home with a migrated sqlite database (about 6 s, once per session)."""
+    (AIRFLOW_HOME / "dags").mkdir(exist_ok=True)
+    if not (AIRFLOW_HOME / "airflow.db").exists():
+        airflow = Path(sys.executable).parent / "airflow"
+        done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return AIRFLOW_HOME
 
 
 def free_port() -> int:

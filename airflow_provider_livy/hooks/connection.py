@@ -1,0 +1,220 @@
+"""What the sync and async hooks share: reading an Airflow connection, the retry policy, errors, paths.
+
+Both hooks speak the protocol defined in `airflow_provider_livy.protocol`; this module only adds
+the client-side decisions (where the server is, how to authenticate, when a call may be repeated).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_PORT
+
+DEFAULT_CONN_ID = "livy_default"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 5
+# Statuses a gateway or a busy server answers without having done anything we must not repeat.
+RETRY_STATUSES = frozenset({502, 503, 504})
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 120.0
+AUTH_KINDS = ("basic", "none", "class")
+KNOWN_EXTRAS = frozenset(
+    {"verify", "ca_bundle", "auth_kind", "auth_class", "auth_kwargs", "headers", "endpoint_prefix", "timeout"}
+    | {"zookeeper_hosts", "zookeeper_prefix"}
+)
+USER_AGENT = "airflow-provider-livy"
+
+
+class LivyError(RuntimeError):
+    """A Livy call that failed; `msg` is the server's {"msg": ...} text when it sent one."""
+
+    def __init__(self, message: str, status: int | None = None, msg: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.msg = msg
+
+
+class LivyConfigError(LivyError):
+    """The connection is unusable as configured (missing host, bad extra); retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class LivySettings:
+    """Everything a hook needs from an Airflow connection, as plain data."""
+
+    base_url: str
+    verify: bool | str = True
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    auth_kind: str = "basic"
+    login: str | None = None
+    password: str | None = None
+    auth_class: str | None = None
+    auth_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    zookeeper_hosts: str | None = None
+    zookeeper_prefix: str = "livy"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def _extra(extras: Mapping[str, Any], conn_type: str | None, key: str) -> Any:
+    """A connection extra by its plain name, or by the `extra__<type>__<name>` form older UIs wrote."""
+    if key in extras:
+        return extras[key]
+    return extras.get(f"extra__{conn_type}__{key}")
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise LivyConfigError(f"connection extra '{name}' is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise LivyConfigError(f"connection extra '{name}' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _as_bool(name: str, value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise LivyConfigError(f"connection extra '{name}' must be true or false, got {value!r}")
+
+
+def base_url(host: str | None, port: int | None, scheme: str | None, prefix: str | None) -> str:
+    """http(s)://host:port[/path][/prefix]. A URL in `host` keeps its scheme and path, as with the official provider.
+
+    A bare host without a port gets Livy's default port 8998; a URL without one keeps its scheme's port.
+    """
+    if not host or not host.strip():
+        raise LivyConfigError("the Livy connection has no host")
+    text = host.strip()
+    if "://" not in text:
+        scheme = (scheme or "http").lower()
+        text = f"{scheme if scheme in ('http', 'https') else 'http'}://{text}"
+        port = port or DEFAULT_PORT
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LivyConfigError(f"the Livy connection host {host!r} is not an http(s) address")
+    netloc = parts.netloc if parts.port or not port else f"{parts.netloc}:{port}"
+    path = "/".join(p for p in f"{parts.path}/{prefix or ''}".split("/") if p)
+    return f"{parts.scheme}://{netloc}" + (f"/{path}" if path else "")
+
+
+def settings_from_connection(conn: Any) -> LivySettings:
+    """Read a `livy_batch` connection, or any connection with a host (the official `livy` type too)."""
+    extras: Mapping[str, Any] = conn.extra_dejson or {}
+    conn_type = getattr(conn, "conn_type", None)
+
+    def get(key: str) -> Any:
+        return _extra(extras, conn_type, key)
+
+    url = base_url(conn.host, conn.port, conn.schema, get("endpoint_prefix"))
+    verify: bool | str = _as_bool("verify", get("verify"), True)
+    if verify and get("ca_bundle"):
+        verify = str(get("ca_bundle"))
+    headers = {str(k): str(v) for k, v in _json_object("headers", get("headers")).items()}
+    # The official provider's connections carry headers as plain top-level extras; keep sending them.
+    if conn_type == "livy":
+        plain = {k: v for k, v in extras.items() if isinstance(v, str) and k not in KNOWN_EXTRAS and not k.startswith("extra__")}
+        headers = plain | headers
+    kind = (get("auth_kind") or "basic").strip().lower()
+    if kind not in AUTH_KINDS:
+        raise LivyConfigError(f"connection extra 'auth_kind' must be one of {', '.join(AUTH_KINDS)}, got {kind!r}")
+    if kind == "class" and not get("auth_class"):
+        raise LivyConfigError("auth_kind is 'class' but the connection has no 'auth_class'")
+    timeout = get("timeout")
+    try:
+        timeout = float(timeout) if timeout not in (None, "") else DEFAULT_TIMEOUT
+    except (TypeError, ValueError):
+        raise LivyConfigError(f"connection extra 'timeout' must be a number of seconds, got {timeout!r}") from None
+    return LivySettings(
+        base_url=url,
+        verify=verify,
+        headers=headers,
+        timeout=timeout,
+        auth_kind=kind,
+        login=conn.login or None,
+        password=conn.password or None,
+        auth_class=get("auth_class") or None,
+        auth_kwargs=_json_object("auth_kwargs", get("auth_kwargs")),
+        zookeeper_hosts=get("zookeeper_hosts") or None,
+        zookeeper_prefix=get("zookeeper_prefix") or "livy",
+    )
+
+
+def default_headers(settings: LivySettings) -> dict[str, str]:
+    """Sent on every call. X-Requested-By satisfies Livy's CSRF check on POST and DELETE."""
+    return {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        CSRF_HEADER: settings.login or "airflow",
+        **settings.headers,
+    }
+
+
+def load_auth_class(dotted: str, base: type, kwargs: Mapping[str, Any]) -> Any:
+    """Instantiate the auth class a connection names, checking it fits the HTTP library in use."""
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise LivyConfigError(f"cannot import auth class {dotted!r}: {err}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise LivyConfigError(f"auth class {dotted!r} is not a {base.__module__}.{base.__qualname__} subclass")
+    return cls(**kwargs)
+
+
+def retry_delay(attempt: int, retry_after: str | None = None, now: float | None = None) -> float:
+    """Seconds before retry number `attempt` (0-based): the server's Retry-After if it sent one, else backoff."""
+    if retry_after:
+        text = retry_after.strip()
+        if text.isdigit():
+            return min(float(text), RETRY_AFTER_CAP)
+        parsed = email.utils.parsedate_tz(text)
+        if parsed is not None:
+            wait = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+            return min(max(wait, 0.0), RETRY_AFTER_CAP)
+    return min(BACKOFF_BASE * 2**attempt, BACKOFF_CAP)
+
+
+def batch_path(key: int | str, action: str = "") -> str:
+    """/batches/<id or name>[/state|/log]. A name is quoted: Livy looks up non-numeric keys by name."""
+    suffix = f"/{action}" if action else ""
+    return f"{BATCHES_PATH}/{quote(str(key), safe='')}{suffix}"
+
+
+def log_step(page: Mapping[str, Any], offset: int) -> tuple[list[str], int, bool]:
+    """One GET .../log?from=offset page: its lines, the next offset, and whether we have caught up."""
+    lines = list(page.get("log") or [])
+    offset = int(page.get("from", offset)) + len(lines)
+    return lines, offset, not lines or offset >= int(page.get("total", 0))
+
+
+def error_message(status: int, body: Any, text: str) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("msg"), str):
+        return body["msg"]
+    return text.strip()[:500] or None if status >= 400 else None
+
+
+def describe(method: str, url: str, status: int, msg: str | None) -> str:
+    return f"Livy {method} {url} answered {status}: {msg or '(no message)'}"

@@ -1,0 +1,226 @@
+"""LivyHook: the batch API over one pooled requests.Session.
+
+Retry policy, in one place:
+- GET and DELETE are repeated with backoff on connection errors and on 502/503/504, waiting
+  as long as the server's Retry-After says. Both are safe to repeat: they change nothing, or
+  delete what is already gone (a DELETE answered 404 counts as success).
+- POST /batches is repeated only when the server cannot have created anything: the connection
+  was never established, or our server answered 503 *with* Retry-After (it says so only when
+  it refused before creating). A read timeout, 502 or 504 after a POST is not repeated: the
+  batch may exist. The operator always sends a unique batch name, so even then it finds the
+  batch by name instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_livy.hooks.connection import (
+    DEFAULT_CONN_ID,
+    DEFAULT_RETRIES,
+    RETRY_STATUSES,
+    LivyConfigError,
+    LivyError,
+    LivySettings,
+    batch_path,
+    default_headers,
+    describe,
+    error_message,
+    load_auth_class,
+    log_step,
+    retry_delay,
+    settings_from_connection,
+)
+from airflow_provider_livy.protocol import BATCHES_PATH, DEFAULT_LOG_PAGE, BatchView, validate_batch_request
+
+LIST_PAGE = 100
+POOL_SIZE = 4
+
+
+class LivyHook(BaseHook):
+    """Talks to a Livy-compatible server (ours or Apache Livy) about batches.
+
+    :param livy_conn_id: a `livy_batch` connection, or any connection with a host (the official
+        provider's `livy` type works unchanged).
+    :param auth: a requests auth object that overrides the connection's (e.g. Kerberos).
+    :param extra_headers: headers added to the connection's.
+    :param retries: how many times a retryable call is repeated before giving up.
+    """
+
+    conn_name_attr = "livy_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "livy_batch"
+    hook_name = "Livy batch server (airflow-provider-livy)"
+
+    def __init__(
+        self,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        auth: requests.auth.AuthBase | None = None,
+        extra_headers: dict[str, str] | None = None,
+        retries: int = DEFAULT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.livy_conn_id = livy_conn_id
+        self._auth = auth
+        self.extra_headers = dict(extra_headers or {})
+        self.retries = retries
+        self._sleep = sleep
+
+    @cached_property
+    def settings(self) -> LivySettings:
+        return settings_from_connection(self.get_connection(self.livy_conn_id))
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One session per hook: keep-alive connections are reused across the many polling calls."""
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=POOL_SIZE, pool_maxsize=POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(default_headers(self.settings) | self.extra_headers)
+        session.verify = self.settings.verify
+        session.auth = self._auth or self._connection_auth()
+        return session
+
+    def get_conn(self) -> requests.Session:
+        return self.session
+
+    def _connection_auth(self) -> requests.auth.AuthBase | None:
+        s = self.settings
+        if s.auth_kind == "class" and s.auth_class:
+            return load_auth_class(s.auth_class, requests.auth.AuthBase, s.auth_kwargs)
+        if s.auth_kind == "basic" and s.login:
+            return requests.auth.HTTPBasicAuth(s.login, s.password or "")
+        return None
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+
+    # --- the one place HTTP happens ------------------------------------------------------------
+    def _call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+        """Send one call with the retry policy in the module docstring; raise LivyError if it fails."""
+        url = self.settings.url(path)
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
+            except requests.ConnectionError as err:
+                never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err)
+                if (method == "POST" and not never_sent) or attempt >= self.retries:
+                    raise LivyError(f"Livy {method} {url} failed: {err}") from err
+                self.log.warning("Livy %s %s failed (%s); retry %d of %d", method, url, err, attempt + 1, self.retries)
+            except requests.Timeout as err:
+                if method == "POST" or attempt >= self.retries:
+                    raise LivyError(f"Livy {method} {url} timed out after {self.settings.timeout}s") from err
+                self.log.warning("Livy %s %s timed out; retry %d of %d", method, url, attempt + 1, self.retries)
+            else:
+                if response.status_code in expect:
+                    return response
+                retry_after = response.headers.get("Retry-After")
+                retryable = response.status_code in RETRY_STATUSES and (
+                    method != "POST" or (response.status_code == 503 and retry_after is not None)
+                )
+                if not retryable or attempt >= self.retries:
+                    raise self._error(method, url, response)
+                self.log.warning(
+                    "Livy %s %s answered %d%s; retry %d of %d",
+                    method,
+                    url,
+                    response.status_code,
+                    f" (Retry-After {retry_after})" if retry_after else "",
+                    attempt + 1,
+                    self.retries,
+                )
+            self._sleep(retry_delay(attempt, retry_after))
+            attempt += 1
+
+    @staticmethod
+    def _error(method: str, url: str, response: requests.Response) -> LivyError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        msg = error_message(response.status_code, body, response.text)
+        return LivyError(describe(method, url, response.status_code, msg), response.status_code, msg)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise LivyError(f"Livy {method} {path} answered {response.status_code} with a body that is not JSON") from None
+
+    # --- the batch API -----------------------------------------------------------------------------
+    def submit_batch(self, body: dict[str, Any]) -> BatchView:
+        """POST /batches with a validated body; returns the new batch's view."""
+        clean = validate_batch_request(body)
+        return self._json("POST", BATCHES_PATH, json=clean, expect=(200, 201))
+
+    def get_batch(self, key: int | str) -> BatchView:
+        """GET /batches/{id}, or by name for a non-numeric key."""
+        return self._json("GET", batch_path(key))
+
+    def find_batch(self, key: int | str) -> BatchView | None:
+        """Like get_batch, but None when the server does not hold it."""
+        try:
+            return self.get_batch(key)
+        except LivyError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_batch_state(self, key: int | str) -> str:
+        return self._json("GET", batch_path(key, "state"))["state"]
+
+    def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
+        """Every batch the server holds, fetched a page at a time."""
+        start = 0
+        while True:
+            page = self._json("GET", BATCHES_PATH, params={"from": start, "size": page_size})
+            sessions = page.get("sessions") or []
+            yield from sessions
+            start += len(sessions)
+            if not sessions or start >= int(page.get("total", 0)):
+                return
+
+    def get_log_page(self, key: int | str, start: int | None = None, size: int = DEFAULT_LOG_PAGE) -> dict[str, Any]:
+        """GET /batches/{id}/log. Without `start`, Livy returns the last `size` lines."""
+        params = {"size": size} if start is None else {"from": start, "size": size}
+        return self._json("GET", batch_path(key, "log"), params=params)
+
+    def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+        lines: list[str] = []
+        while True:
+            new, offset, done = log_step(self.get_log_page(key, offset, page_size), offset)
+            lines.extend(new)
+            if done:
+                return lines, offset
+
+    def tail_log(self, key: int | str, count: int = 20) -> list[str]:
+        return list(self.get_log_page(key, None, count).get("log") or [])
+
+    def delete_batch(self, key: int | str) -> bool:
+        """DELETE /batches/{id}: kill it if running, then forget it. False when it was already gone."""
+        response = self._call("DELETE", batch_path(key), expect=(200, 204, 404))
+        return response.status_code != 404
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The connections UI's Test button: can we list batches?"""
+        try:
+            page = self._json("GET", BATCHES_PATH, params={"from": 0, "size": 1})
+        except (LivyError, LivyConfigError) as err:
+            return False, str(err)
+        finally:
+            self.close()
+        return True, f"Connected to {self.settings.base_url}: the server holds {page.get('total', 0)} batch(es)"

@@ -1,0 +1,112 @@
+"""LivyAsyncHook: the calls the trigger makes, on httpx, with the same settings and retry policy as LivyHook.
+
+Only reads and DELETE are needed asynchronously (a trigger never submits), so every call here is
+safe to repeat. A connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_livy.hooks.connection import (
+    DEFAULT_CONN_ID,
+    DEFAULT_RETRIES,
+    RETRY_STATUSES,
+    LivyError,
+    LivySettings,
+    batch_path,
+    default_headers,
+    describe,
+    error_message,
+    load_auth_class,
+    log_step,
+    retry_delay,
+    settings_from_connection,
+)
+from airflow_provider_livy.protocol import BatchView
+
+
+class LivyAsyncHook(BaseHook):
+    conn_name_attr = "livy_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "livy_batch"
+    hook_name = "Livy batch server (async)"
+
+    def __init__(self, livy_conn_id: str = DEFAULT_CONN_ID, retries: int = DEFAULT_RETRIES) -> None:
+        super().__init__()
+        self.livy_conn_id = livy_conn_id
+        self.retries = retries
+        self._settings: LivySettings | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def settings(self) -> LivySettings:
+        if self._settings is None:
+            self._settings = settings_from_connection(await self.aget_connection(self.livy_conn_id))
+        return self._settings
+
+    async def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            s = await self.settings()
+            auth: httpx.Auth | None = None
+            if s.auth_kind == "class" and s.auth_class:
+                auth = load_auth_class(s.auth_class, httpx.Auth, s.auth_kwargs)
+            elif s.auth_kind == "basic" and s.login:
+                auth = httpx.BasicAuth(s.login, s.password or "")
+            self._client = httpx.AsyncClient(
+                base_url=s.base_url, headers=default_headers(s), verify=s.verify, auth=auth, timeout=s.timeout
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _call(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:
+        client = await self.client()
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = await client.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                if attempt >= self.retries:
+                    raise LivyError(f"Livy {method} {client.base_url}{path} failed: {err!r}") from err
+                self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, err, attempt + 1, self.retries)
+            else:
+                if response.status_code in expect:
+                    return response
+                retry_after = response.headers.get("Retry-After")
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = None
+                    msg = error_message(response.status_code, body, response.text)
+                    raise LivyError(describe(method, str(response.url), response.status_code, msg), response.status_code, msg)
+            await asyncio.sleep(retry_delay(attempt, retry_after))
+            attempt += 1
+
+    async def get_batch(self, key: int | str) -> BatchView:
+        return (await self._call("GET", batch_path(key))).json()
+
+    async def get_batch_state(self, key: int | str) -> str:
+        return (await self._call("GET", batch_path(key, "state"))).json()["state"]
+
+    async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+        lines: list[str] = []
+        while True:
+            page = (await self._call("GET", batch_path(key, "log"), params={"from": offset, "size": page_size})).json()
+            new, offset, done = log_step(page, offset)
+            lines.extend(new)
+            if done:
+                return lines, offset
+
+    async def delete_batch(self, key: int | str) -> bool:
+        """False when the batch was already gone, which counts as success."""
+        return (await self._call("DELETE", batch_path(key), expect=(200, 204, 404))).status_code != 404
