@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class BatchService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self.after_start: list[Callable[[], Coroutine[Any, Any, None]]] = []  # e.g. recovery's purge, run once serving
 
     # --- paths -------------------------------------------------------------------------
     def log_path(self, batch_id: int) -> Path:
@@ -93,9 +94,26 @@ class BatchService:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._monitor()), asyncio.create_task(self._collect())]
         for batch in list(self.registry.batches.values()):
-            if batch.state == STARTING and batch.pid is None:
-                self.pending.append(batch.id)
+            self._follow(batch)
         self._launch_pending()
+        for job in self.after_start:
+            self._spawn(job())
+
+    def adopt(self, batch: Batch) -> None:
+        """Register a batch recovered from the store; once serving, follow it at once."""
+        self.registry.add(batch)
+        if self._tasks:
+            self._follow(batch)
+            self._launch_pending()
+
+    def _follow(self, batch: Batch) -> None:
+        """A queued batch waits for a creation slot; a re-attached live driver is watched (and holds its slot)."""
+        if batch.state == STARTING and batch.pid is None:
+            self.pending.append(batch.id)
+        elif batch.active and batch.pid is not None and batch.id not in self.watched:
+            if batch.state == STARTING:
+                self.launching.add(batch.id)
+            self._watch(batch)
 
     async def stop(self) -> None:
         """Graceful shutdown: with recovery on, drivers keep running for the next server; else they die."""

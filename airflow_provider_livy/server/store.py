@@ -6,8 +6,14 @@ implement the same three coroutines; recovery reads them back at start-up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
+
+from airflow_provider_livy.server.store_index import Snapshot
+
+# What recovery hands a store so it can bring itself back in line with memory after a fault:
+# the current record of a batch (None once forgotten), and the current id counter.
+RecordLookup = Callable[[int], dict[str, Any] | None]
 
 
 class StoreUnavailable(RuntimeError):
@@ -23,6 +29,19 @@ class StateStore(Protocol):
 
     def close(self) -> None:
         """Release connections; records stay."""
+
+
+class RecoverableStore(StateStore, Protocol):
+    """A store that survives restarts (filesystem, ZooKeeper): what recovery needs besides writing."""
+
+    def scan(self) -> Snapshot:
+        """The id counter, the record ids and the index, without reading any record."""
+
+    def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
+        """(id, raw record or None if gone, modification time) for each id; blocking, bulk."""
+
+    def bind(self, lookup: RecordLookup, next_session_id: Callable[[], int]) -> None:
+        """Where re-syncs read the truth from: the server's memory."""
 
 
 class NullStore:

@@ -1,0 +1,302 @@
+"""Recovery at start-up: re-attach what still runs, purge what is long dead, never reuse an id.
+
+The story behind this project is a restart that reloaded 40,000 dead sessions. Here the index
+(store_index) says which records expired while the server was down; those are deleted in bulk
+without being read and are never registered. Only the records that may still matter are read
+before serving starts: active batches, finished ones still within their retention, and a bounded
+number of records missing from the index (a real Livy's, or one whose index entry a crash lost).
+Any further unindexed records are read once serving has started.
+
+What a record means on restart:
+- finished (success/dead/killed): kept until finishedAt + state-retain, as if no restart happened.
+- active with a live driver (pid and its start time match): re-attached; its log keeps flowing.
+- active whose driver is gone: its exit file, written by the supervisor, gives the real outcome;
+  without one it is dead. A line in the batch's log says which.
+- queued (starting, never launched): launched again.
+- written by Apache Livy (no timestamps, no pid): nothing can be re-attached, so it is dead,
+  finished at the record's modification time, and kept for state-retain from then.
+- unparseable: logged and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from airflow_provider_livy.protocol import BATCH_STATES, DEAD, STARTING, SUCCESS, TERMINAL_STATES
+from airflow_provider_livy.server import launcher, logs
+from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.lifecycle import BatchService
+from airflow_provider_livy.server.registry import Batch
+from airflow_provider_livy.server.store import RecoverableStore
+from airflow_provider_livy.server.store_index import Snapshot, chunks
+
+log = logging.getLogger(__name__)
+
+FOREGROUND_READS = 2000  # records read before serving; further unindexed ones are read after
+READ_CHUNK = 1000
+SAVE_CHUNK = 500
+TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl")
+
+
+def open_store(config: ServerConfig) -> RecoverableStore:
+    if config.state_store == "zookeeper":
+        from airflow_provider_livy.server.store_zookeeper import ZooKeeperStore
+
+        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix)
+    from airflow_provider_livy.server.store_filesystem import FileSystemStore
+
+    return FileSystemStore(config.state_store_url)
+
+
+def recover_service(config: ServerConfig) -> BatchService:
+    """The batch service with the store's batches back in it; the bulk purge runs once serving."""
+    store = open_store(config)
+    try:
+        service = BatchService(config, store)
+        recovery = Recovery(service, store)
+        recovery.run_foreground()
+    except BaseException:
+        store.close()
+        raise
+    service.after_start.append(recovery.run_background)
+    return service
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
+    """A record as Livy or we wrote it; ValueError says what is wrong with anything else."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("id") != batch_id or isinstance(data.get("id"), bool):
+        raise ValueError(f"its id {data.get('id')!r} does not match its key {batch_id}")
+    for key in TEXT_FIELDS:
+        if not isinstance(data.get(key), str | None):
+            raise ValueError(f"{key} is not a string")
+    if "createdAt" not in data:
+        return data  # Apache Livy's fields only
+    if data.get("state") not in BATCH_STATES:
+        raise ValueError(f"unknown state {data.get('state')!r}")
+    if not _number(data["createdAt"]):
+        raise ValueError("createdAt is not a number")
+    for key in ("finishedAt", "pidStart"):
+        if data.get(key) is not None and not _number(data[key]):
+            raise ValueError(f"{key} is not a number")
+    if data.get("pid") is not None and (not isinstance(data["pid"], int) or isinstance(data["pid"], bool)):
+        raise ValueError("pid is not a whole number")
+    if not isinstance(data.get("request"), dict | None):
+        raise ValueError("request is not an object")
+    return data
+
+
+def batch_from_record(data: dict[str, Any], mtime: float) -> Batch:
+    """Our record as it was written; a Livy record as a dead batch that finished when it was last written."""
+    ours = "createdAt" in data
+    batch_id = data["id"]
+    return Batch(
+        id=batch_id,
+        name=data.get("name"),
+        owner=data.get("owner"),
+        proxy_user=data.get("proxyUser"),
+        state=data["state"] if ours else DEAD,
+        created_at=data["createdAt"] if ours else mtime,
+        app_tag=data.get("appTag") or f"livy-batch-{batch_id}",
+        finished_at=data.get("finishedAt") if ours else mtime,
+        app_id=data.get("appId"),
+        ui_url=data.get("sparkUiUrl"),
+        pid=data.get("pid"),
+        pid_start=data.get("pidStart"),
+        request=data.get("request"),
+    )
+
+
+class Recovery:
+    """One start-up's work: the plan from the index, the records read, what is left for after serving."""
+
+    def __init__(self, service: BatchService, store: RecoverableStore) -> None:
+        self.service = service
+        self.store = store
+        self.config = service.config
+        self.now = service.clock()
+        self.expired: list[int] = []  # ids to delete from the store, never registered
+        self.to_save: list[Batch] = []  # registered batches whose record must change (state, index)
+        self.later: list[int] = []  # unindexed records read once serving
+        self.stats: Counter[str] = Counter()
+        self._supervisors: dict[str, psutil.Process] | None = None
+
+    # --- before serving -------------------------------------------------------------------
+    def run_foreground(self) -> None:
+        started = time.monotonic()
+        snap = self.store.scan()
+        read_now = self.plan(snap)
+        registry = self.service.registry
+        registry.next_id = max(snap.next_session_id, max(snap.record_ids | snap.index.keys(), default=-1) + 1)
+        self.store.bind(self._current_record, lambda: registry.next_id)
+        batches = self.restore(self.store.read_records(read_now), snap.index.keys())
+        for batch in sorted(batches, key=lambda b: b.id):
+            self.service.adopt(batch)
+        log.info(
+            "recovery: %d records in the store; %d registered (%s), %d expired or unreadable to purge, "
+            "%d unindexed to read after start-up; next id %d; took %.2fs",
+            len(snap.record_ids),
+            len(batches),
+            ", ".join(f"{count} {what}" for what, count in sorted(self.stats.items())) or "none active",
+            len(self.expired),
+            len(self.later),
+            registry.next_id,
+            time.monotonic() - started,
+        )
+
+    def plan(self, snap: Snapshot) -> list[int]:
+        """Which ids to read now; the expired ones (per the index alone) go straight to the purge list."""
+        retain, read_now = self.config.state_retain, []
+        for batch_id, entry in snap.index.items():
+            gone = batch_id not in snap.record_ids  # an index entry whose record was deleted
+            if gone or (entry.finished_at is not None and entry.finished_at + retain <= self.now):
+                self.expired.append(batch_id)
+            else:
+                read_now.append(batch_id)
+        unindexed = sorted(snap.record_ids - snap.index.keys())
+        room = max(0, FOREGROUND_READS - len(read_now))
+        self.later = unindexed[room:]
+        return sorted(read_now) + unindexed[:room]
+
+    def _current_record(self, batch_id: int) -> dict[str, Any] | None:
+        batch = self.service.registry.batches.get(batch_id)
+        return None if batch is None else batch.record()
+
+    # --- one record -------------------------------------------------------------------------
+    def restore(self, rows: Iterable[tuple[int, bytes | None, float]], indexed: Iterable[int]) -> list[Batch]:
+        indexed = set(indexed)
+        batches = []
+        for batch_id, raw, mtime in rows:
+            if raw is None:  # deleted since the listing
+                self.expired.append(batch_id)
+                continue
+            try:
+                data = parse_record(batch_id, raw)
+            except ValueError as err:
+                log.warning("removing the unparseable record of batch %s from the state store: %s", batch_id, err)
+                self.stats["corrupt records removed"] += 1
+                self.expired.append(batch_id)
+                continue
+            batch = batch_from_record(data, mtime)
+            changed = batch_id not in indexed
+            if batch.active:
+                changed = self._reattach(batch) or changed
+            if self._expired(batch):
+                self.expired.append(batch_id)
+                continue
+            if "createdAt" not in data:
+                self.stats["from Apache Livy records"] += 1
+                self._note(
+                    batch,
+                    "recovered from a record written by Apache Livy: no driver process to re-attach, marked dead",
+                )
+            if changed:
+                self.to_save.append(batch)
+            batches.append(batch)
+        return batches
+
+    def _reattach(self, batch: Batch) -> bool:
+        """Follow a live driver again, or settle a gone one; True when the record must change."""
+        log_path, exit_path = self.service.log_path(batch.id), self.service.exit_path(batch.id)
+        if batch.pid is None and batch.state == STARTING and batch.request is not None and not log_path.exists():
+            batch.tail = deque(maxlen=self.config.cache_log_size)
+            self.stats["queued again"] += 1
+            return False
+        changed = False
+        if batch.pid is None and (found := self._find_supervisor(exit_path)) is not None:
+            batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
+        batch.request = None
+        if batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start):
+            batch.tail = deque(maxlen=self.config.cache_log_size)
+            self.stats["re-attached"] += 1
+            return changed
+        code = launcher.read_exit_code(exit_path)
+        driver = f"its driver (pid {batch.pid})" if batch.pid is not None else "its driver"
+        if code is None:
+            self._note(batch, f"the server restarted and {driver} was gone without leaving an exit code: marked dead")
+            batch.finished_at = self.now
+        else:
+            self._note(batch, f"{driver} ended with exit code {code} while the server was down")
+            batch.finished_at = exit_path.stat().st_mtime
+        batch.state = SUCCESS if code == 0 else DEAD
+        self.stats["ended while down"] += 1
+        return True
+
+    def _find_supervisor(self, exit_path: Path) -> psutil.Process | None:
+        """A driver launched just before a crash, before its pid reached the store: found by its exit file argument."""
+        if self._supervisors is None:
+            self._supervisors = {}
+            for proc in psutil.process_iter(["cmdline"]):
+                cmdline = proc.info.get("cmdline") or []
+                if "--" in cmdline and cmdline.index("--") >= 1:
+                    self._supervisors[cmdline[cmdline.index("--") - 1]] = proc
+        return self._supervisors.get(str(exit_path))
+
+    def _expired(self, batch: Batch) -> bool:
+        retain, ttl = self.config.state_retain, self.config.batch_ttl
+        if batch.state in TERMINAL_STATES:
+            return (batch.finished_at or batch.created_at) + retain <= self.now
+        if ttl and batch.created_at + ttl + retain <= self.now:
+            if batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start):
+                launcher.signal_group(batch.pid, signal.SIGKILL)
+            self._note(batch, f"killed at restart: it ran past livy.server.batch.ttl ({ttl:g}s) long ago")
+            return True
+        return False
+
+    def _note(self, batch: Batch, line: str) -> None:
+        """Why a batch ended, in its own log where the user looks, and in the server's."""
+        with open(self.service.log_path(batch.id), "a") as handle:
+            handle.write(f"livy-server: {line}\n")
+        log.info("batch %s: %s", batch.id, line)
+
+    # --- once serving -----------------------------------------------------------------------
+    async def run_background(self) -> None:
+        await self._save_changed()
+        await self._purge()
+        for chunk in chunks(self.later, READ_CHUNK):
+            rows = await asyncio.to_thread(self.store.read_records, chunk)
+            for batch in self.restore(rows, ()):
+                self.service.adopt(batch)
+            registry = self.service.registry
+            registry.batches = dict(sorted(registry.batches.items()))  # listings page in id order
+            await self._save_changed()
+            await self._purge()
+        if self.later:
+            log.info("recovery: read the %d unindexed records", len(self.later))
+
+    async def _save_changed(self) -> None:
+        batches, self.to_save = self.to_save, []
+        for chunk in chunks(batches, SAVE_CHUNK):
+            await asyncio.gather(*(self.store.save(batch.record()) for batch in chunk))
+
+    async def _purge(self) -> None:
+        ids, self.expired = self.expired, []
+        if not ids:
+            return
+        started = time.monotonic()
+        await self.store.remove(ids)
+        await asyncio.to_thread(self._remove_logs, ids)
+        log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
+
+    def _remove_logs(self, ids: list[int]) -> None:
+        for batch_id in ids:
+            logs.remove(self.service.log_path(batch_id), self.service.exit_path(batch_id))

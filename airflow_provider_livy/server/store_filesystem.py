@@ -1,0 +1,213 @@
+"""The filesystem state store: Livy's keys as files under the store directory.
+
+`<url>/v1/batch/state` and `<url>/v1/batch/<id>` as a real Livy writes them (its filesystem store
+has no key prefix), plus the index directory (see store_index). Every file is written to a
+temp file of its own, fsynced, then renamed over the target, so a crash never leaves half a
+record and concurrent writers never trip over one shared temp name (Livy's race). All writes go
+through one worker thread: they reach the disk in the order the server made them, and the
+event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
+from airflow_provider_livy.server.store_index import (
+    BATCH_DIR,
+    INDEX_DIR,
+    STATE_KEY,
+    Snapshot,
+    build_snapshot,
+    chunks,
+    decode_state,
+    encode,
+    encode_state,
+    entry_name,
+    parse_entry,
+)
+
+log = logging.getLogger(__name__)
+
+REMOVE_CHUNK = 1000  # records per disk job, so saves interleave with a bulk purge
+STALE_TEMP_AGE = 60.0  # a temp file this old belongs to a writer that died
+RETRY_DELAY = 5.0
+
+
+def store_path(url: str) -> Path:
+    """A plain directory or a file:// URL, as Livy accepts."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("", "file"):
+        raise OSError(f"livy.server.recovery.state-store.url = {url!r}: the filesystem store needs a local directory")
+    return Path(parsed.path if parsed.scheme else url)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class FileSystemStore:
+    def __init__(self, url: str) -> None:
+        root = store_path(url)
+        self.batch_dir = root / BATCH_DIR
+        self.index_dir = root / INDEX_DIR
+        self.state_path = self.batch_dir / STATE_KEY
+        for directory in (self.batch_dir, self.index_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(f"the state store directory {directory} is not writable")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="livy-fs-store")
+        self._index: dict[int, str] = {}  # id -> its index entry on disk
+        self._dirty: set[int] = set()  # ids whose files failed to follow memory
+        self._retry: asyncio.TimerHandle | None = None
+        self._lookup: RecordLookup = lambda _id: None
+        self._next_id: Callable[[], int] = lambda: 0
+        self._counter = 0
+
+    def bind(self, lookup: RecordLookup, next_session_id: Callable[[], int]) -> None:
+        self._lookup, self._next_id = lookup, next_session_id
+
+    # --- start-up -----------------------------------------------------------------------
+    def scan(self) -> Snapshot:
+        try:
+            state = self.state_path.read_bytes()
+        except FileNotFoundError:
+            state = None
+        record_names = self._listdir(self.batch_dir)
+        snap = build_snapshot(decode_state(state), record_names, self._listdir(self.index_dir))
+        for name in snap.duplicates:
+            (self.index_dir / name).unlink(missing_ok=True)
+        self._index = {batch_id: entry.name for batch_id, entry in snap.index.items()}
+        self._counter = snap.next_session_id
+        return snap
+
+    def _listdir(self, directory: Path) -> list[str]:
+        """Names, with leftover temp files of dead writers removed on the way."""
+        names, now = [], time.time()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.name.startswith("."):
+                    names.append(entry.name)
+                elif entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > STALE_TEMP_AGE:
+                            os.unlink(entry.path)
+        return names
+
+    def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
+        rows: list[tuple[int, bytes | None, float]] = []
+        for batch_id in ids:
+            try:
+                with open(self.batch_dir / str(batch_id), "rb") as handle:
+                    rows.append((batch_id, handle.read(), os.fstat(handle.fileno()).st_mtime))
+            except FileNotFoundError:
+                rows.append((batch_id, None, 0.0))
+        return rows
+
+    # --- writing ------------------------------------------------------------------------
+    async def save(self, record: dict[str, Any], next_session_id: int | None = None) -> None:
+        batch_id = record["id"]
+        name = entry_name(record)
+        old = self._index.get(batch_id)
+        self._index[batch_id] = name
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, record, old, name, next_session_id)
+        except OSError as err:
+            self._dirty.add(batch_id)
+            self._schedule_retry()
+            if next_session_id is not None:
+                raise StoreUnavailable(f"cannot write to the state store {self.batch_dir}: {err}") from None
+            log.warning("could not write batch %s to %s (%s); retrying in %gs", batch_id, self.batch_dir, err, RETRY_DELAY)
+
+    def _write(self, record: dict[str, Any], old: str | None, name: str, next_session_id: int | None) -> None:
+        write_atomic(self.batch_dir / str(record["id"]), encode(record))
+        if name != old:
+            (self.index_dir / name).touch()
+            if old is not None:
+                (self.index_dir / old).unlink(missing_ok=True)
+        if next_session_id is not None and next_session_id > self._counter:
+            write_atomic(self.state_path, encode_state(next_session_id))
+            self._counter = next_session_id
+
+    async def remove(self, ids: Iterable[int]) -> None:
+        loop = asyncio.get_running_loop()
+        for chunk in chunks(list(ids), REMOVE_CHUNK):
+            names = [(batch_id, self._index.pop(batch_id, None)) for batch_id in chunk]
+            try:
+                await loop.run_in_executor(self._executor, self._unlink, names)
+            except OSError as err:
+                self._dirty.update(chunk)
+                self._schedule_retry()
+                log.warning("could not remove %d records in %s (%s); retry in %gs", len(chunk), self.batch_dir, err, RETRY_DELAY)
+
+    def _unlink(self, names: list[tuple[int, str | None]]) -> None:
+        for batch_id, name in names:
+            (self.batch_dir / str(batch_id)).unlink(missing_ok=True)
+            if name is not None:
+                (self.index_dir / name).unlink(missing_ok=True)
+
+    # --- catching up after a failed write -------------------------------------------------
+    def _schedule_retry(self) -> None:
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_DELAY, self._start_resync)
+
+    def _start_resync(self) -> None:
+        self._retry = None
+        asyncio.get_running_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        """Write what memory holds now for every id that failed: its record, or its absence."""
+        ids, self._dirty = self._dirty, set()
+        records = [(batch_id, self._lookup(batch_id)) for batch_id in sorted(ids)]
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, records, self._next_id())
+        except OSError as err:
+            self._dirty.update(ids)
+            self._schedule_retry()
+            log.warning("state store %s still not writable: %s", self.batch_dir, err)
+            return
+        log.info("state store %s caught up with %d batches", self.batch_dir, len(ids))
+
+    def _apply(self, records: list[tuple[int, dict[str, Any] | None]], next_session_id: int) -> None:
+        by_id: dict[int, list[str]] = {}
+        for name in os.listdir(self.index_dir):
+            if entry := parse_entry(name):
+                by_id.setdefault(entry.id, []).append(name)
+        for batch_id, record in records:
+            stale = by_id.get(batch_id, [])
+            if record is None:
+                self._unlink([(batch_id, None)])
+            else:
+                name = entry_name(record)
+                write_atomic(self.batch_dir / str(batch_id), encode(record))
+                (self.index_dir / name).touch()
+                stale = [n for n in stale if n != name]
+            for name in stale:
+                (self.index_dir / name).unlink(missing_ok=True)
+        if next_session_id > self._counter:
+            write_atomic(self.state_path, encode_state(next_session_id))
+            self._counter = next_session_id
+
+    def close(self) -> None:
+        """Pending writes finish first: a graceful shutdown loses none."""
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,91 @@
+"""The compact index kept beside the records, so a restart never has to read what it will purge.
+
+Livy's layout holds one record per batch under `v1/batch/<id>`; reading 40,000 of them takes
+seconds. Next to them we keep `v1/batch-index/<id>_<createdAt ms>_<finishedAt ms>` (empty
+entries; the finish part is empty while the batch is active). Listing that directory is one
+call and tells recovery which records are long expired, so it deletes them in bulk unread.
+Both stores write the entry in the same step as the record (ZooKeeper: the same transaction).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH_DIR = "v1/batch"
+INDEX_DIR = "v1/batch-index"
+STATE_KEY = "state"  # {"nextSessionId": N}, as Livy writes it
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    id: int
+    created_at: float
+    finished_at: float | None
+    name: str
+
+
+@dataclass
+class Snapshot:
+    """What a store holds, from two listings and one read: enough to plan a recovery."""
+
+    next_session_id: int = 0
+    record_ids: set[int] = field(default_factory=set)
+    index: dict[int, IndexEntry] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)  # older index entries of the same id
+
+
+def entry_name(record: dict[str, Any]) -> str:
+    finished = record.get("finishedAt")
+    return f"{record['id']}_{round(record['createdAt'] * 1000)}_{'' if finished is None else round(finished * 1000)}"
+
+
+def parse_entry(name: str) -> IndexEntry | None:
+    parts = name.split("_")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or not (parts[2].isdigit() or parts[2] == ""):
+        return None
+    finished = int(parts[2]) / 1000 if parts[2] else None
+    return IndexEntry(int(parts[0]), int(parts[1]) / 1000, finished, name)
+
+
+def build_snapshot(next_session_id: int, record_names: Iterable[str], index_names: Iterable[str]) -> Snapshot:
+    """Non-numeric record names (Livy's `state`, temp files) are skipped; of two entries for one id the finished one wins."""
+    snap = Snapshot(next_session_id=next_session_id)
+    snap.record_ids = {int(name) for name in record_names if name.isdigit()}
+    for name in index_names:
+        entry = parse_entry(name)
+        if entry is None:
+            continue
+        known = snap.index.get(entry.id)
+        if known is None:
+            snap.index[entry.id] = entry
+        elif (entry.finished_at or 0) > (known.finished_at or 0):
+            snap.index[entry.id] = entry
+            snap.duplicates.append(known.name)
+        else:
+            snap.duplicates.append(entry.name)
+    return snap
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def encode_state(next_session_id: int) -> bytes:
+    return json.dumps({"nextSessionId": next_session_id}).encode()
+
+
+def decode_state(raw: bytes | None) -> int:
+    """The id counter; an unreadable state counts as 0 (the record ids still keep ids unique)."""
+    try:
+        value = json.loads(raw or b"{}").get("nextSessionId", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

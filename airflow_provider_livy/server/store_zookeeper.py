@@ -1,0 +1,281 @@
+"""The ZooKeeper state store: Livy's znodes under `/<key-prefix>/v1/batch`, plus the index (store_index).
+
+Every write is one kazoo transaction sent asynchronously and awaited on the event loop, so a
+POST costs one round trip (record, index entry and id counter together) and the loop never
+blocks on ZooKeeper. Requests from one session are applied in the order they were sent, so
+fire-and-forget state updates land in order.
+
+When the connection is lost, reads are unaffected (they never touch the store), creations are
+refused with StoreUnavailable (503), and other writes are remembered by id. Once kazoo is
+connected again, those ids are written from what memory holds then: the store catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState, TransactionRequest
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.interfaces import IAsyncResult
+from kazoo.retry import KazooRetry
+
+from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
+from airflow_provider_livy.server.store_index import (
+    BATCH_DIR,
+    INDEX_DIR,
+    STATE_KEY,
+    Snapshot,
+    build_snapshot,
+    chunks,
+    decode_state,
+    encode,
+    encode_state,
+    entry_name,
+    parse_entry,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # at start-up: unreachable after this long is a clear error, not a hang
+SESSION_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 10.0
+TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
+RESYNC_RETRY_DELAY = 1.0
+RESYNC_CHUNK = 300  # ids per transaction: each may need up to 3 operations
+
+
+def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:
+    if future.done():
+        return
+    try:
+        future.set_result(result.get_nowait())
+    except Exception as err:
+        future.set_exception(err)
+
+
+async def wait(result: IAsyncResult) -> Any:
+    """A kazoo asynchronous result, awaited on the event loop (kazoo calls back from its own thread)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    result.rawlink(lambda done: loop.call_soon_threadsafe(_settle, future, done))
+    return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+
+
+async def commit(transaction: TransactionRequest) -> None:
+    """Raise the first real failure of a transaction (kazoo returns them in the result list)."""
+    results = await wait(transaction.commit_async())
+    failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+    if failures:
+        raise failures[0]
+
+
+class ZooKeeperStore:
+    def __init__(self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        root = "/" + prefix.strip("/")
+        self.hosts = hosts
+        self.batch_path = f"{root}/{BATCH_DIR}"
+        self.index_path = f"{root}/{INDEX_DIR}"
+        self.state_path = f"{self.batch_path}/{STATE_KEY}"
+        retry = {"delay": 0.1, "backoff": 2, "max_delay": 2.0}
+        try:
+            self.client = KazooClient(
+                hosts=hosts,
+                timeout=SESSION_TIMEOUT,
+                connection_retry=KazooRetry(max_tries=-1, **retry),
+                command_retry=KazooRetry(max_tries=5, **retry),
+            )
+        except ValueError as err:
+            raise ConnectionError(
+                f"livy.server.recovery.state-store.url = {hosts!r} is not a ZooKeeper connect string ({err})"
+            ) from None
+        try:
+            self.client.start(timeout=connect_timeout)
+        except KazooTimeoutError:
+            self._shut()
+            raise ConnectionError(
+                f"ZooKeeper at {hosts} is unreachable (no connection within {connect_timeout:g}s); "
+                "check livy.server.recovery.state-store.url and that ZooKeeper is running"
+            ) from None
+        self.connected = True
+        self.client.add_listener(self._on_state)
+        for path in (self.batch_path, self.index_path):
+            self.client.retry(self.client.ensure_path, path)
+        with contextlib.suppress(NodeExistsError):
+            self.client.retry(self.client.create, self.state_path, encode_state(0))
+        self._present: set[int] = set()  # ids whose record znode exists
+        self._index: dict[int, str] = {}  # id -> its index znode
+        self._dirty: set[int] = set()  # ids whose znodes must be brought back in line with memory
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resyncing = False
+        self._lookup: RecordLookup = lambda _id: None
+        self._next_id: Callable[[], int] = lambda: 0
+
+    def bind(self, lookup: RecordLookup, next_session_id: Callable[[], int]) -> None:
+        self._lookup, self._next_id = lookup, next_session_id
+
+    # --- connection state (called from kazoo's thread) ------------------------------------
+    def _on_state(self, state: str) -> None:
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            if self.connected:
+                log.warning("lost ZooKeeper at %s: serving reads, refusing creations until it is back", self.hosts)
+            self.connected = False
+        elif state == KazooState.CONNECTED and not self.connected:
+            self.connected = True
+            log.info("connected to ZooKeeper at %s again", self.hosts)
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+                    self._loop.call_soon_threadsafe(self._kick)
+
+    # --- start-up -----------------------------------------------------------------------
+    def scan(self) -> Snapshot:
+        state, _ = self.client.retry(self.client.get, self.state_path)
+        records = self.client.retry(self.client.get_children, self.batch_path)
+        index = self.client.retry(self.client.get_children, self.index_path)
+        snap = build_snapshot(decode_state(state), records, index)
+        for chunk in chunks(snap.duplicates, TRANSACTION_OPS):
+            transaction = self.client.transaction()
+            for name in chunk:
+                transaction.delete(f"{self.index_path}/{name}")
+            transaction.commit()
+        self._present = set(snap.record_ids)
+        self._index = {batch_id: entry.name for batch_id, entry in snap.index.items()}
+        return snap
+
+    def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
+        """All gets are sent before the first answer is awaited: one pipeline, not a round trip each."""
+        pending = [(batch_id, self.client.get_async(f"{self.batch_path}/{batch_id}")) for batch_id in ids]
+        rows: list[tuple[int, bytes | None, float]] = []
+        for batch_id, result in pending:
+            try:
+                data, stat = result.get(timeout=REQUEST_TIMEOUT)
+            except NoNodeError:
+                rows.append((batch_id, None, 0.0))
+                continue
+            rows.append((batch_id, data, stat.mtime / 1000))
+        return rows
+
+    # --- writing ------------------------------------------------------------------------
+    def _record_ops(self, transaction: TransactionRequest, record: dict[str, Any]) -> None:
+        """Write a record and move its index entry, given what we believe the store holds."""
+        batch_id = record["id"]
+        path = f"{self.batch_path}/{batch_id}"
+        if batch_id in self._present:
+            transaction.set_data(path, encode(record))
+        else:
+            transaction.create(path, encode(record))
+            self._present.add(batch_id)
+        name, old = entry_name(record), self._index.get(batch_id)
+        if name != old:
+            if old is not None:
+                transaction.delete(f"{self.index_path}/{old}")
+            transaction.create(f"{self.index_path}/{name}")
+            self._index[batch_id] = name
+
+    async def save(self, record: dict[str, Any], next_session_id: int | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        batch_id = record["id"]
+        if not self.connected:
+            self._dirty.add(batch_id)
+            if next_session_id is not None:
+                raise StoreUnavailable(f"ZooKeeper at {self.hosts} is not connected; nothing was created, retry shortly")
+            return
+        transaction = self.client.transaction()
+        self._record_ops(transaction, record)
+        if next_session_id is not None:
+            transaction.set_data(self.state_path, encode_state(next_session_id))
+        try:
+            await commit(transaction)
+        except (KazooException, TimeoutError) as err:
+            self._dirty.add(batch_id)
+            self._kick()
+            if next_session_id is not None:
+                raise StoreUnavailable(f"ZooKeeper at {self.hosts} did not take the record ({type(err).__name__})") from None
+            log.warning("batch %s not written to ZooKeeper (%s); will write it once reconnected", batch_id, type(err).__name__)
+
+    async def remove(self, ids: Iterable[int]) -> None:
+        """In transactions of up to 1,000 deletes, each awaited, so a POST is never queued behind a whole purge."""
+        self._loop = asyncio.get_running_loop()
+        for chunk in chunks(list(ids), TRANSACTION_OPS // 2):
+            if not self.connected:
+                self._dirty.update(chunk)
+                continue
+            transaction = self.client.transaction()
+            for batch_id in chunk:
+                if batch_id in self._present:
+                    transaction.delete(f"{self.batch_path}/{batch_id}")
+                    self._present.discard(batch_id)
+                if (name := self._index.pop(batch_id, None)) is not None:
+                    transaction.delete(f"{self.index_path}/{name}")
+            try:
+                await commit(transaction)
+            except (KazooException, TimeoutError) as err:
+                self._dirty.update(chunk)
+                self._kick()
+                log.warning("%d records not removed from ZooKeeper (%s); will retry", len(chunk), type(err).__name__)
+
+    # --- catching up ----------------------------------------------------------------------
+    def _kick(self) -> None:
+        if self._dirty and self.connected and not self._resyncing and self._loop is not None:
+            self._resyncing = True
+            self._loop.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        try:
+            while self._dirty and self.connected:
+                ids, self._dirty = self._dirty, set()
+                try:
+                    await self._write_from_memory(sorted(ids))
+                except (KazooException, TimeoutError) as err:
+                    self._dirty.update(ids)
+                    log.warning("re-syncing %d batches with ZooKeeper failed (%s); retrying", len(ids), type(err).__name__)
+                    await asyncio.sleep(RESYNC_RETRY_DELAY)
+                else:
+                    log.info("ZooKeeper re-synced with memory for %d batches", len(ids))
+        finally:
+            self._resyncing = False
+
+    async def _write_from_memory(self, ids: list[int]) -> None:
+        """List what is there, then write records, index entries and counter as memory has them now."""
+        present = {int(n) for n in await wait(self.client.get_children_async(self.batch_path)) if n.isdigit()}
+        entries: dict[int, list[str]] = {}
+        for name in await wait(self.client.get_children_async(self.index_path)):
+            if entry := parse_entry(name):
+                entries.setdefault(entry.id, []).append(name)
+        for chunk in chunks(ids, RESYNC_CHUNK):
+            transaction = self.client.transaction()
+            for batch_id in chunk:
+                self._forget(batch_id)
+                if batch_id in present:
+                    self._present.add(batch_id)
+                known = entries.get(batch_id, [])
+                record = self._lookup(batch_id)
+                keep = entry_name(record) if record is not None else None
+                if keep in known:
+                    self._index[batch_id] = keep
+                for name in known:
+                    if name != keep:
+                        transaction.delete(f"{self.index_path}/{name}")
+                if record is not None:
+                    self._record_ops(transaction, record)
+                elif batch_id in present:
+                    transaction.delete(f"{self.batch_path}/{batch_id}")
+                    self._present.discard(batch_id)
+            transaction.set_data(self.state_path, encode_state(self._next_id()))
+            await commit(transaction)
+
+    def _forget(self, batch_id: int) -> None:
+        self._present.discard(batch_id)
+        self._index.pop(batch_id, None)
+
+    def close(self) -> None:
+        self._shut()
+
+    def _shut(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.stop()
+            self.client.close()

@@ -1,0 +1,109 @@
+"""Direct views of a state store's contents, for checking what the server wrote: files on disk, znodes via kazoo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+
+class StoreView(Protocol):
+    settings: dict[str, str]
+
+    def records(self) -> dict[int, dict[str, Any]]: ...
+    def index(self) -> list[str]: ...
+    def next_session_id(self) -> int: ...
+    def write(self, key: str, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class FileStoreView:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.settings = {
+            "livy.server.recovery.mode": "recovery",
+            "livy.server.recovery.state-store": "filesystem",
+            "livy.server.recovery.state-store.url": str(root),
+        }
+
+    def records(self) -> dict[int, dict[str, Any]]:
+        batch_dir = self.root / "v1" / "batch"
+        names = os.listdir(batch_dir) if batch_dir.exists() else []
+        return {int(n): json.loads((batch_dir / n).read_bytes()) for n in names if n.isdigit()}
+
+    def index(self) -> list[str]:
+        index_dir = self.root / "v1" / "batch-index"
+        return sorted(os.listdir(index_dir)) if index_dir.exists() else []
+
+    def next_session_id(self) -> int:
+        return json.loads((self.root / "v1" / "batch" / "state").read_bytes())["nextSessionId"]
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def close(self) -> None:
+        return None
+
+
+class ZooKeeperView:
+    def __init__(self, hosts: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = KazooClient(hosts=hosts)
+        self.client.start(timeout=10)
+        self.settings = {
+            "livy.server.recovery.mode": "recovery",
+            "livy.server.recovery.state-store": "zookeeper",
+            "livy.server.recovery.state-store.url": hosts,
+            "livy.server.recovery.zk-state-store.key-prefix": prefix,
+        }
+
+    def _children(self, key: str) -> list[str]:
+        try:
+            return self.client.get_children(f"/{self.prefix}/{key}")
+        except NoNodeError:
+            return []
+
+    def records(self) -> dict[int, dict[str, Any]]:
+        return {
+            int(n): json.loads(self.client.get(f"/{self.prefix}/v1/batch/{n}")[0])
+            for n in self._children("v1/batch")
+            if n.isdigit()
+        }
+
+    def index(self) -> list[str]:
+        return sorted(self._children("v1/batch-index"))
+
+    def next_session_id(self) -> int:
+        return json.loads(self.client.get(f"/{self.prefix}/v1/batch/state")[0])["nextSessionId"]
+
+    def write(self, key: str, data: bytes) -> None:
+        path = f"/{self.prefix}/{key}"
+        if self.client.exists(path):
+            self.client.set(path, data)
+        else:
+            self.client.create(path, data, makepath=True)
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+
+def livy_record(batch_id: int, app_id: str | None = None) -> bytes:
+    """A record exactly as Apache Livy writes it: its fields only, no timestamps, no process."""
+    return json.dumps(
+        {
+            "id": batch_id,
+            "name": None,
+            "appId": app_id,
+            "appTag": f"livy-batch-{batch_id}-AbCdEfGh",
+            "owner": "alice",
+            "proxyUser": None,
+            "version": 1,
+        }
+    ).encode()
