@@ -97,6 +97,9 @@ class ServerConfig:
     auth_users_file: str = ""
     access_control: bool = False
     superusers: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ("*",)  # with access control on, who may use the server at all
+    view_users: tuple[str, ...] = ()  # may view every batch
+    modify_users: tuple[str, ...] = ()  # may view and delete every batch
     impersonation: bool = False
     allowed_impersonators: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
@@ -130,6 +133,9 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),
     "livy.server.access-control.enabled": ("access_control", parse_bool),
     "livy.superusers": ("superusers", parse_list),
+    "livy.server.access-control.allowed-users": ("allowed_users", parse_list),
+    "livy.server.access-control.view-users": ("view_users", parse_list),
+    "livy.server.access-control.modify-users": ("modify_users", parse_list),
     "livy.impersonation.enabled": ("impersonation", parse_bool),
     "livy.server.access-control.allowed-impersonators": ("allowed_impersonators", parse_list),
     "livy.server.request.max-body-bytes": ("max_body_bytes", parse_int),

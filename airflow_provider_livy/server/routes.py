@@ -21,6 +21,7 @@ from starlette.routing import Route
 from airflow_provider_livy import __version__
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
+    BATCH_STATES,
     DEFAULT_LOG_PAGE,
     INT,
     STR,
@@ -30,7 +31,14 @@ from airflow_provider_livy.protocol import (
 from airflow_provider_livy.server import metrics
 from airflow_provider_livy.server.lifecycle import BatchService, ServerBusy
 from airflow_provider_livy.server.registry import Batch
-from airflow_provider_livy.server.security import SecurityMiddleware, needs_middleware
+from airflow_provider_livy.server.security import (
+    AccessDenied,
+    AccessPolicy,
+    ImpersonationDisabled,
+    SecurityMiddleware,
+    needs_middleware,
+    startup_warnings,
+)
 from airflow_provider_livy.server.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,91 @@ BATCH_REQUEST_SCHEMA = {
         for field, kind in BATCH_REQUEST_FIELDS.items()
     },
 }
+
+# Response shapes for the OpenAPI description (the fuzz test holds the server to them). Routes
+# return plain dicts, not response models, so documenting costs nothing at run time.
+NULLABLE_STR = {"type": ["string", "null"]}
+ERROR_SCHEMA = {"type": "object", "required": ["msg"], "properties": {"msg": {"type": "string"}}}
+BATCH_VIEW_SCHEMA = {
+    "type": "object",
+    "required": ["id", "name", "owner", "proxyUser", "state", "appId", "appInfo", "log"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "name": NULLABLE_STR,
+        "owner": NULLABLE_STR,
+        "proxyUser": NULLABLE_STR,
+        "state": {"type": "string", "enum": list(BATCH_STATES)},
+        "appId": NULLABLE_STR,
+        "appInfo": {
+            "type": "object",
+            "required": ["driverLogUrl", "sparkUiUrl", "executorLogUrls"],
+            "properties": {"driverLogUrl": NULLABLE_STR, "sparkUiUrl": NULLABLE_STR, "executorLogUrls": NULLABLE_STR},
+        },
+        "log": {"type": "array", "items": {"type": "string"}},
+        "createdAt": {"type": "number"},
+        "finishedAt": {"type": ["number", "null"]},
+        "expiresAt": {"type": ["number", "null"]},
+    },
+}
+BATCH_LIST_SCHEMA = {
+    "type": "object",
+    "required": ["from", "total", "sessions"],
+    "properties": {
+        "from": {"type": "integer", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0},
+        "sessions": {"type": "array", "items": BATCH_VIEW_SCHEMA},
+    },
+}
+BATCH_STATE_SCHEMA = {
+    "type": "object",
+    "required": ["id", "state"],
+    "properties": {"id": {"type": "integer", "minimum": 0}, "state": {"type": "string", "enum": list(BATCH_STATES)}},
+}
+BATCH_LOG_SCHEMA = {
+    "type": "object",
+    "required": ["id", "from", "total", "log"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "from": {"type": "integer", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0},
+        "log": {"type": "array", "items": {"type": "string"}},
+    },
+}
+ERROR_TEXT = {
+    400: "Rejected request (bad body, parameter or missing CSRF header)",
+    401: "Authentication required (livy.server.auth.type = basic)",
+    403: "Not allowed for this user (access control, impersonation)",
+    404: "No such batch",
+    413: "Request body over livy.server.request.max-body-bytes",
+    503: "Busy or state store unavailable; retry after Retry-After seconds",
+}
+VERSION_SCHEMA = {
+    "type": "object",
+    "required": ["version"],
+    "properties": {"version": {"type": "string"}, "livyApi": {"type": "string"}, "server": {"type": "string"}},
+}
+KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "batch id or name"}
+
+
+def paging_parameters(size_low: int | None, size_high: int) -> list[dict[str, Any]]:
+    size_schema: dict[str, Any] = {"type": "integer", "maximum": size_high}
+    if size_low is not None:
+        size_schema["minimum"] = size_low
+    return [
+        {"name": "from", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 2**31}},
+        {"name": "size", "in": "query", "required": False, "schema": size_schema},
+    ]
+
+
+def documented(schema: dict[str, Any] | None, *errors: int, ok: int = 200) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=`: the success body and each error as {"msg": ...}."""
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"description": ERROR_TEXT[status], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for status in (401, *errors)
+    }
+    if schema is not None:
+        responses[ok] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    return responses
 
 
 class ApiError(Exception):
@@ -116,14 +209,38 @@ def create_app(service: BatchService) -> FastAPI:
         lifespan=lifespan,
     )
 
+    policy = AccessPolicy.from_config(config)
+    for problem in startup_warnings(config):
+        log.warning(problem)
+
+    def user_of(request: Request) -> str | None:
+        return request.scope.get("state", {}).get("user")
+
     def lookup(key: str) -> Batch:
         batch = service.registry.lookup(key)
         if batch is None:
             raise not_found(key)
         return batch
 
-    def owner_of(request: Request) -> str | None:
-        return getattr(request.state, "user", None)
+    def with_proxy_user(body: dict[str, Any], user: str | None) -> dict[str, Any]:
+        """The body with the proxyUser the job may run as (see AccessPolicy.proxy_user)."""
+        requested = body.get("proxyUser")
+        if requested is not None and not isinstance(requested, str):
+            return body  # the request validation answers 400 for the wrong type
+        try:
+            proxy = policy.proxy_user(requested, user)
+        except ImpersonationDisabled as err:
+            raise ApiError(400, f"Rejected, Reason: {err}") from None
+        except AccessDenied as err:
+            raise ApiError(403, str(err)) from None
+        return body if proxy == requested else {**body, "proxyUser": proxy}
+
+    def viewable(key: str, request: Request) -> Batch:
+        batch = lookup(key)
+        user = user_of(request)
+        if not policy.can_view(user, batch.owner):
+            raise ApiError(403, f"User '{user}' is not allowed to view batch {batch.id}.")
+        return batch
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -142,23 +259,39 @@ def create_app(service: BatchService) -> FastAPI:
         log.exception("unexpected error")
         return error(500, f"internal error: {type(exc).__name__}")
 
-    @app.get("/version")
+    @app.get(
+        "/version",
+        response_model=None,
+        responses={200: {"description": "OK", "content": {"application/json": {"schema": VERSION_SCHEMA}}}},
+    )
     async def version() -> dict[str, str]:
         return {"version": __version__, "livyApi": "0.8", "server": "airflow-provider-livy"}
 
-    @app.get("/metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            401: documented(None)[401],
+        },
+    )
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(metrics_registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post(
         "/batches",
         status_code=201,
+        response_model=None,
+        responses=documented(BATCH_VIEW_SCHEMA, 400, 403, 413, 503, ok=201),
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BATCH_REQUEST_SCHEMA}}}},
     )
     async def create_batch(request: Request) -> JSONResponse:
         body = await read_json_body(request, config.max_body_bytes)
+        user = user_of(request)
+        if isinstance(body, dict):
+            body = with_proxy_user(body, user)
         try:
-            batch = await service.submit(body, owner_of(request))
+            batch = await service.submit(body, user)
         except BatchRequestError as err:
             raise ApiError(400, f"Rejected, Reason: {err}") from None
         except ServerBusy as err:
@@ -167,37 +300,66 @@ def create_app(service: BatchService) -> FastAPI:
             raise ApiError(503, f"the state store is unavailable, nothing was created: {err}", {"Retry-After": "5"}) from None
         return JSONResponse(service.view(batch), status_code=201, headers={"Location": f"/batches/{batch.id}"})
 
-    @app.get("/batches")
+    @app.get(
+        "/batches",
+        response_model=None,
+        responses=documented(BATCH_LIST_SCHEMA, 400, 403),
+        openapi_extra={"parameters": paging_parameters(0, MAX_LIST_PAGE)},
+    )
     async def list_batches(request: Request) -> dict[str, Any]:
-        start = query_int(request, "from", 0, 0, 2**31)
-        size = query_int(request, "size", 100, 0, MAX_LIST_PAGE)
-        page = service.registry.page(start or 0, size or 0)
-        return {"from": start, "total": len(service.registry), "sessions": [service.view(b) for b in page]}
+        """With access control on, users who may not view every batch see (and count) their own only."""
+        start = query_int(request, "from", 0, 0, 2**31) or 0
+        size = query_int(request, "size", 100, 0, MAX_LIST_PAGE) or 0
+        user = user_of(request)
+        if policy.sees_all(user):
+            page, total = service.registry.page(start, size), len(service.registry)
+        else:
+            own = [b for b in service.registry.batches.values() if b.owner == user]
+            page, total = own[start : start + size], len(own)
+        return {"from": start, "total": total, "sessions": [service.view(b) for b in page]}
 
-    @app.get("/batches/{key}")
-    async def get_batch(key: str) -> dict[str, Any]:
-        return dict(service.view(lookup(key)))
+    @app.get("/batches/{key}", response_model=None, responses=documented(BATCH_VIEW_SCHEMA, 400, 403, 404))
+    async def get_batch(key: str, request: Request) -> dict[str, Any]:
+        return dict(service.view(viewable(key, request)))
 
     async def batch_state(request: Request) -> Response:
         key = request.path_params["key"]
         batch = service.registry.lookup(key)
         if batch is None:
             return error(404, f"Session '{key}' not found.")
+        if policy.enabled and not policy.can_view(user := user_of(request), batch.owner):
+            return error(403, f"User '{user}' is not allowed to view batch {batch.id}.")
         return Response(b'{"id":%d,"state":"%s"}' % (batch.id, batch.state.encode()), media_type="application/json")
 
-    app.add_api_route("/batches/{key}/state", batch_state, methods=["GET"], summary="Batch state (the polling call)")
+    app.add_api_route(
+        "/batches/{key}/state",
+        batch_state,
+        methods=["GET"],
+        summary="Batch state (the polling call)",
+        response_model=None,
+        responses=documented(BATCH_STATE_SCHEMA, 403, 404),
+        openapi_extra={"parameters": [KEY_PARAMETER]},
+    )
     app.router.routes.insert(0, Route("/batches/{key}/state", batch_state, methods=["GET"]))
 
-    @app.get("/batches/{key}/log")
+    @app.get(
+        "/batches/{key}/log",
+        response_model=None,
+        responses=documented(BATCH_LOG_SCHEMA, 400, 403, 404),
+        openapi_extra={"parameters": paging_parameters(None, MAX_LOG_PAGE)},
+    )
     async def batch_log(key: str, request: Request) -> dict[str, Any]:
-        batch = lookup(key)
+        batch = viewable(key, request)
         start = query_int(request, "from", None, 0, 2**31)
         size = query_int(request, "size", DEFAULT_LOG_PAGE, None, MAX_LOG_PAGE)
         return service.log_page(batch, start, DEFAULT_LOG_PAGE if size is None else size)
 
-    @app.delete("/batches/{key}")
-    async def delete_batch(key: str) -> dict[str, str]:
+    @app.delete("/batches/{key}", response_model=None, responses=documented(ERROR_SCHEMA, 400, 403, 404, 503))
+    async def delete_batch(key: str, request: Request) -> dict[str, str]:
         batch = lookup(key)
+        user = user_of(request)
+        if not policy.can_modify(user, batch.owner):
+            raise ApiError(403, f"User '{user}' is not allowed to delete batch {batch.id}.")
         try:
             await service.delete(batch)
         except StoreUnavailable as err:
@@ -205,6 +367,16 @@ def create_app(service: BatchService) -> FastAPI:
                 503, f"the batch was killed but its record could not be removed: {err}", {"Retry-After": "5"}
             ) from None
         return {"msg": "deleted"}
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's description, less the 422 answers it lists: validation errors answer 400 here."""
+        if app.openapi_schema is None:
+            for operations in FastAPI.openapi(app)["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     if needs_middleware(config):
         app.add_middleware(SecurityMiddleware, config=config)
