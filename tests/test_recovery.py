@@ -194,3 +194,40 @@ def test_unreachable_zookeeper_at_start_up_is_a_clear_error(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert f"ZooKeeper at {hosts} is unreachable" in done.stderr
+
+
+def test_zookeeper_lost_while_running_then_regained(make_server, private_zookeeper, zk_prefix: str, job_file: str) -> None:
+    store = ZooKeeperView(private_zookeeper.hosts, zk_prefix)
+    server = make_server(store.settings)
+    finishing = server.submit(file=job_file, args=["sleep=2", "app=app-20250101000000-0005"])["id"]
+    doomed = server.submit(file=job_file, args=["sleep=60"])["id"]
+    server.wait_for(doomed, RUNNING_STATES)
+    store.close()
+    private_zookeeper.stop()
+
+    assert server.get(f"/batches/{finishing}").status_code == 200, "reads keep being served"
+    refused = server.post("/batches", json={"file": job_file})
+    assert refused.status_code == 503, refused.text
+    assert "ZooKeeper" in refused.json()["msg"] and refused.headers["Retry-After"]
+    assert server.delete(f"/batches/{doomed}").json() == {"msg": "deleted"}
+    assert server.wait_for(finishing)["state"] == "success"
+    assert server.batch_ids() == [finishing]
+
+    private_zookeeper.start()
+    store = ZooKeeperView(private_zookeeper.hosts, zk_prefix)
+    try:
+        records = wait_until(
+            lambda: (r := store.records()) and set(r) == {finishing} and r[finishing]["state"] == "success" and r,
+            timeout=30,
+            what="the store to catch up with memory",
+        )
+        assert records[finishing]["appId"] == "app-20250101000000-0005"
+        assert [n.split("_")[0] for n in store.index()] == [str(finishing)]
+        assert store.index()[0].split("_")[2], "the index entry shows the batch finished"
+        created = server.submit(file=job_file)["id"]
+        assert created > doomed + 1, "the refused creation's id is not reused"
+        assert store.next_session_id() == created + 1
+        assert server.proc.poll() is None
+        assert "re-synced" in server.server_log()
+    finally:
+        store.close()
