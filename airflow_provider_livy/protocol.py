@@ -27,6 +27,7 @@ FAILED_STATES: frozenset[str] = frozenset({DEAD, KILLED, ERROR})
 CSRF_HEADER = "X-Requested-By"
 
 BATCHES_PATH = "/batches"
+SESSIONS_PATH = "/sessions"  # Livy's interactive sessions; our server has none (404)
 DEFAULT_PORT = 8998
 DEFAULT_LOG_PAGE = 100
 

@@ -38,7 +38,7 @@ from airflow_provider_livy.hooks.connection import (
     retry_delay,
     settings_from_connection,
 )
-from airflow_provider_livy.protocol import BATCHES_PATH, DEFAULT_LOG_PAGE, BatchView, validate_batch_request
+from airflow_provider_livy.protocol import BATCHES_PATH, DEFAULT_LOG_PAGE, SESSIONS_PATH, BatchView, validate_batch_request
 
 LIST_PAGE = 100
 POOL_SIZE = 4
@@ -184,9 +184,21 @@ class LivyHook(BaseHook):
 
     def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
         """Every batch the server holds, fetched a page at a time."""
+        return self._list(BATCHES_PATH, page_size)
+
+    def list_sessions(self, page_size: int = LIST_PAGE) -> Iterator[dict[str, Any]]:
+        """Every interactive session (Apache Livy's GET /sessions). Our server has none and answers 404."""
+        return self._list(SESSIONS_PATH, page_size)
+
+    def delete_session(self, session_id: int) -> bool:
+        """DELETE /sessions/{id}: stop an interactive session and forget it. False when it was already gone."""
+        response = self._call("DELETE", f"{SESSIONS_PATH}/{int(session_id)}", expect=(200, 204, 404))
+        return response.status_code != 404
+
+    def _list(self, path: str, page_size: int) -> Iterator[Any]:
         start = 0
         while True:
-            page = self._json("GET", BATCHES_PATH, params={"from": start, "size": page_size})
+            page = self._json("GET", path, params={"from": start, "size": page_size})
             sessions = page.get("sessions") or []
             yield from sessions
             start += len(sessions)
