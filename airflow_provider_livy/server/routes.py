@@ -162,7 +162,7 @@ def not_found(key: str) -> ApiError:
 
 def query_int(request: Request, name: str, default: int | None, low: int | None, high: int) -> int | None:
     text = request.query_params.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)
