@@ -60,10 +60,18 @@ class DagRunner:
         path.write_text(header + textwrap.dedent(body).format(**values))
         return path
 
-    def start(self, dag_file: Path, dag_id: str, env: dict[str, str], logical_date: str | None = None) -> subprocess.Popen[str]:
+    def start(
+        self,
+        dag_file: Path,
+        dag_id: str,
+        env: dict[str, str],
+        logical_date: str | None = None,
+        conf: dict[str, Any] | None = None,
+    ) -> subprocess.Popen[str]:
+        """Run the DAG in a subprocess; `conf` is the run's conf (its params)."""
         logical_date = logical_date or datetime.now(UTC).isoformat()
         return subprocess.Popen(
-            [sys.executable, str(RUNNER), str(dag_file), dag_id, logical_date],
+            [sys.executable, str(RUNNER), str(dag_file), dag_id, logical_date, json.dumps(conf or {})],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -78,8 +86,15 @@ class DagRunner:
         result = json.loads(marks[-1][len(RESULT_MARK) :]) if marks else None
         return DagOutcome(proc.returncode, output, result)
 
-    def run(self, dag_file: Path, dag_id: str, env: dict[str, str], logical_date: str | None = None) -> DagOutcome:
-        return self.outcome(self.start(dag_file, dag_id, env, logical_date))
+    def run(
+        self,
+        dag_file: Path,
+        dag_id: str,
+        env: dict[str, str],
+        logical_date: str | None = None,
+        conf: dict[str, Any] | None = None,
+    ) -> DagOutcome:
+        return self.outcome(self.start(dag_file, dag_id, env, logical_date, conf))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Run one DAG with dag.test() in this process and print its outcome as JSON on the last line.
 
-The tests start this as a subprocess (python run_dag.py DAG_FILE DAG_ID LOGICAL_DATE), so a case
+The tests start this as a subprocess (python run_dag.py DAG_FILE DAG_ID LOGICAL_DATE [RUN_CONF_JSON]), so a case
 can kill the "worker" (this process) mid-task, the way a crash or a SIGTERM would.
 """
 
@@ -14,7 +14,7 @@ from datetime import datetime
 RESULT_MARK = "DAG-TEST-RESULT "
 
 
-def main(dag_file: str, dag_id: str, logical_date: str) -> None:
+def main(dag_file: str, dag_id: str, logical_date: str, conf: str = "{}") -> None:
     from airflow.models.xcom import XComModel
     from airflow.sdk import DAG
     from airflow.utils.session import create_session
@@ -24,7 +24,7 @@ def main(dag_file: str, dag_id: str, logical_date: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(v for v in vars(module).values() if isinstance(v, DAG) and v.dag_id == dag_id)
-    run = dag.test(logical_date=datetime.fromisoformat(logical_date))
+    run = dag.test(logical_date=datetime.fromisoformat(logical_date), run_conf=json.loads(conf) or None)
     result: dict[str, dict] = {}
     with create_session() as session:
         for ti in run.get_task_instances(session=session):
@@ -41,4 +41,4 @@ def main(dag_file: str, dag_id: str, logical_date: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

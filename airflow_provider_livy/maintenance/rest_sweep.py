@@ -1,0 +1,134 @@
+"""The REST sweep: delete finished sessions older than min_age through the server's own API.
+
+Everything is listed before anything is deleted: Livy pages by offset, so deleting while paging
+would shift later sessions onto pages already read and skip them. Only terminal sessions are
+ever deleted; a running one is never touched, whatever its age.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_livy.hooks.connection import LivyError
+from airflow_provider_livy.maintenance import terminal_since
+from airflow_provider_livy.maintenance.report import SweepReport
+from airflow_provider_livy.protocol import TERMINAL_STATES
+
+KEPT_ACTIVE = "not finished"
+KEPT_YOUNG = "finished less than min_age ago"
+KEPT_GONE = "already gone when deleted"
+KEPT_NO_ID = "view without an id"
+KEPT_FAILED = "delete failed"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of session the server lists: batches always, interactive sessions where supported."""
+
+    name: str
+    list: Callable[[], Iterable[Mapping[str, Any]]]
+    delete: Callable[[int], bool]
+    optional: bool = False  # a 404 on the listing means the server has no such sessions
+
+
+@dataclass
+class RestOutcome:
+    report: SweepReport
+    record: terminal_since.Record  # the next "first seen terminal" record
+    held: int | None  # sessions the server holds after the sweep (None: could not list)
+
+
+def age_of(
+    view: Mapping[str, Any], kind: str, previous: terminal_since.Record, current: terminal_since.Record, now: float
+) -> float:
+    """Seconds since the session finished: from its own `finishedAt`, else since we first saw it terminal."""
+    finished = view.get("finishedAt")
+    if isinstance(finished, (int, float)) and not isinstance(finished, bool):
+        return now - finished
+    session_key = terminal_since.key(kind, view["id"])
+    return now - terminal_since.first_seen(previous, current, session_key, terminal_since.fingerprint(view), now)
+
+
+def sweep_rest(
+    kinds: list[Kind],
+    min_age: float,
+    dry_run: bool = False,
+    previous: terminal_since.Record | None = None,
+    now: float | None = None,
+) -> RestOutcome:
+    """List every kind, then delete its terminal sessions older than `min_age` (or report them in a dry run)."""
+    now = time.time() if now is None else now
+    previous = previous or {}
+    report = SweepReport("rest", dry_run=dry_run)
+    current: terminal_since.Record = {}
+    outcome = RestOutcome(report, current, held=0)
+    for kind in kinds:
+        try:
+            views = list(kind.list())
+        except LivyError as err:
+            current.update({k: v for k, v in previous.items() if k.startswith(f"{kind.name}:")})
+            if kind.optional and err.status == 404:
+                report.notes.append(f"the server has no interactive sessions API ({kind.name} listing answered 404)")
+                continue
+            report.error(f"listing {kind.name}es failed: {err}")
+            outcome.held = None
+            if err.status is None or err.status >= 500:
+                break  # the server is not answering: do not wait for it once per kind
+            continue
+        ids = _sweep_kind(
+            kind, views, min_age=min_age, dry_run=dry_run, previous=previous, current=current, now=now, report=report
+        )
+        if outcome.held is not None:
+            outcome.held += len(ids)
+    report.extra["held_after"] = outcome.held
+    report.extra["swept_at"] = now  # the "now" every age was measured against
+    return outcome
+
+
+def _sweep_kind(
+    kind: Kind,
+    views: list[Mapping[str, Any]],
+    *,
+    min_age: float,
+    dry_run: bool,
+    previous: terminal_since.Record,
+    current: terminal_since.Record,
+    now: float,
+    report: SweepReport,
+) -> set[int]:
+    """Sweep one kind; returns the ids the server still holds afterwards (in a dry run: would hold)."""
+    held: set[int] = set()
+    for view in views:
+        report.scanned += 1
+        session_id = view.get("id")
+        if not isinstance(session_id, int):
+            report.keep(KEPT_NO_ID)
+            continue
+        held.add(session_id)
+        if view.get("state") not in TERMINAL_STATES:
+            report.keep(KEPT_ACTIVE)
+            continue
+        if age_of(view, kind.name, previous, current, now) < min_age:
+            report.keep(KEPT_YOUNG)
+            continue
+        name = f"{kind.name}/{session_id}"
+        if dry_run:
+            report.deleted.append(name)
+            held.discard(session_id)
+            continue
+        try:
+            existed = kind.delete(session_id)
+        except LivyError as err:
+            report.keep(KEPT_FAILED)
+            report.error(f"deleting {name} failed: {err}")
+            continue
+        held.discard(session_id)
+        current.pop(terminal_since.key(kind.name, session_id), None)
+        if existed:
+            report.deleted.append(name)
+        else:
+            report.keep(KEPT_GONE)
+    return held

@@ -1,0 +1,222 @@
+"""The maintenance DAG's three tasks, as plain functions of the run's params (dags/livy_maintenance.py wires them).
+
+The two sweeps never fail on what they find (an unreachable server, a failed delete): they
+report it and let the other sweep run. The `check` task then fails the run with every problem
+spelled out, including a server that still holds more sessions than `max_sessions_alert`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+
+from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
+from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.maintenance import terminal_since
+from airflow_provider_livy.maintenance.report import SweepReport, verdict
+from airflow_provider_livy.maintenance.rest_sweep import Kind, sweep_rest
+from airflow_provider_livy.maintenance.zookeeper_sweep import Rules, sweep_zookeeper
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_AGE = 3600
+DEFAULT_MAX_SESSIONS_ALERT = 5000
+DEFAULT_UNTOUCHED = 7 * 24 * 3600  # a week: far beyond any sane retention, short of Livy's 24-day disaster
+HTTP_RETRIES = 2  # an unreachable server is reported after ~1.5 s, not the hook's default ~15 s
+LIST_PAGE = 1000
+ZK_CONNECT_TIMEOUT = 10.0
+REST_TASK = "rest_sweep"
+ZOOKEEPER_TASK = "zookeeper_sweep"
+
+
+class MaintenanceError(RuntimeError):
+    """The run found problems an operator must look at; the message lists them."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    conn_id: str
+    min_age: float
+    dry_run: bool
+    zookeeper_hosts: str | None
+    zookeeper_prefix: str | None
+    max_sessions_alert: int
+    untouched: float
+
+
+def _number(params: Mapping[str, Any], name: str, default: float) -> float:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"param {name} must be a number of seconds or a count, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"param {name} must not be negative, got {value!r}")
+    return number
+
+
+def _flag(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", ""):
+        raise ValueError(f"param {name} must be true or false, got {value!r}")
+    return text in ("true", "1")
+
+
+def settings_from(params: Mapping[str, Any] | None) -> SweepSettings:
+    """The run's params, checked, with a readable error for a bad one."""
+    params = params or {}
+    return SweepSettings(
+        conn_id=str(params.get("livy_conn_id") or DEFAULT_CONN_ID),
+        min_age=_number(params, "min_age_seconds", DEFAULT_MIN_AGE),
+        dry_run=_flag(params, "dry_run"),
+        zookeeper_hosts=(str(params.get("zookeeper_hosts") or "").strip() or None),
+        zookeeper_prefix=(str(params.get("zookeeper_prefix") or "").strip() or None),
+        max_sessions_alert=int(_number(params, "max_sessions_alert", DEFAULT_MAX_SESSIONS_ALERT)),
+        untouched=_number(params, "untouched_seconds", DEFAULT_UNTOUCHED),
+    )
+
+
+def hook_kinds(hook: LivyHook) -> list[Kind]:
+    """Batches, and interactive sessions where the server has them (GET /sessions)."""
+    return [
+        Kind("batch", functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.delete_batch),
+        Kind("session", functools.partial(hook.list_sessions, page_size=LIST_PAGE), hook.delete_session, optional=True),
+    ]
+
+
+def _publish(report: SweepReport) -> dict[str, Any]:
+    log.info("%s", report.summary())
+    for note in report.notes:
+        log.info("%s sweep: %s", report.sweep, note)
+    for message in report.errors[:20]:
+        log.error("%s sweep: %s", report.sweep, message)
+    if report.dry_run and report.deleted:
+        log.info("%s sweep (dry run) would delete: %s", report.sweep, ", ".join(report.as_dict()["deleted_sample"]))
+    return report.as_dict()
+
+
+# --- the REST sweep -------------------------------------------------------------------------------
+def _load_record(conn_id: str) -> tuple[str | None, terminal_since.Record]:
+    from airflow.sdk import Variable
+
+    text = Variable.get(terminal_since.variable_key(conn_id), default=None)
+    return text, terminal_since.parse(text)
+
+
+def _save_record(conn_id: str, before: str | None, record: terminal_since.Record) -> None:
+    from airflow.sdk import Variable
+
+    text = terminal_since.dump(record)
+    if text != (before or terminal_since.dump({})):
+        Variable.set(
+            terminal_since.variable_key(conn_id),
+            text,
+            description="livy_maintenance: since when each finished session without timestamps was seen finished",
+        )
+
+
+def rest_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Delete finished sessions older than min_age_seconds through the server's API."""
+    settings = settings_from(params)
+    hook = LivyHook(settings.conn_id, retries=HTTP_RETRIES)
+    before, previous = _load_record(settings.conn_id)
+    try:
+        outcome = sweep_rest(hook_kinds(hook), settings.min_age, settings.dry_run, previous)
+    finally:
+        hook.close()
+    _save_record(settings.conn_id, before, outcome.record)
+    return _publish(outcome.report)
+
+
+# --- the ZooKeeper sweep ----------------------------------------------------------------------------
+def listed_ids(kind: Kind) -> set[int]:
+    """The ids the server holds. Livy pages by offset, so a delete between pages can hide one id from
+    a listing; the union of two listings would have to miss it twice."""
+    first = {view["id"] for view in kind.list() if isinstance(view.get("id"), int)}
+    return first | {view["id"] for view in kind.list() if isinstance(view.get("id"), int)}
+
+
+def server_ids(hook: LivyHook) -> dict[str, set[int] | None]:
+    """REST kind -> ids the server holds; None for a kind it could not be asked about."""
+    held: dict[str, set[int] | None] = {}
+    for kind in hook_kinds(hook):
+        if held and all(ids is None for ids in held.values()):
+            held[kind.name] = None  # the server is not answering at all: do not wait for it twice
+            continue
+        try:
+            held[kind.name] = listed_ids(kind)
+        except LivyError as err:
+            if kind.optional and err.status == 404:
+                held[kind.name] = set()  # no interactive sessions API: the server holds none
+            else:
+                log.warning("cannot ask the server which %ses it holds: %s", kind.name, err)
+                held[kind.name] = None
+    return held
+
+
+def zookeeper_target(settings: SweepSettings, hook: LivyHook) -> tuple[str | None, str]:
+    """Hosts and prefix: the params when given, else the connection's fields."""
+    hosts, prefix = settings.zookeeper_hosts, settings.zookeeper_prefix
+    if hosts is None or prefix is None:
+        conn = hook.settings
+        hosts = hosts or conn.zookeeper_hosts
+        prefix = prefix or conn.zookeeper_prefix
+    return hosts, prefix or "livy"
+
+
+def zookeeper_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Remove recovery records no server will use again from /<prefix>/v1/{batch,interactive}."""
+    settings = settings_from(params)
+    hook = LivyHook(settings.conn_id, retries=HTTP_RETRIES)
+    report = SweepReport("zookeeper", dry_run=settings.dry_run)
+    try:
+        hosts, prefix = zookeeper_target(settings, hook)
+        if not hosts:
+            report.skipped = "no ZooKeeper hosts (neither the zookeeper_hosts param nor the connection's field is set)"
+            return _publish(report)
+        retry = KazooRetry(max_tries=3)
+        client = KazooClient(hosts=hosts, timeout=15.0, connection_retry=retry, command_retry=retry.copy())
+        try:
+            client.start(timeout=ZK_CONNECT_TIMEOUT)
+        except KazooTimeoutError:
+            client.close()
+            report.error(f"ZooKeeper at {hosts} is unreachable (no connection within {ZK_CONNECT_TIMEOUT:g}s)")
+            return _publish(report)
+        try:
+            log.info("sweeping ZooKeeper %s under /%s", hosts, prefix.strip("/"))
+            rules = Rules(min_age=settings.min_age, untouched=settings.untouched)
+            report = sweep_zookeeper(client, prefix, lambda: server_ids(hook), rules, dry_run=settings.dry_run)
+        finally:
+            client.stop()
+            client.close()
+    finally:
+        hook.close()
+    return _publish(report)
+
+
+# --- the verdict ----------------------------------------------------------------------------------
+def check(params: Mapping[str, Any] | None = None, ti: Any = None) -> dict[str, Any]:
+    """Fail the run when a sweep failed or found errors, or the server holds too many sessions."""
+    settings = settings_from(params)
+    reports = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in (REST_TASK, ZOOKEEPER_TASK)}
+    problems = [f"task {task_id} failed before reporting (see its log)" for task_id, r in reports.items() if r is None]
+    found = [r for r in reports.values() if r is not None]
+    live = reports[REST_TASK].get("held_after") if reports[REST_TASK] else None
+    problems += verdict(found, live, settings.max_sessions_alert)
+    summary = {"live_sessions": live, "max_sessions_alert": settings.max_sessions_alert, "problems": problems}
+    if problems:
+        raise MaintenanceError("Livy maintenance found problems:\n- " + "\n- ".join(problems))
+    log.info("Livy maintenance: all clear; the server holds %s sessions (alert above %d)", live, settings.max_sessions_alert)
+    return summary

@@ -1,0 +1,219 @@
+"""The ZooKeeper sweep: recovery records that no server will use again, removed in bulk.
+
+Livy's layout (also ours): `/<prefix>/v1/batch/<id>` and `/<prefix>/v1/interactive/<id>`, each
+beside a `state` node holding the id counter. Only numeric children are session records; `state`
+and anything else (our server keeps its index in the sibling `v1/batch-index`) are never read
+nor deleted. A record goes when the server answers 404 for its id and the znode has not been
+written for min_age, or when it cannot be parsed at all. With the server unreachable only the
+unambiguous go: records that say themselves they finished long ago, and znodes untouched for
+longer than a generous bound (unless the record says the session is still active).
+
+Every delete names the znode version that was read, so a record rewritten meanwhile (a server
+that took the id up again) fails the check and stays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, KazooException, NoNodeError, RolledBackError
+
+from airflow_provider_livy.maintenance import zookeeper_reads
+from airflow_provider_livy.maintenance.report import SweepReport
+from airflow_provider_livy.protocol import ACTIVE_STATES, TERMINAL_STATES
+
+# znode directory under /<prefix>/v1 -> the REST kind whose ids the server reports
+DIRECTORIES: dict[str, str] = {"batch": "batch", "interactive": "session"}
+TRANSACTION_OPS = 1000
+DELETE_TIMEOUT = 30.0
+
+DELETE_CORRUPT = "unparseable record"
+DELETE_ORPHAN = "server answers 404 and not modified for min_age"
+DELETE_EXPIRED = "record says terminal and expired (server unreachable)"
+DELETE_UNTOUCHED = "untouched longer than untouched_seconds (server unreachable)"
+KEEP_HELD = "held by the server"
+KEEP_CORRUPT_HELD = "unparseable but held by the server (it rewrites the record)"
+KEEP_FRESH = "modified less than min_age ago"
+KEEP_ACTIVE = "record says active (server unreachable)"
+KEEP_UNREACHABLE = "not provably stale (server unreachable)"
+KEEP_NOT_RECORD = "not a session record (state, index or other non-numeric node)"
+KEEP_CHANGED = "changed or gone during the sweep"
+KEEP_UNREADABLE = "could not be read"
+KEEP_FAILED = "delete failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Znode:
+    path: str
+    directory: str  # "batch" or "interactive"
+    session_id: int
+    data: bytes
+    version: int
+    mtime: float  # seconds since the epoch, from the znode's stat
+
+
+@dataclass(frozen=True)
+class Rules:
+    min_age: float
+    untouched: float  # only used while the server is unreachable
+
+
+def parse_record(data: bytes) -> dict[str, Any] | None:
+    """Livy's record: a JSON object with an integer id. Anything else is unparseable."""
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("id"), int) or isinstance(record.get("id"), bool):
+        return None
+    return record
+
+
+def decide(node: Znode, held: set[int] | None, rules: Rules, now: float) -> tuple[bool, str]:
+    """(delete?, why) for one record; `held` is None when the server could not be asked."""
+    record = parse_record(node.data)
+    if record is None:
+        if held is not None and node.session_id in held:
+            return False, KEEP_CORRUPT_HELD
+        return True, DELETE_CORRUPT
+    if held is not None:
+        if node.session_id in held:
+            return False, KEEP_HELD
+        if now - node.mtime < rules.min_age:
+            return False, KEEP_FRESH
+        return True, DELETE_ORPHAN
+    state, finished = record.get("state"), record.get("finishedAt")
+    if state in ACTIVE_STATES:
+        return False, KEEP_ACTIVE
+    if state in TERMINAL_STATES and isinstance(finished, (int, float)) and now - finished >= rules.min_age:
+        return True, DELETE_EXPIRED
+    if now - node.mtime > rules.untouched:
+        return True, DELETE_UNTOUCHED
+    return False, KEEP_UNREACHABLE
+
+
+def walk(client: KazooClient, root: str, report: SweepReport, multi_read: bool = True) -> list[Znode]:
+    """Every numeric child of the two record directories, read in bulk; other children are only counted."""
+    paths: list[tuple[str, str, int]] = []
+    for directory in DIRECTORIES:
+        parent = f"{root}/v1/{directory}"
+        try:
+            children = client.retry(client.get_children, parent)
+        except NoNodeError:
+            continue
+        for name in children:
+            if name.isdigit():
+                paths.append((f"{parent}/{name}", directory, int(name)))
+            else:
+                report.keep(KEEP_NOT_RECORD)
+    reads = zookeeper_reads.read_many(client, [path for path, _, _ in paths], multi=multi_read)
+    nodes: list[Znode] = []
+    for (path, directory, session_id), read in zip(paths, reads, strict=True):
+        report.scanned += 1
+        if read is None:
+            report.keep(KEEP_CHANGED)
+        elif isinstance(read, Exception):
+            report.keep(KEEP_UNREADABLE)
+            report.error(f"reading {path} failed: {read!r}")
+        else:
+            data, stat = read
+            nodes.append(Znode(path, directory, session_id, data, stat.version, stat.mtime / 1000))
+    return nodes
+
+
+@dataclass
+class Deletion:
+    deleted: list[Znode]
+    changed: list[Znode]  # rewritten or gone since it was read: left alone
+    failed: list[Znode]
+    errors: list[str]
+
+
+def delete_nodes(client: KazooClient, nodes: list[Znode]) -> Deletion:
+    """Delete at the versions read.
+
+    Transactions of 1,000 are all sent before the first answer is awaited. A transaction is all or
+    nothing, so one whose check failed is replayed znode by znode to delete the rest.
+    """
+    chunks = [nodes[i : i + TRANSACTION_OPS] for i in range(0, len(nodes), TRANSACTION_OPS)]
+    pending = []
+    for chunk in chunks:
+        transaction = client.transaction()
+        for node in chunk:
+            transaction.delete(node.path, version=node.version)
+        pending.append((chunk, transaction.commit_async()))
+    done = Deletion([], [], [], [])
+    replay: list[Znode] = []
+    for chunk, result in pending:
+        try:
+            outcomes = result.get(timeout=DELETE_TIMEOUT)
+        except (KazooException, client.handler.timeout_exception) as err:
+            done.failed += chunk
+            done.errors.append(f"deleting {len(chunk)} znodes ({chunk[0].path} and on) failed: {err!r}")
+            continue
+        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes):
+            replay += chunk
+        else:
+            done.deleted += chunk
+    singles = [(node, client.delete_async(node.path, version=node.version)) for node in replay]
+    for node, result in singles:
+        try:
+            result.get(timeout=DELETE_TIMEOUT)
+        except (NoNodeError, BadVersionError):
+            done.changed.append(node)
+        except (KazooException, client.handler.timeout_exception) as err:
+            done.failed.append(node)
+            done.errors.append(f"deleting {node.path} failed: {err!r}")
+        else:
+            done.deleted.append(node)
+    return done
+
+
+def sweep_zookeeper(
+    client: KazooClient,
+    prefix: str,
+    held_ids: Callable[[], Mapping[str, set[int] | None]],
+    rules: Rules,
+    *,
+    dry_run: bool = False,
+    multi_read: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> SweepReport:
+    """Walk, ask the server what it holds (after the walk, so every record read predates the answer), decide, delete.
+
+    `held_ids()` maps a REST kind ("batch", "session") to the ids the server holds, or None when
+    the server could not be asked.
+    """
+    report = SweepReport("zookeeper", dry_run=dry_run)
+    root = "/" + prefix.strip("/")
+    nodes = walk(client, root, report, multi_read)
+    held = held_ids()
+    now = clock()
+    doomed: list[Znode] = []
+    reasons: dict[str, str] = {}
+    for node in nodes:
+        delete, why = decide(node, held.get(DIRECTORIES[node.directory]), rules, now)
+        if delete:
+            doomed.append(node)
+            reasons[node.path] = why
+        else:
+            report.keep(why)
+    if dry_run:
+        deleted = doomed
+    else:
+        deletion = delete_nodes(client, doomed)
+        deleted = deletion.deleted
+        report.keep(KEEP_CHANGED, len(deletion.changed))
+        report.keep(KEEP_FAILED, len(deletion.failed))
+        report.errors += deletion.errors
+    report.deleted = [node.path.removeprefix(f"{root}/v1/") for node in deleted]
+    report.extra["deleted_by_reason"] = dict(sorted(Counter(reasons[node.path] for node in deleted).items()))
+    report.extra["swept_at"] = now  # the "now" every age was measured against
+    report.extra["server_reachable"] = {kind: ids is not None for kind, ids in held.items()}
+    return report
