@@ -122,6 +122,26 @@ def _check_type(field: str, kind: str, value: Any) -> None:
         raise _type_error(field, kind, value)
 
 
+def _strings(value: Any) -> list[str]:
+    """Every string in a field's value: itself, list items, or map keys and values."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [*value, *value.values()]
+    return []
+
+
+def _fits_argv(text: str) -> bool:
+    """Whether the text can be a process argument: UTF-8 encodable (no lone surrogates), no NUL."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def validate_batch_request(body: Any) -> dict[str, Any]:
     """Check a POST /batches body and return it without null fields.
 
@@ -137,6 +157,8 @@ def validate_batch_request(body: Any) -> dict[str, Any]:
         raise BatchRequestError("field 'file' is required")
     for field, value in clean.items():
         _check_type(field, BATCH_REQUEST_FIELDS[field], value)
+        if not all(_fits_argv(text) for text in _strings(value)):
+            raise BatchRequestError(f"field '{field}' has a NUL character or invalid Unicode: no process argument can carry it")
     for field in MEMORY_FIELDS:
         if field in clean and not _MEMORY_RE.match(clean[field]):
             raise BatchRequestError(f"field '{field}' must be a size such as 512m or 2g, got {clean[field]!r}")

@@ -37,6 +37,14 @@ LIST_CONF_FIELDS = {
     "archives": "spark.archives",
     "pyFiles": "spark.submit.pyFiles",
 }
+# Settings that name files for Spark to ship: set through `conf` they face the same whitelist.
+FILE_CONF_KEYS = (
+    *LIST_CONF_FIELDS.values(),
+    "spark.yarn.dist.jars",
+    "spark.yarn.dist.files",
+    "spark.yarn.dist.archives",
+    "spark.yarn.dist.pyFiles",
+)
 # What the server decides and users may not override through `conf`.
 RESERVED_CONF = ("spark.master", "spark.submit.deployMode")
 REMOTE_SCHEMES = ("hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "viewfs", "local")
@@ -74,13 +82,16 @@ def check_local_file(path: str, whitelist: tuple[str, ...], field: str) -> str:
     local = urllib.parse.urlsplit(path).path if scheme == "file" else path
     if not os.path.isabs(local):
         raise BatchRequestError(f"{field}: local path {path!r} must be absolute")
-    resolved = Path(local).resolve()
-    allowed = [Path(d).resolve() for d in whitelist]
-    if not any(resolved == d or d in resolved.parents for d in allowed):
-        where = ", ".join(str(d) for d in allowed) or "nowhere (livy.file.local-dir-whitelist is empty)"
-        raise BatchRequestError(f"{field}: local path {path!r} is not in an allowed directory; allowed: {where}")
-    if not resolved.is_file():
-        raise BatchRequestError(f"{field}: file {path!r} does not exist")
+    try:
+        resolved = Path(local).resolve()
+        allowed = [Path(d).resolve() for d in whitelist]
+        if not any(resolved == d or d in resolved.parents for d in allowed):
+            where = ", ".join(str(d) for d in allowed) or "nowhere (livy.file.local-dir-whitelist is empty)"
+            raise BatchRequestError(f"{field}: local path {path!r} is not in an allowed directory; allowed: {where}")
+        if not resolved.is_file():
+            raise BatchRequestError(f"{field}: file {path!r} does not exist")
+    except (OSError, RuntimeError) as err:  # a name too long, a symlink loop
+        raise BatchRequestError(f"{field}: cannot use local path {path[:200]!r}: {err}") from None
     return str(resolved)
 
 
@@ -94,11 +105,23 @@ def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...]) -> 
     checked["file"] = check_local_file(request["file"], whitelist, "file")
     for field in LIST_CONF_FIELDS:
         if field in request:
-            checked[field] = [check_local_file(p, whitelist, field) for p in request[field]]
-    for key in request.get("conf", {}):
+            checked[field] = [_check_list_entry(p, whitelist, field) for p in request[field]]
+    conf = dict(request.get("conf", {}))
+    for key, value in conf.items():
         if key in RESERVED_CONF:
             raise BatchRequestError(f"conf: '{key}' is set by the server (livy.spark.master / deploy-mode)")
+        if key in FILE_CONF_KEYS:
+            conf[key] = ",".join(check_local_file(p.strip(), whitelist, f"conf {key}") for p in value.split(",") if p.strip())
+    if "conf" in request:
+        checked["conf"] = conf
     return checked
+
+
+def _check_list_entry(path: str, whitelist: tuple[str, ...], field: str) -> str:
+    """Spark reads these lists comma-separated: a comma would smuggle a second, unchecked path in."""
+    if "," in path:
+        raise BatchRequestError(f"{field}: {path!r} has a comma; give each path as its own list item")
+    return check_local_file(path, whitelist, field)
 
 
 def build_command(spark_home: Path, request: dict[str, Any], config: ServerConfig) -> list[str]:

@@ -188,8 +188,8 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise ApiError(400, f"Rejected, Reason: expected a JSON body (Content-Type application/json), got {content_type}")
     try:
         return json.loads(b"".join(chunks) or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"Rejected, Reason: the body is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, a number over 4,300 digits, deep nesting
+        raise ApiError(400, f"Rejected, Reason: the body is not valid JSON: {str(err)[:200]}") from None
 
 
 def create_app(service: BatchService) -> FastAPI:
