@@ -4,17 +4,21 @@
 # Safe to run again: each step is skipped when already done.
 #   scripts/setup.sh            the demo's needs
 #   scripts/setup.sh --tests    plus ZooKeeper and the test tools
+#   scripts/setup.sh --bench    plus wrk, for the benchmarks in bench/ (implies --tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_tests=false
+want_bench=false
 [[ "${1:-}" == "--tests" ]] && want_tests=true
+[[ "${1:-}" == "--bench" ]] && want_tests=true && want_bench=true
 
 say() { echo "[setup] $*"; }
 
 apt_packages=()
 command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
 if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
+if $want_bench && ! command -v wrk >/dev/null 2>&1; then apt_packages+=(wrk); fi
 if ((${#apt_packages[@]})); then
   say "installing Debian packages: ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +34,7 @@ fi
 
 extras="spark"
 $want_tests && extras="spark,test"
+$want_bench && extras="spark,test,bench"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras"
 if [[ ! -e "$stamp" ]]; then
   say "installing the package and its dependencies ($extras); the first time takes about 3 minutes"
