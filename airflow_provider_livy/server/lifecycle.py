@@ -227,9 +227,14 @@ class BatchService:
         self._persist(batch)
 
     def _append_log(self, batch: Batch, line: str) -> None:
-        """A line from the server itself, in the batch's log, so the user sees why."""
-        with open(self.log_path(batch.id), "a") as handle:
-            handle.write(line + "\n")
+        """A line from the server itself, in the batch's log, so the user sees why. A full or
+        read-only log disk must not stop the batch from reaching its end state: then the server log has it."""
+        try:
+            with open(self.log_path(batch.id), "a") as handle:
+                handle.write(line + "\n")
+        except OSError as err:
+            log.warning("batch %s: %s (could not write it to the batch log: %s)", batch.id, line, err)
+            return
         log.info("batch %s: %s", batch.id, line)
 
     # --- watching ------------------------------------------------------------------------
