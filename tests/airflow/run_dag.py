@@ -24,7 +24,9 @@ def main(dag_file: str, dag_id: str, logical_date: str, conf: str = "{}") -> Non
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(v for v in vars(module).values() if isinstance(v, DAG) and v.dag_id == dag_id)
-    run = dag.test(logical_date=datetime.fromisoformat(logical_date), run_conf=json.loads(conf) or None)
+    when = datetime.fromisoformat(logical_date)
+    # run_after fixes the run_id too, so running the same date again retries the same run
+    run = dag.test(logical_date=when, run_after=when, run_conf=json.loads(conf) or None)
     result: dict[str, dict] = {}
     with create_session() as session:
         for ti in run.get_task_instances(session=session):
