@@ -11,7 +11,7 @@ from pathlib import Path
 from kazoo.client import KazooClient
 
 from airflow_provider_livy.server.store_filesystem import FileSystemStore, write_atomic
-from airflow_provider_livy.server.store_index import build_snapshot, entry_name
+from airflow_provider_livy.server.store_index import build_snapshot, entry_finished, entry_name
 from airflow_provider_livy.server.store_zookeeper import ZooKeeperStore
 
 
@@ -125,5 +125,6 @@ def test_zookeeper_bulk_removal_and_scan(zookeeper, zk_prefix: str) -> None:
 def test_snapshot_prefers_the_finished_entry_and_skips_foreign_names() -> None:
     snap = build_snapshot(5, ["state", "1", "2", ".2.x.tmp"], ["1_1000_", "1_1000_3000", "junk", "2_2000_"])
     assert snap.record_ids == {1, 2}
-    assert snap.index[1].finished_at == 3.0 and snap.index[2].finished_at is None
+    assert snap.index == {1: "1_1000_3000", 2: "2_2000_"}
+    assert entry_finished(snap.index[1]) == 3.0 and entry_finished(snap.index[2]) is None
     assert snap.duplicates == ["1_1000_"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 from collections import Counter, deque
@@ -38,13 +39,14 @@ from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.lifecycle import BatchService
 from airflow_provider_livy.server.registry import Batch
 from airflow_provider_livy.server.store import RecoverableStore
-from airflow_provider_livy.server.store_index import Snapshot, chunks
+from airflow_provider_livy.server.store_index import Snapshot, chunks, entry_finished
 
 log = logging.getLogger(__name__)
 
 FOREGROUND_READS = 2000  # records read before serving; further unindexed ones are read after
 READ_CHUNK = 1000
 SAVE_CHUNK = 500
+READ_RETRY_DELAY = 5.0
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl")
 
 
@@ -138,6 +140,7 @@ class Recovery:
         self.to_save: list[Batch] = []  # registered batches whose record must change (state, index)
         self.later: list[int] = []  # unindexed records read once serving
         self.stats: Counter[str] = Counter()
+        self.notes: list[tuple[int, str]] = []  # (id, why): written to batch logs once serving
         self._supervisors: dict[str, psutil.Process] | None = None
 
     # --- before serving -------------------------------------------------------------------
@@ -166,9 +169,10 @@ class Recovery:
     def plan(self, snap: Snapshot) -> list[int]:
         """Which ids to read now; the expired ones (per the index alone) go straight to the purge list."""
         retain, read_now = self.config.state_retain, []
-        for batch_id, entry in snap.index.items():
+        for batch_id, name in snap.index.items():
             gone = batch_id not in snap.record_ids  # an index entry whose record was deleted
-            if gone or (entry.finished_at is not None and entry.finished_at + retain <= self.now):
+            finished = entry_finished(name)
+            if gone or (finished is not None and finished + retain <= self.now):
                 self.expired.append(batch_id)
             else:
                 read_now.append(batch_id)
@@ -225,7 +229,7 @@ class Recovery:
         if batch.pid is None and (found := self._find_supervisor(exit_path)) is not None:
             batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
         batch.request = None
-        if batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start):
+        if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
             batch.tail = deque(maxlen=self.config.cache_log_size)
             self.stats["re-attached"] += 1
             return changed
@@ -263,25 +267,41 @@ class Recovery:
         return False
 
     def _note(self, batch: Batch, line: str) -> None:
+        self.notes.append((batch.id, line))
+
+    def _write_notes(self) -> None:
         """Why a batch ended, in its own log where the user looks, and in the server's."""
-        with open(self.service.log_path(batch.id), "a") as handle:
-            handle.write(f"livy-server: {line}\n")
-        log.info("batch %s: %s", batch.id, line)
+        notes, self.notes = self.notes, []
+        for batch_id, line in notes:
+            with open(self.service.log_path(batch_id), "a") as handle:
+                handle.write(f"livy-server: {line}\n")
+            log.info("batch %s: %s", batch_id, line)
 
     # --- once serving -----------------------------------------------------------------------
     async def run_background(self) -> None:
-        await self._save_changed()
+        await asyncio.to_thread(self._write_notes)
         await self._purge()
+        await self._save_changed()
         for chunk in chunks(self.later, READ_CHUNK):
-            rows = await asyncio.to_thread(self.store.read_records, chunk)
+            rows = await self._read_until_done(chunk)
             for batch in self.restore(rows, ()):
                 self.service.adopt(batch)
+            await asyncio.to_thread(self._write_notes)
             registry = self.service.registry
             registry.batches = dict(sorted(registry.batches.items()))  # listings page in id order
             await self._save_changed()
             await self._purge()
         if self.later:
             log.info("recovery: read the %d unindexed records", len(self.later))
+
+    async def _read_until_done(self, ids: list[int]) -> list[tuple[int, bytes | None, float]]:
+        """Serving has started, so a store fault here is waited out, not fatal."""
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.read_records, ids)
+            except OSError as err:
+                log.warning("recovery: reading %d unindexed records failed (%s); retry in %gs", len(ids), err, READ_RETRY_DELAY)
+                await asyncio.sleep(READ_RETRY_DELAY)
 
     async def _save_changed(self) -> None:
         batches, self.to_save = self.to_save, []
@@ -298,5 +318,7 @@ class Recovery:
         log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
 
     def _remove_logs(self, ids: list[int]) -> None:
-        for batch_id in ids:
-            logs.remove(self.service.log_path(batch_id), self.service.exit_path(batch_id))
+        """One listing, then only the files that exist: most expired batches' logs are long gone."""
+        wanted = {f"{batch_id}{suffix}" for batch_id in ids for suffix in (".log", ".exit")}
+        for name in wanted.intersection(os.listdir(self.service.log_dir)):
+            logs.remove(self.service.log_dir / name)

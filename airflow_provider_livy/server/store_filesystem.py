@@ -33,8 +33,8 @@ from airflow_provider_livy.server.store_index import (
     decode_state,
     encode,
     encode_state,
+    entry_id,
     entry_name,
-    parse_entry,
 )
 
 log = logging.getLogger(__name__)
@@ -97,22 +97,20 @@ class FileSystemStore:
         snap = build_snapshot(decode_state(state), record_names, self._listdir(self.index_dir))
         for name in snap.duplicates:
             (self.index_dir / name).unlink(missing_ok=True)
-        self._index = {batch_id: entry.name for batch_id, entry in snap.index.items()}
+        self._index = dict(snap.index)
         self._counter = snap.next_session_id
         return snap
 
     def _listdir(self, directory: Path) -> list[str]:
         """Names, with leftover temp files of dead writers removed on the way."""
-        names, now = [], time.time()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if not entry.name.startswith("."):
-                    names.append(entry.name)
-                elif entry.name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
-                        if now - entry.stat().st_mtime > STALE_TEMP_AGE:
-                            os.unlink(entry.path)
-        return names
+        names = os.listdir(directory)
+        hidden = [name for name in names if name.startswith(".")]
+        now = time.time()
+        for name in hidden:
+            with contextlib.suppress(OSError):
+                if name.endswith(".tmp") and now - (directory / name).stat().st_mtime > STALE_TEMP_AGE:
+                    (directory / name).unlink()
+        return [name for name in names if not name.startswith(".")] if hidden else names
 
     def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
         rows: list[tuple[int, bytes | None, float]] = []
@@ -191,8 +189,8 @@ class FileSystemStore:
     def _apply(self, records: list[tuple[int, dict[str, Any] | None]], next_session_id: int) -> None:
         by_id: dict[int, list[str]] = {}
         for name in os.listdir(self.index_dir):
-            if entry := parse_entry(name):
-                by_id.setdefault(entry.id, []).append(name)
+            if (batch_id := entry_id(name)) is not None:
+                by_id.setdefault(batch_id, []).append(name)
         for batch_id, record in records:
             stale = by_id.get(batch_id, [])
             if record is None:

@@ -35,8 +35,8 @@ from airflow_provider_livy.server.store_index import (
     decode_state,
     encode,
     encode_state,
+    entry_id,
     entry_name,
-    parse_entry,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ SESSION_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
 TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
 RESYNC_RETRY_DELAY = 1.0
+REMOVE_WINDOW = 3  # removal transactions in flight at once
 RESYNC_CHUNK = 300  # ids per transaction: each may need up to 3 operations
 
 
@@ -133,9 +134,15 @@ class ZooKeeperStore:
 
     # --- start-up -----------------------------------------------------------------------
     def scan(self) -> Snapshot:
-        state, _ = self.client.retry(self.client.get, self.state_path)
-        records = self.client.retry(self.client.get_children, self.batch_path)
-        index = self.client.retry(self.client.get_children, self.index_path)
+        asked = (
+            self.client.get_async(self.state_path),
+            self.client.get_children_async(self.batch_path),
+            self.client.get_children_async(self.index_path),
+        )
+        try:
+            (state, _), records, index = (result.get(timeout=REQUEST_TIMEOUT) for result in asked)
+        except (KazooException, KazooTimeoutError) as err:
+            raise ConnectionError(f"reading the state store from ZooKeeper at {self.hosts} failed: {err!r}") from None
         snap = build_snapshot(decode_state(state), records, index)
         for chunk in chunks(snap.duplicates, TRANSACTION_OPS):
             transaction = self.client.transaction()
@@ -143,7 +150,7 @@ class ZooKeeperStore:
                 transaction.delete(f"{self.index_path}/{name}")
             transaction.commit()
         self._present = set(snap.record_ids)
-        self._index = {batch_id: entry.name for batch_id, entry in snap.index.items()}
+        self._index = dict(snap.index)
         return snap
 
     def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
@@ -156,6 +163,8 @@ class ZooKeeperStore:
             except NoNodeError:
                 rows.append((batch_id, None, 0.0))
                 continue
+            except (KazooException, KazooTimeoutError) as err:
+                raise ConnectionError(f"reading records from ZooKeeper at {self.hosts} failed: {err!r}") from None
             rows.append((batch_id, data, stat.mtime / 1000))
         return rows
 
@@ -198,25 +207,29 @@ class ZooKeeperStore:
             log.warning("batch %s not written to ZooKeeper (%s); will write it once reconnected", batch_id, type(err).__name__)
 
     async def remove(self, ids: Iterable[int]) -> None:
-        """In transactions of up to 1,000 deletes, each awaited, so a POST is never queued behind a whole purge."""
+        """In transactions of up to 1,000 deletes, a few in flight at a time: a POST never queues behind a whole purge."""
         self._loop = asyncio.get_running_loop()
-        for chunk in chunks(list(ids), TRANSACTION_OPS // 2):
-            if not self.connected:
-                self._dirty.update(chunk)
-                continue
-            transaction = self.client.transaction()
-            for batch_id in chunk:
-                if batch_id in self._present:
-                    transaction.delete(f"{self.batch_path}/{batch_id}")
-                    self._present.discard(batch_id)
-                if (name := self._index.pop(batch_id, None)) is not None:
-                    transaction.delete(f"{self.index_path}/{name}")
-            try:
-                await commit(transaction)
-            except (KazooException, TimeoutError) as err:
-                self._dirty.update(chunk)
-                self._kick()
-                log.warning("%d records not removed from ZooKeeper (%s); will retry", len(chunk), type(err).__name__)
+        batches = list(chunks(list(ids), TRANSACTION_OPS // 2))
+        for window in chunks(batches, REMOVE_WINDOW):
+            await asyncio.gather(*(self._remove_chunk(chunk) for chunk in window))
+
+    async def _remove_chunk(self, chunk: list[int]) -> None:
+        if not self.connected:
+            self._dirty.update(chunk)
+            return
+        transaction = self.client.transaction()
+        for batch_id in chunk:
+            if batch_id in self._present:
+                transaction.delete(f"{self.batch_path}/{batch_id}")
+                self._present.discard(batch_id)
+            if (name := self._index.pop(batch_id, None)) is not None:
+                transaction.delete(f"{self.index_path}/{name}")
+        try:
+            await commit(transaction)
+        except (KazooException, TimeoutError) as err:
+            self._dirty.update(chunk)
+            self._kick()
+            log.warning("%d records not removed from ZooKeeper (%s); will retry", len(chunk), type(err).__name__)
 
     # --- catching up ----------------------------------------------------------------------
     def _kick(self) -> None:
@@ -244,8 +257,8 @@ class ZooKeeperStore:
         present = {int(n) for n in await wait(self.client.get_children_async(self.batch_path)) if n.isdigit()}
         entries: dict[int, list[str]] = {}
         for name in await wait(self.client.get_children_async(self.index_path)):
-            if entry := parse_entry(name):
-                entries.setdefault(entry.id, []).append(name)
+            if (batch_id := entry_id(name)) is not None:
+                entries.setdefault(batch_id, []).append(name)
         for chunk in chunks(ids, RESYNC_CHUNK):
             transaction = self.client.transaction()
             for batch_id in chunk:

@@ -1,0 +1,252 @@
+"""How long a restart takes with 40,000 records in the store, 39,000 of them long expired.
+
+For each store (filesystem, ZooKeeper on loopback) this fills the store the way a server that
+never deleted anything would leave it, starts `livy-server` with recovery on, and measures:
+- answer: from spawning the server process until GET /batches answers (target: under 3 s);
+- purged: from spawning until the store holds only the 1,000 live records;
+- the server's own figures from its log (foreground recovery, bulk purge).
+An empty store's start-up is measured too: the floor that process start and imports cost.
+
+Part of `python -m bench.run`; alone: .venv/bin/python -m bench.bench_recovery [--records 40000] [--expired 39000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from kazoo.client import KazooClient
+
+from airflow_provider_livy.server.store_index import encode, entry_name
+from bench.common import Row, say, spread
+from tests.conftest import FAKE_SPARK_HOME, free_port
+from tests.zookeeper import ZooKeeperServer
+
+DAY = 86400.0
+TARGET_SECONDS = 3.0
+
+
+def record(batch_id: int, state: str, created: float, finished: float | None) -> dict:
+    """A record as our server writes it."""
+    return {
+        "id": batch_id,
+        "name": None,
+        "appId": f"app-20250101000000-{batch_id:04d}",
+        "appTag": f"livy-batch-{batch_id}-bench",
+        "owner": "bench",
+        "proxyUser": None,
+        "version": 1,
+        "state": state,
+        "createdAt": created,
+        "finishedAt": finished,
+        "sparkUiUrl": None,
+        "pid": 2**22 + 7 if state == "running" else None,  # above pid_max's default: never alive
+        "pidStart": created,
+        "request": None,
+    }
+
+
+def make_records(total: int, expired: int) -> list[dict]:
+    """Expired: finished two days ago. Live: half finished a minute ago, half 'running' under a pid long gone."""
+    now = time.time()
+    records = []
+    for batch_id in range(total):
+        if batch_id < expired:
+            created, finished, state = now - 2 * DAY - 60, now - 2 * DAY, "success"
+        elif batch_id % 2:
+            created, finished, state = now - 120, now - 60, "dead"
+        else:
+            created, finished, state = now - 120, None, "running"
+        records.append(record(batch_id, state, created, finished))
+    return records
+
+
+def fill_filesystem(root: Path, records: list[dict]) -> None:
+    batch_dir, index_dir = root / "v1" / "batch", root / "v1" / "batch-index"
+    batch_dir.mkdir(parents=True)
+    index_dir.mkdir(parents=True)
+    for rec in records:
+        (batch_dir / str(rec["id"])).write_bytes(encode(rec))
+        (index_dir / entry_name(rec)).touch()
+    (batch_dir / "state").write_text(json.dumps({"nextSessionId": len(records)}))
+
+
+def fill_zookeeper(client: KazooClient, prefix: str, records: list[dict]) -> None:
+    client.ensure_path(f"/{prefix}/v1/batch-index")
+    client.create(f"/{prefix}/v1/batch/state", json.dumps({"nextSessionId": len(records)}).encode(), makepath=True)
+    for start in range(0, len(records), 500):
+        transaction = client.transaction()
+        for rec in records[start : start + 500]:
+            transaction.create(f"/{prefix}/v1/batch/{rec['id']}", encode(rec))
+            transaction.create(f"/{prefix}/v1/batch-index/{entry_name(rec)}")
+        transaction.commit()
+
+
+def restart(settings: dict[str, str], work: Path, live: int, count_records: Callable[[], int]) -> dict[str, float]:
+    port = free_port()
+    conf = {
+        "livy.server.port": str(port),
+        "livy.server.log-dir": str(work / "logs"),
+        "livy.server.spark-home": str(FAKE_SPARK_HOME),
+        "livy.server.session.state-retain.sec": "10m",
+        "livy.server.session.max-sessions": "100000",
+        **settings,
+    }
+    args = [sys.executable, "-m", "airflow_provider_livy.server"]
+    for key, value in conf.items():
+        args += ["--set", f"{key}={value}"]
+    log_path = work / f"server-{port}.log"
+    with open(log_path, "wb") as log_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/batches", params={"size": 1}, timeout=5)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None:
+                    raise RuntimeError(log_path.read_text()) from None
+                time.sleep(0.01)
+        answered = time.monotonic() - started
+        total = response.json()["total"]
+        assert total == live, f"expected {live} batches registered, got {total}"
+        while count_records() != live:  # each count lists up to 80,000 names: not too often
+            time.sleep(0.1)
+        purged = time.monotonic() - started
+    finally:
+        proc.terminate()
+        proc.wait()
+    log = log_path.read_text()
+    result = {"answer": answered, "purged": purged}
+    if match := re.search(r"recovery: .* took ([0-9.]+)s", log):
+        result["foreground"] = float(match.group(1))
+    if match := re.search(r"purged (\d+) expired or unreadable records in ([0-9.]+)s", log):
+        result["bulk purge"] = float(match.group(2))
+    return result
+
+
+def measure(work: Path, records: list[dict], live: int, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """`rounds` restarts per store, each on a freshly filled store; plus an empty store's start-up."""
+    results: dict[str, list[dict[str, float]]] = {"filesystem, empty store": [], "filesystem": [], "zookeeper": []}
+    fs = {"livy.server.recovery.mode": "recovery"}
+    for number in range(rounds):
+        fs["livy.server.recovery.state-store.url"] = str(work / f"empty-store-{number}")
+        results["filesystem, empty store"].append(restart(fs, work, 0, lambda: 0))
+        root = work / f"fs-store-{number}"
+        fill_filesystem(root, records)
+        fs["livy.server.recovery.state-store.url"] = str(root)
+        batch_dir = root / "v1/batch"
+        results["filesystem"].append(restart(fs, work, live, lambda d=batch_dir: sum(n.isdigit() for n in os.listdir(d))))
+        assert len(os.listdir(root / "v1/batch-index")) == live
+        say(f"recovery round {number + 1}/{rounds}: filesystem {results['filesystem'][-1]}")
+    zookeeper = ZooKeeperServer(work / "zookeeper").start()
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start()
+    try:
+        for number in range(rounds):
+            prefix = f"bench{number}"
+            fill_zookeeper(client, prefix, records)
+            zk = {
+                "livy.server.recovery.mode": "recovery",
+                "livy.server.recovery.state-store": "zookeeper",
+                "livy.server.recovery.state-store.url": zookeeper.hosts,
+                "livy.server.recovery.zk-state-store.key-prefix": prefix,
+            }
+            path = f"/{prefix}/v1/batch"
+            results["zookeeper"].append(restart(zk, work, live, lambda p=path: sum(n.isdigit() for n in client.get_children(p))))
+            assert len(client.get_children(f"/{prefix}/v1/batch-index")) == live
+            say(f"recovery round {number + 1}/{rounds}: zookeeper {results['zookeeper'][-1]}")
+    finally:
+        client.stop()
+        zookeeper.stop()
+    return results
+
+
+def run(work_dir: Path, quick: bool) -> list[Row]:
+    total, expired, rounds = (40_000, 39_000, 1) if quick else (40_000, 39_000, 3)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    say(f"recovery: cold starts with {total:,} records, {expired:,} expired, {rounds} round(s) per store")
+    results = measure(work_dir, make_records(total, expired), total - expired, rounds)
+    bench, rows = "4. recovery", []
+    floor = [r["answer"] for r in results["filesystem, empty store"]]
+    rows.append(Row(bench, "empty store: spawn -> first answer", spread(floor, "{:.2f} s"), anchor="process start and imports"))
+    for store in ("filesystem", "zookeeper"):
+        answer, purged = [r["answer"] for r in results[store]], [r["purged"] for r in results[store]]
+        rows.append(
+            Row(
+                bench,
+                f"{store}: spawn -> first answered API call",
+                spread(answer, "{:.2f} s"),
+                target=f"<= {TARGET_SECONDS:g} s",
+                anchor="empty store's start-up, same run",
+                met=max(answer) <= TARGET_SECONDS,
+            )
+        )
+        rows.append(
+            Row(
+                bench,
+                f"{store}: spawn -> store clean ({expired:,} purged)",
+                spread(purged, "{:.2f} s"),
+                target=f"<= {TARGET_SECONDS:g} s",
+                anchor="includes the start-up",
+                met=max(purged) <= TARGET_SECONDS,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=40_000)
+    parser.add_argument("--expired", type=int, default=39_000)
+    args = parser.parse_args()
+    live = args.records - args.expired
+    records = make_records(args.records, args.expired)
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        work = Path(tmp)
+        empty = work / "empty-store"
+        fs_settings = {"livy.server.recovery.mode": "recovery", "livy.server.recovery.state-store.url": str(empty)}
+        results["filesystem, empty store"] = restart(fs_settings, work, 0, lambda: 0)
+
+        root = work / "fs-store"
+        fill_filesystem(root, records)
+        fs_settings["livy.server.recovery.state-store.url"] = str(root)
+        results["filesystem"] = restart(fs_settings, work, live, lambda: sum(n.isdigit() for n in os.listdir(root / "v1/batch")))
+        assert len(os.listdir(root / "v1/batch-index")) == live
+
+        zookeeper = ZooKeeperServer(work / "zookeeper").start()
+        client = KazooClient(hosts=zookeeper.hosts)
+        client.start()
+        try:
+            fill_zookeeper(client, "bench", records)
+            zk_settings = {
+                "livy.server.recovery.mode": "recovery",
+                "livy.server.recovery.state-store": "zookeeper",
+                "livy.server.recovery.state-store.url": zookeeper.hosts,
+                "livy.server.recovery.zk-state-store.key-prefix": "bench",
+            }
+            results["zookeeper"] = restart(
+                zk_settings, work, live, lambda: sum(n.isdigit() for n in client.get_children("/bench/v1/batch"))
+            )
+            assert len(client.get_children("/bench/v1/batch-index")) == live
+        finally:
+            client.stop()
+            zookeeper.stop()
+    print(f"restart with {args.records} records, {args.expired} expired, {live} live (seconds from process spawn)")
+    for store, figures in results.items():
+        print(f"  {store:26s} " + "  ".join(f"{name} {value:.2f}" for name, value in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
