@@ -229,6 +229,7 @@ def test_without_timestamps_the_age_is_remembered_between_runs(
     assert all(since == rest["swept_at"] for since, _ in record.values())
     assert server.delete(f"/batches/{vanishing}").status_code == 200  # a client cleans up after itself
     assert first.result is not None and first.result["state"] == "success"
+    assert report(first, "zookeeper_sweep")["skipped"].startswith("no ZooKeeper hosts"), "this connection names none"
 
     second = dag_runner.run(maintenance_dag, DAG_ID, env, conf=conf)
     rest = report(second, "rest_sweep")
