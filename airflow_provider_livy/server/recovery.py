@@ -306,7 +306,7 @@ class Recovery:
     async def _save_changed(self) -> None:
         batches, self.to_save = self.to_save, []
         for chunk in chunks(batches, SAVE_CHUNK):
-            await asyncio.gather(*(self.store.save(batch.record()) for batch in chunk))
+            await self.store.save_many([batch.record() for batch in chunk if batch.id in self.service.registry.batches])
 
     async def _purge(self) -> None:
         ids, self.expired = self.expired, []

@@ -40,6 +40,9 @@ class RecoverableStore(StateStore, Protocol):
     def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
         """(id, raw record or None if gone, modification time) for each id; blocking, bulk."""
 
+    async def save_many(self, records: list[dict[str, Any]]) -> None:
+        """Write many records in bulk (recovery's re-saves); failures are retried by the store."""
+
     def bind(self, lookup: RecordLookup, next_session_id: Callable[[], int]) -> None:
         """Where re-syncs read the truth from: the server's memory."""
 

@@ -206,6 +206,24 @@ class ZooKeeperStore:
                 raise StoreUnavailable(f"ZooKeeper at {self.hosts} did not take the record ({type(err).__name__})") from None
             log.warning("batch %s not written to ZooKeeper (%s); will write it once reconnected", batch_id, type(err).__name__)
 
+    async def save_many(self, records: list[dict[str, Any]]) -> None:
+        """Recovery's re-saves, many records per transaction; what fails is re-synced later."""
+        self._loop = asyncio.get_running_loop()
+        for chunk in chunks(records, RESYNC_CHUNK):
+            ids = [record["id"] for record in chunk]
+            if not self.connected:
+                self._dirty.update(ids)
+                continue
+            transaction = self.client.transaction()
+            for record in chunk:
+                self._record_ops(transaction, record)
+            try:
+                await commit(transaction)
+            except (KazooException, TimeoutError) as err:
+                self._dirty.update(ids)
+                self._kick()
+                log.warning("%d records not written to ZooKeeper (%s); will retry", len(ids), type(err).__name__)
+
     async def remove(self, ids: Iterable[int]) -> None:
         """In transactions of up to 1,000 deletes, a few in flight at a time: a POST never queues behind a whole purge."""
         self._loop = asyncio.get_running_loop()
