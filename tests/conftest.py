@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
@@ -162,6 +164,16 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., LivyServer]]:
     yield make
     for server in servers:
         server.stop()
+    kill_drivers(tmp_path)
+
+
+def kill_drivers(work_dir: Path) -> None:
+    """Drivers outlive a server with recovery on, by design; a test must not leave them behind."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "supervisor.py" in " ".join(cmdline[:4]) and any(str(work_dir) in arg for arg in cmdline):
+            with contextlib.suppress(OSError, psutil.Error):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -90,7 +90,11 @@ def test_delete_kills_the_whole_process_group_then_forgets(fake_server: LivyServ
     batch = fake_server.submit(file=job_file, args=["sleep=60"])
     fake_server.wait_for(batch["id"], {"running"})
     log_dir = Path(fake_server.settings["livy.server.log-dir"])
-    sleepers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "60"]]
+    (supervisor,) = psutil.Process(fake_server.proc.pid).children()
+    group = os.getpgid(supervisor.pid)
+    sleepers = [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "60"] and os.getpgid(p.pid) == group
+    ]
     assert sleepers, "the fake driver should be running"
     response = fake_server.delete(f"/batches/{batch['id']}")
     assert response.status_code == 200
