@@ -43,6 +43,7 @@ class DagOutcome:
 @dataclass
 class DagRunner:
     home: Path
+    count: int = 0
 
     def write_dag(self, dag_id: str, body: str, **values: Any) -> Path:
         """A DAG file `<dag_id>.py`: the standard header, then `body` with {placeholders} filled."""
@@ -67,24 +68,20 @@ class DagRunner:
         env: dict[str, str],
         logical_date: str | None = None,
         conf: dict[str, Any] | None = None,
-    ) -> subprocess.Popen[str]:
-        """Run the DAG in a subprocess; `conf` is the run's conf (its params)."""
+    ) -> DagProcess:
+        """Run the DAG in a subprocess; `conf` is the run's conf (its params). Output goes to a file the test can watch."""
         logical_date = logical_date or datetime.now(UTC).isoformat()
-        return subprocess.Popen(
-            [sys.executable, str(RUNNER), str(dag_file), dag_id, logical_date, json.dumps(conf or {})],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        )
-
-    @staticmethod
-    def outcome(proc: subprocess.Popen[str], timeout: float = 300) -> DagOutcome:
-        output, _ = proc.communicate(timeout=timeout)
-        marks = [line for line in output.splitlines() if line.startswith(RESULT_MARK)]
-        result = json.loads(marks[-1][len(RESULT_MARK) :]) if marks else None
-        return DagOutcome(proc.returncode, output, result)
+        self.count += 1
+        log_path = self.home / f"{dag_id}-{self.count}.out"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, str(RUNNER), str(dag_file), dag_id, logical_date, json.dumps(conf or {})],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            )
+        return DagProcess(proc, log_path)
 
     def run(
         self,
@@ -94,7 +91,31 @@ class DagRunner:
         logical_date: str | None = None,
         conf: dict[str, Any] | None = None,
     ) -> DagOutcome:
-        return self.outcome(self.start(dag_file, dag_id, env, logical_date, conf))
+        return self.start(dag_file, dag_id, env, logical_date, conf).outcome()
+
+
+@dataclass
+class DagProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 120) -> str:
+        """The first output line containing `text`."""
+
+        def find() -> str | None:
+            return next((line for line in self.output().splitlines() if text in line), None)
+
+        return wait_until(find, timeout, f"{text!r} in the dag.test output")
+
+    def outcome(self, timeout: float = 300) -> DagOutcome:
+        self.proc.wait(timeout)
+        output = self.output()
+        marks = [line for line in output.splitlines() if line.startswith(RESULT_MARK)]
+        result = json.loads(marks[-1][len(RESULT_MARK) :]) if marks else None
+        return DagOutcome(self.proc.returncode, output, result)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,328 @@
+"""LivyBatchOperator: submit a Spark batch through Livy, wait for it, and always clean up after it.
+
+The official LivyOperator leaves every finished batch on the server; that is how a Livy server
+filled up with 40,000 dead sessions. This operator deletes its batch on every way out: success,
+failure, kill, execution timeout, trigger timeout. Only `delete_on_failure=False` keeps a failed
+batch for debugging (the server's retention and the maintenance DAG still sweep it later).
+
+Every batch gets a deterministic name from dag, task, run and map index. Livy looks batches up
+by name, so a retry after a worker crash finds the batch the dead worker left running and
+re-attaches to it instead of submitting a duplicate. Unlike a batch id saved after submission,
+the name travels inside the POST itself: there is no window in which a crash loses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
+from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.polling import next_interval
+from airflow_provider_livy.protocol import (
+    BATCH_REQUEST_FIELDS,
+    FAILED_STATES,
+    INT,
+    OPERATOR_ARGUMENTS,
+    STR_LIST,
+    STR_MAP,
+    SUCCESS,
+    TERMINAL_STATES,
+    BatchRequestError,
+    validate_batch_request,
+)
+from airflow_provider_livy.triggers.livy import LivyBatchTrigger
+
+ERROR_LOG_LINES = 20
+DEFER_TIMEOUT_GRACE = 120.0  # Airflow's own deferral timeout, a backstop behind the trigger's deadline
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:+@=-]+")
+# Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart.
+ATTRIBUTES = {arg: "livy_queue" if arg == "queue" else arg for arg in OPERATOR_ARGUMENTS}
+FAIL_METHOD = "__fail__"  # what Airflow resumes a deferred task with when its trigger timed out or failed
+
+
+def batch_name(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
+    """The same name for every try of one task instance, unique across task instances.
+
+    Readable (airflow-<dag>-<task>-<hash>) and always valid for Livy: not all digits, no '/',
+    at most 255 characters. The hash covers the full ids, so truncating the readable part is safe.
+    """
+    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{map_index}".encode()).hexdigest()[:16]
+    readable = _UNSAFE_NAME_CHARS.sub("_", f"{dag_id}-{task_id}")[:180]
+    suffix = "" if map_index < 0 else f"-{map_index}"
+    return f"airflow-{readable}{suffix}-{digest}"
+
+
+def _conf_value(value: Any) -> Any:
+    """Spark conf values are strings; write booleans the way Spark spells them."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+def _coerce(field: str, value: Any) -> Any:
+    """Accept what templating and Python habits produce (numbers as strings, numbers in conf)."""
+    kind = BATCH_REQUEST_FIELDS[field]
+    if kind == INT and isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if kind == STR_LIST and isinstance(value, (tuple, list)):
+        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    if kind == STR_MAP and isinstance(value, dict):
+        return {k: _conf_value(v) for k, v in value.items()}
+    return value
+
+
+def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Operator arguments -> a validated POST /batches body. Raises BatchRequestError."""
+    body = {OPERATOR_ARGUMENTS[arg]: _coerce(OPERATOR_ARGUMENTS[arg], value) for arg, value in arguments.items()}
+    return validate_batch_request(body)
+
+
+class LivyBatchOperator(BaseOperator):
+    """Run one Spark batch through Livy.
+
+    The batch arguments are Livy's request fields (see `protocol.OPERATOR_ARGUMENTS`), all templated:
+    file, class_name, args, conf, jars, py_files, files, archives, driver_memory, driver_cores,
+    executor_memory, executor_cores, num_executors, queue, name, proxy_user. `name` defaults to a
+    deterministic per-task-instance name; a name of your own must be unique per run too.
+
+    :param livy_conn_id: the Livy connection.
+    :param wait_for_completion: wait for the batch (default). Without waiting the task returns the
+        batch id at once and the batch is left to a LivyBatchSensor (with delete_batch=True).
+    :param polling_interval: the longest wait between polls; early polls come sooner.
+    :param deferrable: wait on the triggerer instead of holding a worker slot.
+    :param delete_on_failure: delete a batch that ended dead/killed (default). False keeps it.
+    :param stream_logs: copy driver log lines into the task log while the job runs.
+    :param error_log_lines: how many of the last driver log lines a failure message quotes.
+    :param executor_queue: Airflow's `queue` for this task (which executor queue runs it). `queue`
+        itself is Livy's (the YARN queue), as in the official operator; note that a `queue` in
+        default_args therefore lands in Livy's field too.
+    """
+
+    template_fields: Sequence[str] = (*ATTRIBUTES.values(), "livy_conn_id")
+    template_fields_renderers = {"conf": "json", "args": "py"}
+    ui_color = "#f4a460"
+
+    def __init__(
+        self,
+        *,
+        file: str,
+        class_name: str | None = None,
+        args: list[str] | None = None,
+        conf: dict[str, Any] | None = None,
+        jars: list[str] | None = None,
+        py_files: list[str] | None = None,
+        files: list[str] | None = None,
+        archives: list[str] | None = None,
+        driver_memory: str | None = None,
+        driver_cores: int | str | None = None,
+        executor_memory: str | None = None,
+        executor_cores: int | str | None = None,
+        num_executors: int | str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        proxy_user: str | None = None,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = True,
+        polling_interval: float = 10.0,
+        deferrable: bool = False,
+        delete_on_failure: bool = True,
+        stream_logs: bool = True,
+        error_log_lines: int = ERROR_LOG_LINES,
+        extra_headers: dict[str, str] | None = None,
+        executor_queue: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs if executor_queue is None else {**kwargs, "queue": executor_queue})
+        self.file, self.class_name, self.args, self.conf = file, class_name, args, conf
+        self.jars, self.py_files, self.files, self.archives = jars, py_files, files, archives
+        self.driver_memory, self.driver_cores = driver_memory, driver_cores
+        self.executor_memory, self.executor_cores, self.num_executors = executor_memory, executor_cores, num_executors
+        self.livy_queue, self.name, self.proxy_user = queue, name, proxy_user
+        if polling_interval <= 0:
+            raise ValueError(f"polling_interval must be positive, got {polling_interval}")
+        self.livy_conn_id = livy_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.polling_interval = polling_interval
+        self.deferrable = deferrable
+        self.delete_on_failure = delete_on_failure
+        self.stream_logs = stream_logs
+        self.error_log_lines = error_log_lines
+        self.extra_headers = extra_headers
+        self.batch_id: int | None = None
+        self._killed = False
+        self._recent: deque[str] = deque(maxlen=max(error_log_lines, 1))
+
+    @cached_property
+    def hook(self) -> LivyHook:
+        return LivyHook(self.livy_conn_id, extra_headers=self.extra_headers)
+
+    # --- request and name ----------------------------------------------------------------------
+    def batch_request(self, context: Context) -> dict[str, Any]:
+        """The validated request body, with the deterministic name unless one was given."""
+        arguments = {arg: getattr(self, attr) for arg, attr in ATTRIBUTES.items()}
+        arguments["name"] = self.name or self.default_name(context)
+        try:
+            return build_request(arguments)
+        except BatchRequestError as err:
+            raise AirflowFailException(f"invalid Livy batch request for task {self.task_id}: {err}") from None
+
+    @staticmethod
+    def default_name(context: Context) -> str:
+        ti = context["ti"]
+        return batch_name(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
+
+    # --- execute ---------------------------------------------------------------------------------
+    def execute(self, context: Context) -> int:
+        request = self.batch_request(context)
+        view = self._attach_or_submit(request, context)
+        self.batch_id = batch_id = int(view["id"])
+        context["ti"].xcom_push(key="batch_id", value=batch_id)
+        if not self.wait_for_completion:
+            self.log.info("Batch %s submitted; not waiting (wait_for_completion=False)", batch_id)
+            return batch_id
+        if self.deferrable and view.get("state") not in TERMINAL_STATES:
+            self.defer(
+                trigger=LivyBatchTrigger(
+                    batch_id,
+                    self.livy_conn_id,
+                    self.polling_interval,
+                    deadline=self._deadline(context),
+                    stream_logs=self.stream_logs,
+                ),
+                method_name="execute_complete",
+                timeout=self._defer_timeout(context),
+            )
+        try:
+            state = self._wait(batch_id)
+        except BaseException:
+            self._delete_quietly(batch_id, "the task stopped while the batch was running")
+            raise
+        return self._finish(context, batch_id, state)
+
+    def _attach_or_submit(self, request: dict[str, Any], context: Context) -> dict[str, Any]:
+        """Re-attach to this task instance's batch if an earlier try left it running, else submit.
+
+        A failed batch kept by `delete_on_failure=False` keeps its name, so later tries use
+        <name>-try2, -try3...; each try first looks at the names before it.
+        """
+        base = request["name"]
+        try_number = max(int(getattr(context["ti"], "try_number", 1) or 1), 1)
+        for candidate in [base] + [f"{base}-try{n}" for n in range(2, try_number + 1)]:
+            existing = self.hook.find_batch(candidate)
+            if existing is None:
+                return self._submit({**request, "name": candidate})
+            if existing["state"] not in FAILED_STATES:
+                self.log.info("Re-attaching to batch %s (%s, %s) of an earlier try", existing["id"], candidate, existing["state"])
+                return existing
+            if self.delete_on_failure:
+                self.log.info("Deleting batch %s (%s) that an earlier try left %s", existing["id"], candidate, existing["state"])
+                self.hook.delete_batch(existing["id"])
+                return self._submit({**request, "name": candidate})
+            self.log.info("Keeping failed batch %s (%s) from an earlier try (delete_on_failure=False)", existing["id"], candidate)
+        return self._submit({**request, "name": f"{base}-try{try_number}-{int(time.time())}"})
+
+    def _submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("Submitting Livy batch %s: %s", request["name"], request)
+        try:
+            view = self.hook.submit_batch(request)
+        except LivyError as err:
+            # Another process (a zombie of this task) may have created it a moment ago: attach to that one.
+            if err.status == 400 and "duplicate" in (err.msg or "").lower():
+                existing = self.hook.find_batch(request["name"])
+                if existing is not None:
+                    return existing
+            raise AirflowException(f"Livy refused the batch: {err}") from err
+        self.log.info("Livy batch %s created (%s)", view["id"], view.get("state"))
+        return view
+
+    def _wait(self, batch_id: int) -> str:
+        """Poll until the batch ends, copying new driver log lines into the task log as they come."""
+        interval: float | None = None
+        offset = 0
+        while True:
+            if self._killed:
+                raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
+            state = self.hook.get_batch_state(batch_id)
+            if self.stream_logs:
+                lines, offset = self.hook.read_log(batch_id, offset)
+                self._log_lines(batch_id, lines)
+            if state in TERMINAL_STATES:
+                return state
+            interval = next_interval(interval, self.polling_interval)
+            time.sleep(interval)
+
+    def _log_lines(self, batch_id: int, lines: list[str]) -> None:
+        for line in lines:
+            self.log.info("[livy batch %s] %s", batch_id, line)
+        self._recent.extend(lines)
+
+    def _finish(self, context: Context, batch_id: int, state: str) -> int:
+        """Push XComs, delete the batch, and fail with the last log lines unless it succeeded."""
+        view = self.hook.find_batch(batch_id) or {}
+        ti = context["ti"]
+        ti.xcom_push(key="app_id", value=view.get("appId"))
+        ti.xcom_push(key="spark_ui_url", value=(view.get("appInfo") or {}).get("sparkUiUrl"))
+        if state == SUCCESS:
+            self._delete_quietly(batch_id, "it succeeded")
+            return batch_id
+        tail = list(self._recent) if self.stream_logs else self.hook.tail_log(batch_id, self.error_log_lines)
+        if self.delete_on_failure:
+            self._delete_quietly(batch_id, f"it ended {state}")
+        else:
+            self.log.warning("Keeping failed batch %s for debugging (delete_on_failure=False)", batch_id)
+        shown = "\n".join(tail[-self.error_log_lines :]) or "(no driver output)"
+        raise AirflowException(f"Livy batch {batch_id} ended {state}. Last driver log lines:\n{shown}")
+
+    def _delete_quietly(self, batch_id: int, why: str) -> None:
+        try:
+            if self.hook.delete_batch(batch_id):
+                self.log.info("Deleted Livy batch %s because %s", batch_id, why)
+        except LivyError as err:
+            self.log.error("Could not delete Livy batch %s (%s): %s", batch_id, why, err)
+
+    # --- deferral ----------------------------------------------------------------------------------
+    def _deadline(self, context: Context) -> float | None:
+        """execution_timeout does not cover deferred time in Airflow 3, so the trigger enforces it."""
+        if self.execution_timeout is None:
+            return None
+        start = getattr(context["ti"], "start_date", None)
+        started = start.timestamp() if start is not None else time.time()
+        return started + self.execution_timeout.total_seconds()
+
+    def _defer_timeout(self, context: Context) -> timedelta | None:
+        deadline = self._deadline(context)
+        return None if deadline is None else timedelta(seconds=max(deadline - time.time(), 0) + DEFER_TIMEOUT_GRACE)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
+        batch_id = self.batch_id = int(event["batch_id"])
+        self._log_lines(batch_id, event.get("log_lines") or [])
+        status = event.get("status")
+        if status == "finished":
+            return self._finish(context, batch_id, event["state"])
+        self._delete_quietly(batch_id, f"the trigger reported {status}")
+        raise AirflowException(f"Livy batch {batch_id}: {status}: {event.get('message')}")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow timed the deferral out or the trigger crashed: delete our batch, found by its name."""
+        if next_method == FAIL_METHOD:
+            name = self.name or self.default_name(context)
+            view = self.hook.find_batch(name)
+            if view is not None and (view["state"] not in FAILED_STATES or self.delete_on_failure):
+                self._delete_quietly(int(view["id"]), "the deferred wait failed or timed out")
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        """Airflow is stopping the task (user kill, execution timeout, SIGTERM): stop and forget the job."""
+        self._killed = True
+        if self.batch_id is not None:
+            self._delete_quietly(self.batch_id, "the task was killed")

@@ -1,0 +1,117 @@
+"""LivyBatchTrigger: waits for a batch on the triggerer, so a deferred task holds no worker slot.
+
+It polls adaptively (quick at first, then every `polling_interval`), logs new driver lines as
+they arrive (Airflow shows trigger logs in the task log) and carries them in its event. At its
+`deadline` it deletes the batch and reports a timeout; when a user kills the deferred task it
+deletes the batch too (`on_kill`). A triggerer restart is neither: the batch keeps running and
+the restarted trigger carries on from its log offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
+from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
+from airflow_provider_livy.polling import next_interval
+from airflow_provider_livy.protocol import TERMINAL_STATES
+
+EVENT_LOG_LINES = 1000  # the last lines ride along in the event; all of them are in the trigger log
+
+
+class LivyBatchTrigger(BaseTrigger):
+    """Fires once: {"status": "finished" | "timeout" | "error", "batch_id", "state", "log_lines", "log_offset", "message"}."""
+
+    def __init__(
+        self,
+        batch_id: int,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        polling_interval: float = 10.0,
+        *,
+        log_offset: int = 0,
+        deadline: float | None = None,
+        stream_logs: bool = True,
+        delete_on_timeout: bool = True,
+    ) -> None:
+        super().__init__()
+        self.batch_id = batch_id
+        self.livy_conn_id = livy_conn_id
+        self.polling_interval = polling_interval
+        self.log_offset = log_offset
+        self.deadline = deadline
+        self.stream_logs = stream_logs
+        self.delete_on_timeout = delete_on_timeout
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_id": self.batch_id,
+                "livy_conn_id": self.livy_conn_id,
+                "polling_interval": self.polling_interval,
+                "log_offset": self.log_offset,
+                "deadline": self.deadline,
+                "stream_logs": self.stream_logs,
+                "delete_on_timeout": self.delete_on_timeout,
+            },
+        )
+
+    def _event(self, status: str, state: str | None, lines: deque[str], message: str = "") -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "batch_id": self.batch_id,
+                "state": state,
+                "log_lines": list(lines),
+                "log_offset": self.log_offset,
+                "message": message,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = LivyAsyncHook(self.livy_conn_id)
+        lines: deque[str] = deque(maxlen=EVENT_LOG_LINES)
+        interval: float | None = None
+        state: str | None = None
+        try:
+            while True:
+                state = await hook.get_batch_state(self.batch_id)
+                if self.stream_logs:
+                    new, self.log_offset = await hook.read_log(self.batch_id, self.log_offset)
+                    for line in new:
+                        self.log.info("[livy batch %s] %s", self.batch_id, line)
+                    lines.extend(new)
+                if state in TERMINAL_STATES:
+                    yield self._event("finished", state, lines)
+                    return
+                if self.deadline is not None and time.time() >= self.deadline:
+                    message = f"batch {self.batch_id} still {state} at the deadline"
+                    if self.delete_on_timeout:
+                        await hook.delete_batch(self.batch_id)
+                        message += "; deleted it"
+                    self.log.warning(message)
+                    yield self._event("timeout", state, lines, message)
+                    return
+                interval = next_interval(interval, self.polling_interval)
+                if self.deadline is not None:
+                    interval = max(0.0, min(interval, self.deadline - time.time()))
+                await asyncio.sleep(interval)
+        except LivyError as err:
+            yield self._event("error", state, lines, str(err))
+        finally:
+            await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task (mark failed, clear): stop and forget the Spark job."""
+        hook = LivyAsyncHook(self.livy_conn_id, retries=2)
+        try:
+            if await hook.delete_batch(self.batch_id):
+                self.log.info("deleted Livy batch %s because the task was killed", self.batch_id)
+        finally:
+            await hook.aclose()
