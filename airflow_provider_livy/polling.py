@@ -16,3 +16,8 @@ def next_interval(previous: float | None, ceiling: float) -> float:
     if previous is None:
         return min(FIRST_INTERVAL, ceiling)
     return min(previous * GROWTH, ceiling)
+
+
+# Driver log lines are fetched at most this often while a job runs (and always once at its end):
+# a state poll is the cheap call, a log page is not, and a few seconds of log latency is fine.
+LOG_INTERVAL = 5.0

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
-from airflow_provider_livy.polling import next_interval
+from airflow_provider_livy.polling import LOG_INTERVAL, next_interval
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     FAILED_STATES,
@@ -249,12 +249,14 @@ class LivyBatchOperator(BaseOperator):
         """Poll until the batch ends, copying new driver log lines into the task log as they come."""
         interval: float | None = None
         offset = 0
+        logs_read = 0.0
         while True:
             if self._killed:
                 raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
             state = self.hook.get_batch_state(batch_id)
-            if self.stream_logs:
+            if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
                 lines, offset = self.hook.read_log(batch_id, offset)
+                logs_read = time.monotonic()
                 self._log_lines(batch_id, lines)
             if state in TERMINAL_STATES:
                 return state

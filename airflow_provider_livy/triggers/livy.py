@@ -19,7 +19,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
-from airflow_provider_livy.polling import next_interval
+from airflow_provider_livy.polling import LOG_INTERVAL, next_interval
 from airflow_provider_livy.protocol import TERMINAL_STATES
 
 EVENT_LOG_LINES = 1000  # the last lines ride along in the event; all of them are in the trigger log
@@ -79,11 +79,13 @@ class LivyBatchTrigger(BaseTrigger):
         lines: deque[str] = deque(maxlen=EVENT_LOG_LINES)
         interval: float | None = None
         state: str | None = None
+        logs_read = 0.0
         try:
             while True:
                 state = await hook.get_batch_state(self.batch_id)
-                if self.stream_logs:
+                if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
                     new, self.log_offset = await hook.read_log(self.batch_id, self.log_offset)
+                    logs_read = time.monotonic()
                     for line in new:
                         self.log.info("[livy batch %s] %s", self.batch_id, line)
                     lines.extend(new)
