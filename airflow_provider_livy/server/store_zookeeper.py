@@ -46,7 +46,7 @@ SESSION_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
 TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
 RESYNC_RETRY_DELAY = 1.0
-REMOVE_WINDOW = 3  # removal transactions in flight at once
+REMOVE_WINDOW = 8  # removal transactions in flight at once
 RESYNC_CHUNK = 300  # ids per transaction: each may need up to 3 operations
 
 
@@ -227,9 +227,13 @@ class ZooKeeperStore:
     async def remove(self, ids: Iterable[int]) -> None:
         """In transactions of up to 1,000 deletes, a few in flight at a time: a POST never queues behind a whole purge."""
         self._loop = asyncio.get_running_loop()
-        batches = list(chunks(list(ids), TRANSACTION_OPS // 2))
-        for window in chunks(batches, REMOVE_WINDOW):
-            await asyncio.gather(*(self._remove_chunk(chunk) for chunk in window))
+        slots = asyncio.Semaphore(REMOVE_WINDOW)
+
+        async def remove_chunk(chunk: list[int]) -> None:
+            async with slots:
+                await self._remove_chunk(chunk)
+
+        await asyncio.gather(*(remove_chunk(chunk) for chunk in chunks(list(ids), TRANSACTION_OPS // 2)))
 
     async def _remove_chunk(self, chunk: list[int]) -> None:
         if not self.connected:
