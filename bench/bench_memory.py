@@ -161,7 +161,7 @@ def held(work_dir: Path, job: str, count: int, empty_rss: float) -> list[Row]:
 
 
 def run(work_dir: Path, quick: bool) -> list[Row]:
-    total, count, retain = (1_200, 1_000, 3) if quick else (20_000, 10_000, 10)
+    total, count, retain = (600, 400, 3) if quick else (20_000, 10_000, 10)
     work_dir.mkdir(parents=True, exist_ok=True)
     job = work_dir / "job.py"
     job.write_text("print('fake job')\n")

@@ -51,7 +51,7 @@ def wrk(url: str, seconds: int, threads: int) -> dict[str, float]:
 
 
 def run(work_dir: Path, quick: bool) -> list[Row]:
-    rounds, seconds, threads = (3, 5, 2) if quick else (5, 10, 2)
+    rounds, seconds, threads = (3, 3, 2) if quick else (5, 10, 2)
     work_dir.mkdir(parents=True, exist_ok=True)
     job = work_dir / "job.py"
     job.write_text("print('fake job')\n")

@@ -173,7 +173,7 @@ def measure(work: Path, records: list[dict], live: int, rounds: int) -> dict[str
 
 
 def run(work_dir: Path, quick: bool) -> list[Row]:
-    total, expired, rounds = (40_000, 39_000, 1) if quick else (40_000, 39_000, 3)
+    total, expired, rounds = (20_000, 19_500, 1) if quick else (40_000, 39_000, 3)
     work_dir.mkdir(parents=True, exist_ok=True)
     say(f"recovery: cold starts with {total:,} records, {expired:,} expired, {rounds} round(s) per store")
     results = measure(work_dir, make_records(total, expired), total - expired, rounds)

@@ -103,7 +103,7 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     best = min(timings)
     rows = [
         Row(
-            "sweep",
+            "5. ZooKeeper sweep",
             f"ZooKeeper sweep of {RECORDS:,} orphaned records (server up, all 404), seconds",
             spread(timings, "{:.2f}"),
             target=f"<= {TARGET_SECONDS:g} s",
@@ -114,7 +114,7 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     if fallback:
         rows.append(
             Row(
-                "sweep",
+                "5. ZooKeeper sweep",
                 "same sweep reading with one get_async per znode (ZooKeeper < 3.6 fallback), seconds",
                 spread(fallback, "{:.2f}"),
                 anchor="kazoo's per-request cost, for contrast",

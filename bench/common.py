@@ -102,16 +102,32 @@ def process(args: list[str], log_path: Path, env: dict[str, str] | None = None) 
 
 
 @contextmanager
-def livy_server(work_dir: Path, settings: dict[str, str], fake_spark: bool = True) -> Iterator[LivyServer]:
+def livy_server(work_dir: Path, settings: dict[str, str], fake_spark: bool = True, timeout: float = 120) -> Iterator[LivyServer]:
     """Our server as its own process, as `livy-server` runs it, stopped at the end."""
     work_dir.mkdir(parents=True, exist_ok=True)
     merged = {"livy.server.spark-home": str(FAKE_SPARK_HOME)} if fake_spark else {}
     merged.update(settings)
-    server = start_server(work_dir, merged)
+    server = start_server(work_dir, merged, timeout=timeout)
+    profiler = start_profiler(server.proc.pid, work_dir.name)
     try:
         yield server
     finally:
         server.stop()
+        if profiler is not None:
+            profiler.wait(30)
+
+
+def start_profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR, py-spy samples the process until it exits: DIR/NAME-PID.txt (collapsed stacks)."""
+    out_dir = os.environ.get("BENCH_PROFILE")
+    if not out_dir:
+        return None
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir) / f"{name}-{pid}.txt"
+    say(f"profiling pid {pid} with py-spy into {out}")
+    py_spy = Path(sys.executable).parent / "py-spy"
+    args = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def rss_mb(pid: int) -> float:

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import importlib
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -88,14 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller loads and fewer rounds: under 3 minutes")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave bench/README.md alone")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server and driver logs) for a look")
     args = parser.parse_args(argv)
     names = args.only or list(BENCHMARKS)
     rows: list[Row] = []
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="livy-bench-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="livy-bench-")
+    say(f"work directory {tmp}" + (" (kept)" if args.keep else ""))
+    try:
         for name in names:
             found, timings[name] = run_one(name, Path(tmp), args.quick)
             rows += found
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     text = table(rows, args.quick, timings)
     print(text)
     if not args.no_write:
