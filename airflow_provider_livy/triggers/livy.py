@@ -4,7 +4,8 @@ It polls adaptively (quick at first, then every `polling_interval`), logs new dr
 they arrive (Airflow shows trigger logs in the task log) and carries them in its event. At its
 `deadline` it deletes the batch and reports a timeout; when a user kills the deferred task it
 deletes the batch too (`on_kill`). A triggerer restart is neither: the batch keeps running and
-the restarted trigger carries on from its log offset.
+the triggerer rebuilds the trigger from the arguments stored at deferral, so it polls on from there
+(its log lines are logged again from that offset).
 """
 
 from __future__ import annotations
