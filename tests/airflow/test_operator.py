@@ -5,10 +5,15 @@ is checked: nothing is left behind unless the DAG asked for it."""
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
+from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.maintenance.rest_sweep import KEPT_ACTIVE, sweep_rest
+from airflow_provider_livy.maintenance.tasks import hook_kinds
 from airflow_provider_livy.operators.livy import LivyBatchOperator, batch_name, build_request
 from airflow_provider_livy.protocol import OPERATOR_ARGUMENTS, BatchRequestError
 from tests.airflow.conftest import DagRunner, connection_env, wait_until
@@ -131,3 +136,45 @@ def test_retry_after_worker_crash_reattaches_and_kill_deletes(
     assert f"Deleted Livy batch {running[0]['id']} because the task was killed" in outcome.output, outcome.output[-3000:]
     assert created(fake_server) == 1
     assert fake_server.batch_ids() == []
+
+
+def test_worker_killed_for_good_leaves_a_batch_the_maintenance_sweep_removes(
+    make_server: Callable[..., LivyServer], dag_runner: DagRunner, job_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies (SIGKILL: no on_kill, no cleanup) and no retry ever comes. The job still
+    ends on the server, which keeps it (a long retention, as in production); the maintenance
+    sweep leaves it alone while it runs and deletes it once it has been finished for min_age."""
+    min_age = 1.0
+    server = make_server({"livy.server.session.state-retain.sec": "1h"})
+    dag = dag_runner.write_dag(
+        "livy_orphan",
+        'LivyBatchOperator(task_id="spark", file={job!r}, args=["sleep=6"], polling_interval=1, dag=dag)\n',
+        job=job_file,
+    )
+    env = connection_env(server)
+    worker = dag_runner.start(dag, "livy_orphan", env)
+    running = wait_until(
+        lambda: [b for b in server.get("/batches").json()["sessions"] if b["state"] == "running"], 120, "a running batch"
+    )
+    worker.proc.kill()
+    worker.proc.wait()
+    (orphan,) = running
+    assert "Deleted Livy batch" not in worker.output()
+
+    monkeypatch.setenv(*next(iter(env.items())))  # the sweep reads the same connection, in this process
+    hook = LivyHook(retries=0)
+    try:
+        while_running = sweep_rest(hook_kinds(hook), min_age)
+        assert while_running.report.deleted == [] and dict(while_running.report.kept) == {KEPT_ACTIVE: 1}
+        assert server.batch_ids() == [orphan["id"]]
+
+        finished = server.wait_for(orphan["id"], timeout=60)
+        assert finished["state"] == "success", "the job ran to its end with nobody waiting for it"
+        time.sleep(min_age)
+        swept = sweep_rest(hook_kinds(hook), min_age)
+    finally:
+        hook.close()
+    assert swept.report.deleted == [f"batch/{orphan['id']}"] and swept.report.errors == []
+    assert swept.held == 0
+    assert server.batch_ids() == []
+    assert created(server) == 1
