@@ -104,8 +104,8 @@ class LivyBatchOperator(BaseOperator):
     :param stream_logs: copy driver log lines into the task log while the job runs.
     :param error_log_lines: how many of the last driver log lines a failure message quotes.
     :param executor_queue: Airflow's `queue` for this task (which executor queue runs it). `queue`
-        itself is Livy's (the YARN queue), as in the official operator; note that a `queue` in
-        default_args therefore lands in Livy's field too.
+        itself is Livy's (the YARN queue), as in the official operator. A `queue` in default_args
+        therefore sets both: Livy's queue, and the executor's unless `executor_queue` is given.
     """
 
     template_fields: Sequence[str] = (*ATTRIBUTES.values(), "livy_conn_id")

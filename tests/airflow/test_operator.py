@@ -40,6 +40,18 @@ def test_arguments_are_livys_fields_and_templated() -> None:
         build_request({"file": "/j.py", "conf": {"a": {"nested": 1}}})
 
 
+def test_queue_is_livys_and_executor_queue_is_airflows() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("queues", schedule=None, start_date=datetime(2026, 1, 1), default_args={"queue": "from_defaults"}):
+        both = LivyBatchOperator(task_id="both", file="/j.py", name="n")
+        split = LivyBatchOperator(task_id="split", file="/j.py", name="n", queue="yarn", executor_queue="workers")
+        executor_only = LivyBatchOperator(task_id="executor_only", file="/j.py", name="n", executor_queue="workers")
+    assert (both.queue, both.batch_request({})["queue"]) == ("from_defaults", "from_defaults")
+    assert (split.queue, split.batch_request({})["queue"]) == ("workers", "yarn")
+    assert (executor_only.queue, executor_only.batch_request({})["queue"]) == ("workers", "from_defaults")
+
+
 def test_batch_name_is_deterministic_valid_and_distinct() -> None:
     name = batch_name("dag/with slash", "t" * 300, "manual__2026-01-01T00:00:00+00:00", 3)
     assert name == batch_name("dag/with slash", "t" * 300, "manual__2026-01-01T00:00:00+00:00", 3)
