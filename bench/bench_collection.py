@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
 
 from bench.bench_recovery import fill_filesystem, fill_zookeeper, record
 from bench.common import LivyServer, Row, livy_server, median, say, spread, wait_until
@@ -149,14 +150,15 @@ def filesystem_rounds(work_dir: Path, root_dir: Path, count: int, rounds: int) -
 
 
 def zookeeper_rounds(work_dir: Path, count: int, rounds: int) -> list[dict[str, float]]:
+    """A fresh ZooKeeper each round: the test fixture's 256 MB heap does not outlive several rounds of 80,000 znodes."""
     found = []
-    with zookeeper_client(work_dir) as (zookeeper, client):
-        for number in range(rounds):
+    for number in range(rounds):
+        with zookeeper_client(work_dir / f"zk-{number}") as (zookeeper, client):
             prefix = f"collect{number}"
             finished = time.time()
             fill_zookeeper(client, prefix, records(count, finished))
 
-            def zk_count(prefix: str = prefix) -> int:
+            def zk_count(prefix: str = prefix, client: KazooClient = client) -> int:
                 batch = client.get_children(f"/{prefix}/v1/batch")
                 return len(client.get_children(f"/{prefix}/v1/batch-index")) + sum(n.isdigit() for n in batch)
 
@@ -166,7 +168,11 @@ def zookeeper_rounds(work_dir: Path, count: int, rounds: int) -> list[dict[str, 
                 "livy.server.recovery.zk-state-store.key-prefix": prefix,
             }
             found.append(collect_once(work_dir / f"zk-{number}", settings, count, finished, zk_count))
-            found[-1]["raw"] = raw_deletes(client, f"/raw{number}", 2 * count)
+            try:
+                found[-1]["raw"] = raw_deletes(client, f"/raw{number}", 2 * count)
+            except KazooException as err:
+                say(f"collection: anchor failed ({err!r}); reported as nan")
+                found[-1]["raw"] = float("nan")
             say(f"collection: anchor: {2 * count:,} znodes deleted by plain kazoo, all in flight, in {found[-1]['raw']:.2f}s")
     return found
 
@@ -177,7 +183,7 @@ def raw_deletes(client: KazooClient, parent: str, count: int) -> float:
     for start in range(0, count, 1000):
         transaction = client.transaction()
         for number in range(start, min(start + 1000, count)):
-            transaction.create(f"{parent}/{number}", b"x" * 300)
+            transaction.create(f"{parent}/{number}", b"x" * 150)
         transaction.commit()
     started = time.monotonic()
     pending = []
