@@ -10,11 +10,20 @@ import psutil
 from tests.conftest import LivyServer
 
 
-def metric(server: LivyServer, name: str) -> float:
+def scrape(server: LivyServer) -> dict[str, float]:
+    """Every sample of one /metrics answer, so figures read together are consistent."""
+    samples = {}
     for line in server.get("/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {name} not exposed")
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def metric(server: LivyServer, name: str) -> float:
+    samples = scrape(server)
+    assert name in samples, f"metric {name} not exposed"
+    return samples[name]
 
 
 def test_finished_batch_is_kept_for_state_retain_then_collected_on_time(make_server, job_file: str) -> None:
@@ -78,8 +87,8 @@ def test_max_creation_bounds_drivers_starting_at_once(make_server, job_file: str
     ids = [server.submit(file=job_file, args=["delay=1", "sleep=0"])["id"] for _ in range(3)]
     assert metric(server, "livy_sessions_waiting") == 2
     launched_at_once = set()
-    while metric(server, 'livy_sessions{state="starting"}'):
-        launched_at_once.add(metric(server, 'livy_sessions{state="starting"}') - metric(server, "livy_sessions_waiting"))
+    while (samples := scrape(server))['livy_sessions{state="starting"}']:
+        launched_at_once.add(samples['livy_sessions{state="starting"}'] - samples["livy_sessions_waiting"])
         time.sleep(0.05)
     assert launched_at_once == {1.0}
     for batch_id in ids:
