@@ -26,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-
 from airflow_provider_livy.protocol import CSRF_HEADER
 from airflow_provider_livy.server.config import ConfigError, ServerConfig
 
@@ -36,8 +34,6 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/version"})
 CSRF_METHODS = frozenset({"POST", "DELETE", "PUT", "PATCH"})
 WILDCARD = "*"
-# Checked against when the user is unknown, so a wrong user name costs as long as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 
 
 class AccessDenied(PermissionError):
@@ -49,6 +45,8 @@ class ImpersonationDisabled(ValueError):
 
 
 def hash_password(password: str) -> str:
+    import bcrypt  # here and in Authenticator: only servers with basic auth pay for it at start-up
+
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
 
 
@@ -102,7 +100,12 @@ class Authenticator:
     verified pair is remembered (as a digest) so each client pays for it once."""
 
     def __init__(self, users: dict[str, bytes]) -> None:
+        import bcrypt
+
+        self._bcrypt = bcrypt
         self.users = users
+        # Checked against when the user is unknown, so a wrong user name costs as long as a wrong password.
+        self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
         self._verified: set[tuple[str, bytes]] = set()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
 
@@ -115,7 +118,7 @@ class Authenticator:
 
     def verify(self, user: str, password: str) -> bool:
         hashed = self.users.get(user)
-        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        ok = self._bcrypt.checkpw(password.encode(), hashed or self._dummy_hash) and hashed is not None
         if ok:
             self._verified.add(self._key(user, password))
         return ok

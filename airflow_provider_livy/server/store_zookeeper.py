@@ -8,6 +8,13 @@ fire-and-forget state updates land in order.
 When the connection is lost, reads are unaffected (they never touch the store), creations are
 refused with StoreUnavailable (503), and other writes are remembered by id. Once kazoo is
 connected again, those ids are written from what memory holds then: the store catches up.
+
+Bulk work is where the Python side costs most, and at start-up it competes for the GIL with
+the server's own imports. Bulk deletes go as `Deletes`, a transaction serialized in one pass
+and sent through kazoo's connection like kazoo's own requests: kazoo's `TransactionRequest`
+normalizes each path and builds several objects per operation, which for a purge of ~80,000
+znodes cost more CPU than ZooKeeper's work. Records are read with ZooKeeper's multi-read
+(maintenance.zookeeper_reads), 1,000 per request instead of one request each.
 """
 
 from __future__ import annotations
@@ -15,15 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import namedtuple
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.exceptions import EXCEPTIONS, KazooException, NodeExistsError, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
+from kazoo.protocol.paths import normpath
+from kazoo.protocol.serialization import Delete, Transaction, int_struct, multiheader_struct
 from kazoo.retry import KazooRetry
 
+from airflow_provider_livy.maintenance.zookeeper_reads import read_many
 from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
 from airflow_provider_livy.server.store_index import (
     BATCH_DIR,
@@ -48,6 +59,37 @@ TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
 RESYNC_RETRY_DELAY = 1.0
 REMOVE_WINDOW = 8  # removal transactions in flight at once
 RESYNC_CHUNK = 300  # ids per transaction: each may need up to 3 operations
+
+
+_DELETE_HEADER = multiheader_struct.pack(Delete.type, False, -1)
+_ANY_VERSION = int_struct.pack(-1)
+_DONE = multiheader_struct.pack(-1, True, -1)
+
+
+class Deletes(namedtuple("Deletes", "paths")):
+    """A transaction of deletes (any version) on wire paths; its answer is the list of failures, empty when all went."""
+
+    type = Transaction.type
+
+    def serialize(self) -> bytes:
+        parts = []
+        for path in self.paths:
+            raw = path.encode()
+            parts += (_DELETE_HEADER, int_struct.pack(len(raw)), raw, _ANY_VERSION)
+        parts.append(_DONE)
+        return b"".join(parts)
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> list[KazooException]:
+        failures = []
+        while True:
+            op_type, done, _ = multiheader_struct.unpack_from(data, offset)
+            offset += multiheader_struct.size
+            if done:
+                return failures
+            if op_type == -1:
+                failures.append(EXCEPTIONS[int_struct.unpack_from(data, offset)[0]]())
+                offset += int_struct.size
 
 
 def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:
@@ -104,6 +146,9 @@ class ZooKeeperStore:
             ) from None
         self.connected = True
         self.client.add_listener(self._on_state)
+        # The paths as sent on the wire (chroot included), for the requests built without kazoo's per-call checks.
+        self._wire_batch = normpath(f"{self.client.chroot}{self.batch_path}")
+        self._wire_index = normpath(f"{self.client.chroot}{self.index_path}")
         for path in (self.batch_path, self.index_path):
             self.client.retry(self.client.ensure_path, path)
         with contextlib.suppress(NodeExistsError):
@@ -154,18 +199,17 @@ class ZooKeeperStore:
         return snap
 
     def read_records(self, ids: Iterable[int]) -> list[tuple[int, bytes | None, float]]:
-        """All gets are sent before the first answer is awaited: one pipeline, not a round trip each."""
-        pending = [(batch_id, self.client.get_async(f"{self.batch_path}/{batch_id}")) for batch_id in ids]
+        """Multi-reads of 1,000, all sent before the first answer is awaited (pipelined gets on a server before 3.6)."""
+        ids = list(ids)
+        try:
+            reads = read_many(self.client, [f"{self.batch_path}/{batch_id}" for batch_id in ids])
+        except (KazooException, KazooTimeoutError) as err:
+            raise ConnectionError(f"reading records from ZooKeeper at {self.hosts} failed: {err!r}") from None
         rows: list[tuple[int, bytes | None, float]] = []
-        for batch_id, result in pending:
-            try:
-                data, stat = result.get(timeout=REQUEST_TIMEOUT)
-            except NoNodeError:
-                rows.append((batch_id, None, 0.0))
-                continue
-            except (KazooException, KazooTimeoutError) as err:
-                raise ConnectionError(f"reading records from ZooKeeper at {self.hosts} failed: {err!r}") from None
-            rows.append((batch_id, data, stat.mtime / 1000))
+        for batch_id, read in zip(ids, reads, strict=True):
+            if isinstance(read, KazooException):
+                raise ConnectionError(f"reading record {batch_id} from ZooKeeper at {self.hosts} failed: {read!r}")
+            rows.append((batch_id, None, 0.0) if read is None else (batch_id, read[0], read[1].mtime / 1000))
         return rows
 
     # --- writing ------------------------------------------------------------------------
@@ -224,6 +268,18 @@ class ZooKeeperStore:
                 self._kick()
                 log.warning("%d records not written to ZooKeeper (%s); will retry", len(ids), type(err).__name__)
 
+    def _deletes(self, ids: Iterable[int]) -> IAsyncResult:
+        """Send one transaction deleting these batches' record and index znodes, as far as we know them to exist."""
+        paths = []
+        for batch_id in ids:
+            if batch_id in self._present:
+                paths.append(f"{self._wire_batch}/{batch_id}")
+            if (name := self._index.get(batch_id)) is not None:
+                paths.append(f"{self._wire_index}/{name}")
+        result = self.client.handler.async_result()
+        self.client._call(Deletes(paths), result)  # how kazoo's own *_async calls send
+        return result
+
     async def remove(self, ids: Iterable[int]) -> None:
         """In transactions of up to 1,000 deletes, a few in flight at a time: a POST never queues behind a whole purge."""
         self._loop = asyncio.get_running_loop()
@@ -239,15 +295,13 @@ class ZooKeeperStore:
         if not self.connected:
             self._dirty.update(chunk)
             return
-        transaction = self.client.transaction()
+        result = self._deletes(chunk)
         for batch_id in chunk:
-            if batch_id in self._present:
-                transaction.delete(f"{self.batch_path}/{batch_id}")
-                self._present.discard(batch_id)
-            if (name := self._index.pop(batch_id, None)) is not None:
-                transaction.delete(f"{self.index_path}/{name}")
+            self._forget(batch_id)
         try:
-            await commit(transaction)
+            failures = [r for r in await wait(result) if not isinstance(r, RolledBackError)]
+            if failures:
+                raise failures[0]
         except (KazooException, TimeoutError) as err:
             self._dirty.update(chunk)
             self._kick()
