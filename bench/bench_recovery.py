@@ -6,8 +6,13 @@ never deleted anything would leave it, starts `livy-server` with recovery on, an
 - purged: from spawning until the store holds only the 1,000 live records;
 - the server's own figures from its log (foreground recovery, bulk purge).
 An empty store's start-up is measured too: the floor that process start and imports cost.
+The filled store is synced to disk before the restart: records that expired days ago are on
+disk, and unlinking a written-back file (blocks to free) costs the kernel far more than
+unlinking one still only in the page cache.
 
 Part of `python -m bench.run`; alone: .venv/bin/python -m bench.bench_recovery [--records 40000] [--expired 39000]
+[--rounds N] [--compare REV]. --compare runs the server of git revision REV (git archive into a temp
+directory) in alternation with the working tree's, on identical stores: before/after figures from one run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +33,7 @@ import requests
 from kazoo.client import KazooClient
 
 from airflow_provider_livy.server.store_index import encode, entry_name
-from bench.common import Row, say, spread
+from bench.common import REPO, Row, say, spread
 from tests.conftest import FAKE_SPARK_HOME, free_port
 from tests.zookeeper import ZooKeeperServer
 
@@ -78,6 +84,7 @@ def fill_filesystem(root: Path, records: list[dict]) -> None:
         (batch_dir / str(rec["id"])).write_bytes(encode(rec))
         (index_dir / entry_name(rec)).touch()
     (batch_dir / "state").write_text(json.dumps({"nextSessionId": len(records)}))
+    os.sync()
 
 
 def fill_zookeeper(client: KazooClient, prefix: str, records: list[dict]) -> None:
@@ -91,7 +98,10 @@ def fill_zookeeper(client: KazooClient, prefix: str, records: list[dict]) -> Non
         transaction.commit()
 
 
-def restart(settings: dict[str, str], work: Path, live: int, count_records: Callable[[], int]) -> dict[str, float]:
+def restart(
+    settings: dict[str, str], work: Path, live: int, count_records: Callable[[], int], code: Path | None = None
+) -> dict[str, float]:
+    """One cold start; `code`: a source tree to run the server from instead of the installed package."""
     port = free_port()
     conf = {
         "livy.server.port": str(port),
@@ -105,9 +115,10 @@ def restart(settings: dict[str, str], work: Path, live: int, count_records: Call
     for key, value in conf.items():
         args += ["--set", f"{key}={value}"]
     log_path = work / f"server-{port}.log"
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     with open(log_path, "wb") as log_file:
         started = time.monotonic()
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
         while True:
             try:
@@ -205,47 +216,79 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def export(rev: str, target: Path) -> Path:
+    """The package as it was at `rev`, for side-by-side runs (read-only use of git)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "airflow_provider_livy"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def compare(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, float]]]:
+    """Each round restarts every variant on a freshly filled store of each kind, variants alternating.
+
+    Every ZooKeeper restart gets a ZooKeeper of its own: with a second 40,000-record tree filled into
+    the same 256 MB server, its connections dropped during the restart's listing.
+    """
+    live = args.records - args.expired
+    records = make_records(args.records, args.expired)
+    variants: dict[str, Path | None] = {"working tree": None}
+    if args.compare:
+        variants = {args.compare: export(args.compare, work / "before"), **variants}
+    results: dict[str, list[dict[str, float]]] = {}
+    for number in range(args.rounds):
+        for name, code in variants.items():
+            tag = f"{number}-{len(results)}-{name.replace(' ', '-')}"
+            empty = {"livy.server.recovery.mode": "recovery", "livy.server.recovery.state-store.url": str(work / f"e{tag}")}
+            results.setdefault(f"{name}: filesystem, empty store", []).append(restart(empty, work, 0, lambda: 0, code))
+            root = work / f"fs{tag}"
+            fill_filesystem(root, records)
+            fs = {**empty, "livy.server.recovery.state-store.url": str(root)}
+            batch_dir = root / "v1/batch"
+            figures = restart(fs, work, live, lambda d=batch_dir: sum(n.isdigit() for n in os.listdir(d)), code)
+            assert len(os.listdir(root / "v1/batch-index")) == live
+            results.setdefault(f"{name}: filesystem", []).append(figures)
+            zookeeper = ZooKeeperServer(work / f"zookeeper{tag}").start()
+            client = KazooClient(hosts=zookeeper.hosts)
+            client.start()
+            try:
+                fill_zookeeper(client, "bench", records)
+                zk = {
+                    "livy.server.recovery.mode": "recovery",
+                    "livy.server.recovery.state-store": "zookeeper",
+                    "livy.server.recovery.state-store.url": zookeeper.hosts,
+                    "livy.server.recovery.zk-state-store.key-prefix": "bench",
+                }
+                count = lambda c=client: sum(n.isdigit() for n in c.get_children("/bench/v1/batch"))  # noqa: E731
+                figures = restart(zk, work, live, count, code)
+                assert len(client.get_children("/bench/v1/batch-index")) == live
+            finally:
+                client.stop()
+                zookeeper.stop()
+            results.setdefault(f"{name}: zookeeper", []).append(figures)
+            say(f"round {number + 1}/{args.rounds} {name}: fs {results[f'{name}: filesystem'][-1]}, zk {figures}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=40_000)
     parser.add_argument("--expired", type=int, default=39_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--compare", metavar="REV", help="also run the server of this git revision, alternating")
     args = parser.parse_args()
-    live = args.records - args.expired
-    records = make_records(args.records, args.expired)
-    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-        work = Path(tmp)
-        empty = work / "empty-store"
-        fs_settings = {"livy.server.recovery.mode": "recovery", "livy.server.recovery.state-store.url": str(empty)}
-        results["filesystem, empty store"] = restart(fs_settings, work, 0, lambda: 0)
-
-        root = work / "fs-store"
-        fill_filesystem(root, records)
-        fs_settings["livy.server.recovery.state-store.url"] = str(root)
-        results["filesystem"] = restart(fs_settings, work, live, lambda: sum(n.isdigit() for n in os.listdir(root / "v1/batch")))
-        assert len(os.listdir(root / "v1/batch-index")) == live
-
-        zookeeper = ZooKeeperServer(work / "zookeeper").start()
-        client = KazooClient(hosts=zookeeper.hosts)
-        client.start()
-        try:
-            fill_zookeeper(client, "bench", records)
-            zk_settings = {
-                "livy.server.recovery.mode": "recovery",
-                "livy.server.recovery.state-store": "zookeeper",
-                "livy.server.recovery.state-store.url": zookeeper.hosts,
-                "livy.server.recovery.zk-state-store.key-prefix": "bench",
-            }
-            results["zookeeper"] = restart(
-                zk_settings, work, live, lambda: sum(n.isdigit() for n in client.get_children("/bench/v1/batch"))
-            )
-            assert len(client.get_children("/bench/v1/batch-index")) == live
-        finally:
-            client.stop()
-            zookeeper.stop()
-    print(f"restart with {args.records} records, {args.expired} expired, {live} live (seconds from process spawn)")
-    for store, figures in results.items():
-        print(f"  {store:26s} " + "  ".join(f"{name} {value:.2f}" for name, value in figures.items()))
+        results = compare(args, Path(tmp))
+    live = args.records - args.expired
+    print(f"restart with {args.records} records, {args.expired} expired, {live} live: seconds from process spawn")
+    print(f"medians of {args.rounds} round(s), min-max in brackets")
+    for variant, runs in results.items():
+        names = [name for name in runs[0] if all(name in run for run in runs)]
+        cells = []
+        for name in names:
+            values = [run[name] for run in runs]
+            cells.append(f"{name} {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
+        print(f"  {variant:40s} " + "  ".join(cells))
 
 
 if __name__ == "__main__":
