@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from airflow_provider_livy.protocol import TERMINAL_STATES
+from tests.state_store import store  # noqa: F401 - a fixture for every test module
 from tests.zookeeper import private_zookeeper, zk_prefix, zookeeper  # noqa: F401 - fixtures for every test module
 
 TESTS_DIR = Path(__file__).parent

@@ -1,12 +1,17 @@
-"""Direct views of a state store's contents, for checking what the server wrote: files on disk, znodes via kazoo."""
+"""Direct views of a state store's contents, for checking what the server wrote: files on disk, znodes via kazoo.
+
+The `store` fixture runs a test once per store kind, with a fresh store of its own.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
@@ -107,3 +112,14 @@ def livy_record(batch_id: int, app_id: str | None = None) -> bytes:
             "version": 1,
         }
     ).encode()
+
+
+@pytest.fixture(params=["filesystem", "zookeeper"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreView]:
+    if request.param == "filesystem":
+        view: StoreView = FileStoreView(tmp_path / "state-store")
+    else:
+        zookeeper = request.getfixturevalue("zookeeper")
+        view = ZooKeeperView(zookeeper.hosts, request.getfixturevalue("zk_prefix"))
+    yield view
+    view.close()

@@ -6,29 +6,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
-import pytest
 
 from tests.conftest import LivyServer
-from tests.state_store import FileStoreView, StoreView, ZooKeeperView, livy_record
+from tests.state_store import StoreView, ZooKeeperView, livy_record
 
 RUNNING_STATES = {"running"}
 T = TypeVar("T")
-
-
-@pytest.fixture(params=["filesystem", "zookeeper"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreView]:
-    if request.param == "filesystem":
-        view: StoreView = FileStoreView(tmp_path / "state-store")
-    else:
-        zookeeper = request.getfixturevalue("zookeeper")
-        view = ZooKeeperView(zookeeper.hosts, request.getfixturevalue("zk_prefix"))
-    yield view
-    view.close()
 
 
 def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "condition") -> T:
