@@ -118,7 +118,8 @@ def restart(
     env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     with open(log_path, "wb") as log_file:
         started = time.monotonic()
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        # cwd: `-m` puts it first on sys.path, ahead of PYTHONPATH; in the repository it would shadow `code`
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=work)
     try:
         while True:
             try:
