@@ -215,6 +215,18 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def find_app_id(log_path: Path) -> str | None:
+    """The first application id a driver printed, read back from its log file."""
+    try:
+        with open(log_path, errors="replace") as handle:
+            for line in handle:
+                if match := APP_ID_RE.search(line):
+                    return match.group(1)
+    except FileNotFoundError:
+        pass
+    return None
+
+
 def read_exit_code(exit_path: Path) -> int | None:
     try:
         return int(exit_path.read_text().strip())

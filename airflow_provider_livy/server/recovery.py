@@ -242,6 +242,8 @@ class Recovery:
             self._note(batch, f"{driver} ended with exit code {code} while the server was down")
             batch.finished_at = exit_path.stat().st_mtime
         batch.state = SUCCESS if code == 0 else DEAD
+        if batch.app_id is None:  # printed just before the crash, before the server read it
+            batch.app_id = launcher.find_app_id(log_path)
         self.stats["ended while down"] += 1
         return True
 
