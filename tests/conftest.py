@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 import requests
+from cryptography.fernet import Fernet
 
 from airflow_provider_livy.protocol import TERMINAL_STATES
 from tests.state_store import store  # noqa: F401 - a fixture for every test module
@@ -35,6 +36,9 @@ os.environ.update(
     AIRFLOW__CORE__DAGS_FOLDER=str(AIRFLOW_HOME / "dags"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+    # One key for this process and every Airflow subprocess: otherwise whichever process first writes
+    # airflow.cfg picks a key, and Variables written by a DAG run read back as garbage here.
+    AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
 )
 
 
