@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import struct
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS, KazooException, NoNodeError
@@ -51,20 +52,29 @@ class MultiRead(namedtuple("MultiRead", "paths")):
 
     @classmethod
     def deserialize(cls, data: bytes, offset: int) -> list[tuple[bytes, ZnodeStat] | KazooException]:
-        results: list[tuple[bytes, ZnodeStat] | KazooException] = []
-        while True:
-            op_type, done, _err = multiheader_struct.unpack_from(data, offset)
-            offset += multiheader_struct.size
-            if done:
-                return results
-            if op_type == -1:
-                code = int_struct.unpack_from(data, offset)[0]
-                offset += int_struct.size
-                results.append(EXCEPTIONS[code]())
-                continue
-            value, offset = read_buffer(data, offset)
-            results.append((value or b"", ZnodeStat._make(stat_struct.unpack_from(data, offset))))
-            offset += stat_struct.size
+        return multi_results(data, offset, _read_data_and_stat)
+
+
+def _read_data_and_stat(data: bytes, offset: int) -> tuple[tuple[bytes, ZnodeStat], int]:
+    value, offset = read_buffer(data, offset)
+    return (value or b"", ZnodeStat._make(stat_struct.unpack_from(data, offset))), offset + stat_struct.size
+
+
+def multi_results(data: bytes, offset: int, read_success: Callable[[bytes, int], tuple[Any, int]]) -> list[Any]:
+    """Walk a ZooKeeper multi-op reply (a transaction's or a multi-read's): one result per operation,
+    the operation's exception where it failed, else what `read_success(data, offset)` reads."""
+    results: list[Any] = []
+    while True:
+        op_type, done, _err = multiheader_struct.unpack_from(data, offset)
+        offset += multiheader_struct.size
+        if done:
+            return results
+        if op_type == -1:
+            results.append(EXCEPTIONS[int_struct.unpack_from(data, offset)[0]]())
+            offset += int_struct.size
+            continue
+        value, offset = read_success(data, offset)
+        results.append(value)
 
 
 def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:

@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
-from kazoo.exceptions import EXCEPTIONS, KazooException, NodeExistsError, RolledBackError
+from kazoo.exceptions import KazooException, NodeExistsError, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.paths import normpath
 from kazoo.protocol.serialization import Delete, Transaction, int_struct, multiheader_struct
 from kazoo.retry import KazooRetry
 
-from airflow_provider_livy.maintenance.zookeeper_reads import read_many
+from airflow_provider_livy.maintenance.zookeeper_reads import multi_results, read_many
 from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
 from airflow_provider_livy.server.store_index import (
     BATCH_DIR,
@@ -81,15 +81,8 @@ class Deletes(namedtuple("Deletes", "paths")):
 
     @classmethod
     def deserialize(cls, data: bytes, offset: int) -> list[KazooException]:
-        failures = []
-        while True:
-            op_type, done, _ = multiheader_struct.unpack_from(data, offset)
-            offset += multiheader_struct.size
-            if done:
-                return failures
-            if op_type == -1:
-                failures.append(EXCEPTIONS[int_struct.unpack_from(data, offset)[0]]())
-                offset += int_struct.size
+        results = multi_results(data, offset, lambda _data, at: (None, at))  # a delete's success has no body
+        return [result for result in results if result is not None]
 
 
 def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:
