@@ -122,6 +122,56 @@ def test_zookeeper_bulk_removal_and_scan(zookeeper, zk_prefix: str) -> None:
         again.close()
 
 
+def test_zookeeper_removal_starts_before_the_event_loop_runs(zookeeper, zk_prefix: str) -> None:
+    """Recovery starts its purge while the server is still starting: the deletes go out at the call."""
+    now = time.time()
+    store = ZooKeeperStore(zookeeper.hosts, zk_prefix)
+
+    async def fill() -> None:
+        await asyncio.gather(*(store.save(record(i, now - 100, now - 50, "success")) for i in range(1200)))
+
+    asyncio.run(fill())
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start()
+    try:
+        removal = store.remove(range(1200))  # no event loop running
+        deadline = time.monotonic() + 10
+        while client.get_children(f"/{zk_prefix}/v1/batch") != ["state"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get_children(f"/{zk_prefix}/v1/batch") == ["state"]
+        assert client.get_children(f"/{zk_prefix}/v1/batch-index") == []
+        asyncio.run(removal)
+    finally:
+        client.stop()
+        store.close()
+
+
+def test_zookeeper_removal_that_fails_is_resynced(zookeeper, zk_prefix: str) -> None:
+    """Someone else deleted a record first: its transaction fails whole, and the store deletes the rest from memory."""
+    now = time.time()
+    store = ZooKeeperStore(zookeeper.hosts, zk_prefix)
+    store.bind(lambda _id: None, lambda: 20)
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start()
+
+    async def scenario() -> list[str]:
+        await asyncio.gather(*(store.save(record(i, now - 100, now - 50, "success")) for i in range(20)))
+        client.delete(f"/{zk_prefix}/v1/batch/7")
+        await store.remove(range(20))
+        assert len(client.get_children(f"/{zk_prefix}/v1/batch")) > 1, "the failed transaction removed nothing"
+        deadline = time.monotonic() + 10
+        while len(client.get_children(f"/{zk_prefix}/v1/batch")) > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return client.get_children(f"/{zk_prefix}/v1/batch")
+
+    try:
+        assert asyncio.run(scenario()) == ["state"]
+        assert client.get_children(f"/{zk_prefix}/v1/batch-index") == []
+    finally:
+        client.stop()
+        store.close()
+
+
 def test_snapshot_prefers_the_finished_entry_and_skips_foreign_names() -> None:
     snap = build_snapshot(5, ["state", "1", "2", ".2.x.tmp"], ["1_1000_", "1_1000_3000", "junk", "2_2000_"])
     assert snap.record_ids == {1, 2}

@@ -6,12 +6,9 @@ import argparse
 import logging
 import sys
 
-import uvicorn
-
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
 from airflow_provider_livy.server.lifecycle import BatchService
-from airflow_provider_livy.server.routes import create_app
 
 log = logging.getLogger("livy-server")
 
@@ -45,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if problem := service.spark_submit_problem():
         log.warning("%s: batches will end dead until this is fixed", problem)
+    # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.
+    import uvicorn
+
+    from airflow_provider_livy.server.routes import create_app
+
     log.info(
         "serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, service.spark_home
     )

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def open_store(config: ServerConfig) -> RecoverableStore:
 
 
 def recover_service(config: ServerConfig) -> BatchService:
-    """The batch service with the store's batches back in it; the bulk purge runs once serving."""
+    """The batch service with the store's batches back in it; the bulk purge, started here, is awaited once serving."""
     store = open_store(config)
     try:
         service = BatchService(config, store)
@@ -137,6 +137,7 @@ class Recovery:
         self.config = service.config
         self.now = service.clock()
         self.expired: list[int] = []  # ids to delete from the store, never registered
+        self.purges: list[tuple[list[int], float, Awaitable[None]]] = []  # (ids, started, removal) under way
         self.to_save: list[Batch] = []  # registered batches whose record must change (state, index)
         self.later: list[int] = []  # unindexed records read once serving
         self.stats: Counter[str] = Counter()
@@ -148,6 +149,7 @@ class Recovery:
         started = time.monotonic()
         snap = self.store.scan()
         read_now = self.plan(snap)
+        self._start_purge()  # ZooKeeper deletes the expired while the records are read and the server starts
         registry = self.service.registry
         registry.next_id = max(snap.next_session_id, max(snap.record_ids | snap.index.keys(), default=-1) + 1)
         self.store.bind(self._current_record, lambda: registry.next_id)
@@ -310,14 +312,19 @@ class Recovery:
         for chunk in chunks(batches, SAVE_CHUNK):
             await self.store.save_many([batch.record() for batch in chunk if batch.id in self.service.registry.batches])
 
-    async def _purge(self) -> None:
+    def _start_purge(self) -> None:
+        """Hand the expired ids to the store; its removal may start at once, before serving (ZooKeeper's does)."""
         ids, self.expired = self.expired, []
-        if not ids:
-            return
-        started = time.monotonic()
-        await self.store.remove(ids)
-        await asyncio.to_thread(self._remove_logs, ids)
-        log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
+        if ids:
+            self.purges.append((ids, time.monotonic(), self.store.remove(ids)))
+
+    async def _purge(self) -> None:
+        self._start_purge()
+        purges, self.purges = self.purges, []
+        for ids, started, removal in purges:
+            await removal
+            await asyncio.to_thread(self._remove_logs, ids)
+            log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
 
     def _remove_logs(self, ids: list[int]) -> None:
         """One listing, then only the files that exist: most expired batches' logs are long gone."""

@@ -6,7 +6,7 @@ implement the same three coroutines; recovery reads them back at start-up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from airflow_provider_livy.server.store_index import Snapshot
@@ -24,8 +24,9 @@ class StateStore(Protocol):
     async def save(self, record: dict[str, Any], next_session_id: int | None = None) -> None:
         """Write one batch record, and the id counter with it when given, in one round trip."""
 
-    async def remove(self, ids: Iterable[int]) -> None:
-        """Forget these batches' records, in bulk."""
+    def remove(self, ids: Iterable[int]) -> Awaitable[None]:
+        """Forget these batches' records, in bulk. The work may start at the call (ZooKeeper's does),
+        so recovery can start its purge before the event loop runs and await it once serving."""
 
     def close(self) -> None:
         """Release connections; records stay."""

@@ -9,21 +9,24 @@ When the connection is lost, reads are unaffected (they never touch the store), 
 refused with StoreUnavailable (503), and other writes are remembered by id. Once kazoo is
 connected again, those ids are written from what memory holds then: the store catches up.
 
-Bulk work is where the Python side costs most, and at start-up it competes for the GIL with
-the server's own imports. Bulk deletes go as `Deletes`, a transaction serialized in one pass
-and sent through kazoo's connection like kazoo's own requests: kazoo's `TransactionRequest`
-normalizes each path and builds several objects per operation, which for a purge of ~80,000
-znodes cost more CPU than ZooKeeper's work. Records are read with ZooKeeper's multi-read
-(maintenance.zookeeper_reads), 1,000 per request instead of one request each.
+Bulk deletes go as `Deletes`, a transaction serialized in one pass and sent through kazoo's
+connection like kazoo's own requests: kazoo's `TransactionRequest` normalizes each path and
+builds several objects per operation, which for a purge of ~80,000 znodes cost more CPU than
+ZooKeeper's work. With it, a restart's purge of 78,000 znodes costs this process 0.27 s of CPU
+in 1.2 s: the rest is ZooKeeper's. A removal is sent from the call on, without the event loop, so
+recovery starts its purge as soon as it knows what expired, while the server is still starting.
+Records are read with ZooKeeper's multi-read (maintenance.zookeeper_reads), 1,000 per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
-from collections import namedtuple
-from collections.abc import Callable, Iterable
+import threading
+from collections import deque, namedtuple
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
@@ -100,6 +103,10 @@ async def wait(result: IAsyncResult) -> Any:
     future: asyncio.Future[Any] = loop.create_future()
     result.rawlink(lambda done: loop.call_soon_threadsafe(_settle, future, done))
     return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def commit(transaction: TransactionRequest) -> None:
@@ -261,44 +268,72 @@ class ZooKeeperStore:
                 self._kick()
                 log.warning("%d records not written to ZooKeeper (%s); will retry", len(ids), type(err).__name__)
 
-    def _deletes(self, ids: Iterable[int]) -> IAsyncResult:
-        """Send one transaction deleting these batches' record and index znodes, as far as we know them to exist."""
-        paths = []
-        for batch_id in ids:
-            if batch_id in self._present:
-                paths.append(f"{self._wire_batch}/{batch_id}")
-            if (name := self._index.get(batch_id)) is not None:
-                paths.append(f"{self._wire_index}/{name}")
-        result = self.client.handler.async_result()
-        self.client._call(Deletes(paths), result)  # how kazoo's own *_async calls send
-        return result
+    def remove(self, ids: Iterable[int]) -> Awaitable[None]:
+        """Start removing now (even before the event loop runs); the awaitable ends when all answered.
 
-    async def remove(self, ids: Iterable[int]) -> None:
-        """In transactions of up to 1,000 deletes, a few in flight at a time: a POST never queues behind a whole purge."""
-        self._loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(REMOVE_WINDOW)
-
-        async def remove_chunk(chunk: list[int]) -> None:
-            async with slots:
-                await self._remove_chunk(chunk)
-
-        await asyncio.gather(*(remove_chunk(chunk) for chunk in chunks(list(ids), TRANSACTION_OPS // 2)))
-
-    async def _remove_chunk(self, chunk: list[int]) -> None:
+        Transactions of up to 1,000 deletes, REMOVE_WINDOW in flight: each answer sends the next from
+        kazoo's thread, so a POST or a read never queues behind a whole purge. What fails is re-synced.
+        """
+        ids = list(ids)
         if not self.connected:
-            self._dirty.update(chunk)
-            return
-        result = self._deletes(chunk)
-        for batch_id in chunk:
-            self._forget(batch_id)
-        try:
-            failures = [r for r in await wait(result) if not isinstance(r, RolledBackError)]
-            if failures:
-                raise failures[0]
-        except (KazooException, TimeoutError) as err:
-            self._dirty.update(chunk)
+            self._dirty.update(ids)
+            return _nothing()
+        return self._settle_removal(self._send_removal(ids))
+
+    def _send_removal(self, ids: list[int]) -> concurrent.futures.Future[list[int]]:
+        """Send the delete transactions; the future gives the ids whose removal failed."""
+        pending: deque[tuple[list[int], Deletes]] = deque()
+        for chunk in chunks(ids, TRANSACTION_OPS // 2):
+            paths = []
+            for batch_id in chunk:
+                if batch_id in self._present:
+                    paths.append(f"{self._wire_batch}/{batch_id}")
+                if (name := self._index.get(batch_id)) is not None:
+                    paths.append(f"{self._wire_index}/{name}")
+                self._forget(batch_id)
+            pending.append((chunk, Deletes(paths)))
+        done: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
+        failed: list[int] = []
+        in_flight = 0
+        lock = threading.RLock()  # kazoo calls back at once, in this thread, once its handler has stopped
+
+        def send_next() -> None:
+            nonlocal in_flight
+            chunk, request = pending.popleft()
+            in_flight += 1
+            result = self.client.handler.async_result()
+            result.rawlink(lambda answer: answered(chunk, answer))
+            self.client._call(request, result)  # how kazoo's own *_async calls send
+
+        def answered(chunk: list[int], answer: IAsyncResult) -> None:
+            nonlocal in_flight
+            try:
+                failures = [r for r in answer.get_nowait() if not isinstance(r, RolledBackError)]
+                if failures:
+                    raise failures[0]
+            except Exception as err:  # whatever it is, this chunk must still settle the removal
+                log.warning("%d records not removed from ZooKeeper (%s); will retry", len(chunk), type(err).__name__)
+                failed.extend(chunk)
+            with lock:
+                in_flight -= 1
+                if pending:
+                    send_next()
+                elif in_flight == 0:
+                    done.set_result(failed)
+
+        with lock:
+            if not pending:
+                done.set_result([])
+            while pending and in_flight < REMOVE_WINDOW:
+                send_next()
+        return done
+
+    async def _settle_removal(self, sent: concurrent.futures.Future[list[int]]) -> None:
+        failed = await asyncio.wrap_future(sent)
+        self._loop = asyncio.get_running_loop()
+        if failed:
+            self._dirty.update(failed)
             self._kick()
-            log.warning("%d records not removed from ZooKeeper (%s); will retry", len(chunk), type(err).__name__)
 
     # --- catching up ----------------------------------------------------------------------
     def _kick(self) -> None:
