@@ -147,48 +147,12 @@ def restart(
     return result
 
 
-def measure(work: Path, records: list[dict], live: int, rounds: int) -> dict[str, list[dict[str, float]]]:
-    """`rounds` restarts per store, each on a freshly filled store; plus an empty store's start-up."""
-    results: dict[str, list[dict[str, float]]] = {"filesystem, empty store": [], "filesystem": [], "zookeeper": []}
-    fs = {"livy.server.recovery.mode": "recovery"}
-    for number in range(rounds):
-        fs["livy.server.recovery.state-store.url"] = str(work / f"empty-store-{number}")
-        results["filesystem, empty store"].append(restart(fs, work, 0, lambda: 0))
-        root = work / f"fs-store-{number}"
-        fill_filesystem(root, records)
-        fs["livy.server.recovery.state-store.url"] = str(root)
-        batch_dir = root / "v1/batch"
-        results["filesystem"].append(restart(fs, work, live, lambda d=batch_dir: sum(n.isdigit() for n in os.listdir(d))))
-        assert len(os.listdir(root / "v1/batch-index")) == live
-        say(f"recovery round {number + 1}/{rounds}: filesystem {results['filesystem'][-1]}")
-    zookeeper = ZooKeeperServer(work / "zookeeper").start()
-    client = KazooClient(hosts=zookeeper.hosts)
-    client.start()
-    try:
-        for number in range(rounds):
-            prefix = f"bench{number}"
-            fill_zookeeper(client, prefix, records)
-            zk = {
-                "livy.server.recovery.mode": "recovery",
-                "livy.server.recovery.state-store": "zookeeper",
-                "livy.server.recovery.state-store.url": zookeeper.hosts,
-                "livy.server.recovery.zk-state-store.key-prefix": prefix,
-            }
-            path = f"/{prefix}/v1/batch"
-            results["zookeeper"].append(restart(zk, work, live, lambda p=path: sum(n.isdigit() for n in client.get_children(p))))
-            assert len(client.get_children(f"/{prefix}/v1/batch-index")) == live
-            say(f"recovery round {number + 1}/{rounds}: zookeeper {results['zookeeper'][-1]}")
-    finally:
-        client.stop()
-        zookeeper.stop()
-    return results
-
-
 def run(work_dir: Path, quick: bool) -> list[Row]:
     total, expired, rounds = (20_000, 19_500, 1) if quick else (40_000, 39_000, 3)
     work_dir.mkdir(parents=True, exist_ok=True)
     say(f"recovery: cold starts with {total:,} records, {expired:,} expired, {rounds} round(s) per store")
-    results = measure(work_dir, make_records(total, expired), total - expired, rounds)
+    found = compare(work_dir, total, expired, rounds)
+    results = {store: found[f"working tree: {store}"] for store in ("filesystem, empty store", "filesystem", "zookeeper")}
     bench, rows = "4. recovery", []
     floor = [r["answer"] for r in results["filesystem, empty store"]]
     rows.append(Row(bench, "empty store: spawn -> first answer", spread(floor, "{:.2f} s"), anchor="process start and imports"))
@@ -225,19 +189,19 @@ def export(rev: str, target: Path) -> Path:
     return target
 
 
-def compare(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, float]]]:
+def compare(work: Path, total: int, expired: int, rounds: int, rev: str | None = None) -> dict[str, list[dict[str, float]]]:
     """Each round restarts every variant on a freshly filled store of each kind, variants alternating.
 
     Every ZooKeeper restart gets a ZooKeeper of its own: with a second 40,000-record tree filled into
     the same 256 MB server, its connections dropped during the restart's listing.
     """
-    live = args.records - args.expired
-    records = make_records(args.records, args.expired)
+    live = total - expired
+    records = make_records(total, expired)
     variants: dict[str, Path | None] = {"working tree": None}
-    if args.compare:
-        variants = {args.compare: export(args.compare, work / "before"), **variants}
+    if rev:
+        variants = {rev: export(rev, work / "before"), **variants}
     results: dict[str, list[dict[str, float]]] = {}
-    for number in range(args.rounds):
+    for number in range(rounds):
         for name, code in variants.items():
             tag = f"{number}-{len(results)}-{name.replace(' ', '-')}"
             empty = {"livy.server.recovery.mode": "recovery", "livy.server.recovery.state-store.url": str(work / f"e{tag}")}
@@ -267,7 +231,7 @@ def compare(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, fl
                 client.stop()
                 zookeeper.stop()
             results.setdefault(f"{name}: zookeeper", []).append(figures)
-            say(f"round {number + 1}/{args.rounds} {name}: fs {results[f'{name}: filesystem'][-1]}, zk {figures}")
+            say(f"recovery round {number + 1}/{rounds} {name}: fs {results[f'{name}: filesystem'][-1]}, zk {figures}")
     return results
 
 
@@ -279,7 +243,7 @@ def main() -> None:
     parser.add_argument("--compare", metavar="REV", help="also run the server of this git revision, alternating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-        results = compare(args, Path(tmp))
+        results = compare(Path(tmp), args.records, args.expired, args.rounds, args.compare)
     live = args.records - args.expired
     print(f"restart with {args.records} records, {args.expired} expired, {live} live: seconds from process spawn")
     print(f"medians of {args.rounds} round(s), min-max in brackets")
