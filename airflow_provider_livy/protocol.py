@@ -26,6 +26,12 @@ FAILED_STATES: frozenset[str] = frozenset({DEAD, KILLED, ERROR})
 # The header Livy's CSRF protection asks for on POST and DELETE. Our hook always sends it.
 CSRF_HEADER = "X-Requested-By"
 
+# GET /batches/{id}/state?wait=S: our server holds the answer until the batch's state changes or S
+# seconds pass (at most MAX_STATE_WAIT), so a poller notices a job's end at once instead of up to an
+# interval late. Apache Livy ignores the parameter and answers at once; clients then sleep the rest.
+STATE_WAIT_PARAM = "wait"
+MAX_STATE_WAIT = 10.0
+
 BATCHES_PATH = "/batches"
 SESSIONS_PATH = "/sessions"  # Livy's interactive sessions; our server has none (404)
 DEFAULT_PORT = 8998

@@ -33,7 +33,11 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivyServer
     (work_dir / "job.py").write_text("print('fuzzed')\n")
     server = start_server(
         work_dir,
-        {"livy.server.spark-home": str(FAKE_SPARK_HOME), "livy.server.session.state-retain.sec": "5s"},
+        {
+            "livy.server.spark-home": str(FAKE_SPARK_HOME),
+            "livy.server.session.state-retain.sec": "5s",
+            "livy.server.batch.state-wait.max": "50ms",  # generated long polls of running batches stay short
+        },
     )
     for index in range(5):  # real batches, so that generated keys such as "0" meet one
         server.submit(file=str(work_dir / "job.py"), name=f"fuzz-{index}", args=["sleep=60" if index % 2 else "lines=20"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -40,6 +42,58 @@ def test_state_endpoint_and_lookup_by_name(fake_server: LivyServer, job_file: st
     by_name = fake_server.get("/batches/nightly-etl").json()
     assert by_name["id"] == batch["id"]
     assert fake_server.get("/batches/nightly-etl/state").json()["id"] == batch["id"]
+
+
+def test_state_long_poll_answers_at_the_change(fake_server: LivyServer, job_file: str) -> None:
+    """?wait=S holds the answer until the state changes: the end is seen the moment it happens."""
+    batch = fake_server.submit(file=job_file, args=["sleep=1.5"])
+    fake_server.wait_for(batch["id"], {"running"})
+    started = time.monotonic()
+    answer = fake_server.get(f"/batches/{batch['id']}/state", params={"wait": "8"}).json()
+    took = time.monotonic() - started
+    assert answer["state"] == "success"
+    view = fake_server.get(f"/batches/{batch['id']}").json()
+    assert took < 4, f"held {took:.2f}s for a job of 1.5s"
+    assert view["state"] == "success"
+
+    started = time.monotonic()
+    assert fake_server.get(f"/batches/{batch['id']}/state", params={"wait": "8"}).json()["state"] == "success"
+    assert time.monotonic() - started < 1, "a finished batch is answered at once"
+
+
+def test_state_long_poll_without_a_change_answers_after_the_wait(fake_server: LivyServer, job_file: str) -> None:
+    batch = fake_server.submit(file=job_file, args=["sleep=60"])
+    fake_server.wait_for(batch["id"], {"running"})
+    started = time.monotonic()
+    assert fake_server.get(f"/batches/{batch['id']}/state", params={"wait": "0.4"}).json()["state"] == "running"
+    assert 0.4 <= time.monotonic() - started < 3
+
+
+def test_state_long_poll_ends_when_the_batch_is_deleted(fake_server: LivyServer, job_file: str) -> None:
+    batch = fake_server.submit(file=job_file, args=["sleep=60"])
+    fake_server.wait_for(batch["id"], {"running"})
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        held = pool.submit(fake_server.get, f"/batches/{batch['id']}/state", params={"wait": "8"})
+        time.sleep(0.3)
+        assert fake_server.delete(f"/batches/{batch['id']}").status_code == 200
+        answer = held.result()
+    assert time.monotonic() - started < 4
+    assert answer.status_code == 200 and answer.json()["id"] == batch["id"]
+
+
+def test_state_long_poll_is_capped_and_bad_waits_are_400(make_server, job_file: str) -> None:
+    server = make_server({"livy.server.batch.state-wait.max": "300ms"})
+    batch = server.submit(file=job_file, args=["sleep=60"])
+    server.wait_for(batch["id"], {"running"})
+    started = time.monotonic()
+    assert server.get(f"/batches/{batch['id']}/state", params={"wait": "30"}).json()["state"] == "running"
+    assert time.monotonic() - started < 3, "held past livy.server.batch.state-wait.max"
+    for bad in ("soon", "-1", "nan", "inf", ""):
+        response = server.get(f"/batches/{batch['id']}/state", params={"wait": bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert "wait" in response.json()["msg"]
+    assert server.get(f"/batches/{batch['id']}/state").json()["state"] == "running"
 
 
 def test_app_id_read_from_driver_output(fake_server: LivyServer, job_file: str) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_livy.protocol import MAX_STATE_WAIT
+
 log = logging.getLogger(__name__)
 
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)\s*$", re.IGNORECASE)
@@ -85,6 +87,7 @@ class ServerConfig:
     max_creation: int = 8
     max_sessions: int = 10_000
     batch_ttl: float = 0.0  # 0: running batches live as long as they like
+    state_wait_max: float = MAX_STATE_WAIT  # longest hold of GET /batches/{id}/state?wait=S
     local_dir_whitelist: tuple[str, ...] = ()
     csrf_protection: bool = False
     cache_log_size: int = 200
@@ -121,6 +124,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.session.max-creation": ("max_creation", parse_int),
     "livy.server.session.max-sessions": ("max_sessions", parse_int),
     "livy.server.batch.ttl": ("batch_ttl", parse_duration),
+    "livy.server.batch.state-wait.max": ("state_wait_max", parse_duration),
     "livy.file.local-dir-whitelist": ("local_dir_whitelist", parse_list),
     "livy.server.csrf-protection.enabled": ("csrf_protection", parse_bool),
     "livy.cache-log.size": ("cache_log_size", parse_int),

@@ -7,6 +7,7 @@ work grows with the number of sessions expiring, never with the number held.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import subprocess
@@ -81,6 +82,7 @@ class Registry:
         self.counters: Counter[str] = Counter({"created": 0, "deleted": 0, "collected": 0, "evicted": 0, "ttl_killed": 0})
         self._expiry: list[tuple[float, int]] = []  # (forget at, id) for finished batches
         self._ttl: list[tuple[float, int]] = []  # (kill at, id) for active batches
+        self._changes: dict[int, asyncio.Event] = {}  # id -> set at its next state change (long polls)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -120,12 +122,21 @@ class Registry:
         """Batches in id order; dicts keep insertion order and ids are inserted ascending."""
         return list(itertools.islice(self.batches.values(), start, start + size))
 
+    def changed(self, batch_id: int) -> asyncio.Event:
+        """Set at the batch's next state change or removal: what a long poll of its state waits on."""
+        return self._changes.setdefault(batch_id, asyncio.Event())
+
+    def _announce(self, batch_id: int) -> None:
+        if (event := self._changes.pop(batch_id, None)) is not None:
+            event.set()
+
     def set_state(self, batch: Batch, state: str) -> None:
         if state == batch.state:
             return
         self.state_counts[batch.state] -= 1
         self.state_counts[state] += 1
         batch.state = state
+        self._announce(batch.id)
         if state in TERMINAL_STATES:
             batch.finished_at = self.clock()
             batch.tail = None
@@ -146,6 +157,7 @@ class Registry:
         if batch.name and self.names.get(batch.name) == batch_id:
             del self.names[batch.name]
         self.state_counts[batch.state] -= 1
+        self._announce(batch_id)
         return batch
 
     def next_deadline(self) -> float | None:

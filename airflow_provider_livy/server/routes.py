@@ -2,10 +2,13 @@
 
 Errors are always JSON `{"msg": ...}` like Livy's. GET /batches/{id}/state, the call pollers
 make most, is a plain Starlette route placed ahead of FastAPI's machinery; FastAPI documents it.
+With `?wait=S` it is a long poll: answered at the batch's next state change, or after S seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,8 +27,10 @@ from airflow_provider_livy.protocol import (
     BATCH_STATES,
     DEFAULT_LOG_PAGE,
     INT,
+    STATE_WAIT_PARAM,
     STR,
     STR_LIST,
+    TERMINAL_STATES,
     BatchRequestError,
 )
 from airflow_provider_livy.server import metrics
@@ -123,6 +128,13 @@ VERSION_SCHEMA = {
     "properties": {"version": {"type": "string"}, "livyApi": {"type": "string"}, "server": {"type": "string"}},
 }
 KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "batch id or name"}
+WAIT_PARAMETER = {
+    "name": STATE_WAIT_PARAM,
+    "in": "query",
+    "required": False,
+    "schema": {"type": "number", "minimum": 0},
+    "description": "hold the answer until the state changes or this many seconds pass (capped by the server)",
+}
 
 
 def paging_parameters(size_low: int | None, size_high: int) -> list[dict[str, Any]]:
@@ -329,6 +341,16 @@ def create_app(service: BatchService) -> FastAPI:
             return error(404, f"Session '{key}' not found.")
         if policy.enabled and not policy.can_view(user := user_of(request), batch.owner):
             return error(403, f"User '{user}' is not allowed to view batch {batch.id}.")
+        if (wait := request.query_params.get(STATE_WAIT_PARAM)) is not None and batch.state not in TERMINAL_STATES:
+            try:
+                seconds = float(wait)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                return error(400, f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {wait!r}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(seconds, service.config.state_wait_max)):
+                    await service.registry.changed(batch.id).wait()
         return Response(b'{"id":%d,"state":"%s"}' % (batch.id, batch.state.encode()), media_type="application/json")
 
     app.add_api_route(
@@ -337,8 +359,8 @@ def create_app(service: BatchService) -> FastAPI:
         methods=["GET"],
         summary="Batch state (the polling call)",
         response_model=None,
-        responses=documented(BATCH_STATE_SCHEMA, 403, 404),
-        openapi_extra={"parameters": [KEY_PARAMETER]},
+        responses=documented(BATCH_STATE_SCHEMA, 400, 403, 404),
+        openapi_extra={"parameters": [KEY_PARAMETER, WAIT_PARAMETER]},
     )
     app.router.routes.insert(0, Route("/batches/{key}/state", batch_state, methods=["GET"]))
 
