@@ -38,7 +38,14 @@ from airflow_provider_livy.hooks.connection import (
     retry_delay,
     settings_from_connection,
 )
-from airflow_provider_livy.protocol import BATCHES_PATH, DEFAULT_LOG_PAGE, SESSIONS_PATH, BatchView, validate_batch_request
+from airflow_provider_livy.protocol import (
+    BATCHES_PATH,
+    DEFAULT_LOG_PAGE,
+    SESSIONS_PATH,
+    STATE_WAIT_PARAM,
+    BatchView,
+    validate_batch_request,
+)
 
 LIST_PAGE = 100
 POOL_SIZE = 4
@@ -106,14 +113,19 @@ class LivyHook(BaseHook):
             self.session.close()
 
     # --- the one place HTTP happens ------------------------------------------------------------
-    def _call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
-        """Send one call with the retry policy in the module docstring; raise LivyError if it fails."""
+    def _call(
+        self, method: str, path: str, *, expect: tuple[int, ...] = (200,), held: float = 0.0, **kwargs: Any
+    ) -> requests.Response:
+        """Send one call with the retry policy in the module docstring; raise LivyError if it fails.
+
+        `held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
+        """
         url = self.settings.url(path)
         attempt = 0
         while True:
             retry_after = None
             try:
-                response = self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
+                response = self.session.request(method, url, timeout=self.settings.timeout + held, **kwargs)
             except requests.ConnectionError as err:
                 never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err)
                 if (method == "POST" and not never_sent) or attempt >= self.retries:
@@ -121,7 +133,7 @@ class LivyHook(BaseHook):
                 self.log.warning("Livy %s %s failed (%s); retry %d of %d", method, url, err, attempt + 1, self.retries)
             except requests.Timeout as err:
                 if method == "POST" or attempt >= self.retries:
-                    raise LivyError(f"Livy {method} {url} timed out after {self.settings.timeout}s") from err
+                    raise LivyError(f"Livy {method} {url} timed out after {self.settings.timeout + held:g}s") from err
                 self.log.warning("Livy %s %s timed out; retry %d of %d", method, url, attempt + 1, self.retries)
             else:
                 if response.status_code in expect:
@@ -179,8 +191,12 @@ class LivyHook(BaseHook):
                 return None
             raise
 
-    def get_batch_state(self, key: int | str) -> str:
-        return self._json("GET", batch_path(key, "state"))["state"]
+    def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
+        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
+        if wait is None:
+            return self._json("GET", batch_path(key, "state"))["state"]
+        params = {STATE_WAIT_PARAM: f"{wait:g}"}
+        return self._json("GET", batch_path(key, "state"), params=params, held=wait)["state"]
 
     def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
         """Every batch the server holds, fetched a page at a time."""

@@ -27,7 +27,7 @@ from airflow_provider_livy.hooks.connection import (
     retry_delay,
     settings_from_connection,
 )
-from airflow_provider_livy.protocol import BatchView
+from airflow_provider_livy.protocol import STATE_WAIT_PARAM, BatchView
 
 
 class LivyAsyncHook(BaseHook):
@@ -94,8 +94,13 @@ class LivyAsyncHook(BaseHook):
     async def get_batch(self, key: int | str) -> BatchView:
         return (await self._call("GET", batch_path(key))).json()
 
-    async def get_batch_state(self, key: int | str) -> str:
-        return (await self._call("GET", batch_path(key, "state"))).json()["state"]
+    async def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
+        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
+        if wait is None:
+            return (await self._call("GET", batch_path(key, "state"))).json()["state"]
+        timeout = (await self.settings()).timeout + wait
+        response = await self._call("GET", batch_path(key, "state"), params={STATE_WAIT_PARAM: f"{wait:g}"}, timeout=timeout)
+        return response.json()["state"]
 
     async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
         """The driver log lines after line `offset`, paging until caught up, and the new offset."""

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
-from airflow_provider_livy.polling import LOG_INTERVAL, next_interval
+from airflow_provider_livy.polling import LOG_INTERVAL, Poller
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     FAILED_STATES,
@@ -98,7 +98,8 @@ class LivyBatchOperator(BaseOperator):
     :param livy_conn_id: the Livy connection.
     :param wait_for_completion: wait for the batch (default). Without waiting the task returns the
         batch id at once and the batch is left to a LivyBatchSensor (with delete_batch=True).
-    :param polling_interval: the longest wait between polls; early polls come sooner.
+    :param polling_interval: the longest wait between polls; early polls come sooner. Our server holds
+        each poll until the state changes (up to 10 s), so the end is noticed at once whatever the interval.
     :param deferrable: wait on the triggerer instead of holding a worker slot.
     :param delete_on_failure: delete a batch that ended dead/killed (default). False keeps it.
     :param stream_logs: copy driver log lines into the task log while the job runs.
@@ -247,21 +248,22 @@ class LivyBatchOperator(BaseOperator):
 
     def _wait(self, batch_id: int) -> str:
         """Poll until the batch ends, copying new driver log lines into the task log as they come."""
-        interval: float | None = None
+        poller = Poller(self.polling_interval)
         offset = 0
         logs_read = 0.0
         while True:
             if self._killed:
                 raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
-            state = self.hook.get_batch_state(batch_id)
+            asked = time.monotonic()
+            state = self.hook.get_batch_state(batch_id, poller.wait)
+            took = time.monotonic() - asked
             if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
                 lines, offset = self.hook.read_log(batch_id, offset)
                 logs_read = time.monotonic()
                 self._log_lines(batch_id, lines)
             if state in TERMINAL_STATES:
                 return state
-            interval = next_interval(interval, self.polling_interval)
-            time.sleep(interval)
+            time.sleep(poller.pause_after(state, took))
 
     def _log_lines(self, batch_id: int, lines: list[str]) -> None:
         for line in lines:

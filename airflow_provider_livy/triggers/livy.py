@@ -20,7 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
-from airflow_provider_livy.polling import LOG_INTERVAL, next_interval
+from airflow_provider_livy.polling import LOG_INTERVAL, Poller
 from airflow_provider_livy.protocol import TERMINAL_STATES
 
 EVENT_LOG_LINES = 1000  # the last lines ride along in the event; all of them are in the trigger log
@@ -78,12 +78,14 @@ class LivyBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = LivyAsyncHook(self.livy_conn_id)
         lines: deque[str] = deque(maxlen=EVENT_LOG_LINES)
-        interval: float | None = None
+        poller = Poller(self.polling_interval)
         state: str | None = None
         logs_read = 0.0
         try:
             while True:
-                state = await hook.get_batch_state(self.batch_id)
+                asked = time.monotonic()
+                state = await hook.get_batch_state(self.batch_id, poller.wait)
+                took = time.monotonic() - asked
                 if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
                     new, self.log_offset = await hook.read_log(self.batch_id, self.log_offset)
                     logs_read = time.monotonic()
@@ -101,10 +103,11 @@ class LivyBatchTrigger(BaseTrigger):
                     self.log.warning(message)
                     yield self._event("timeout", state, lines, message)
                     return
-                interval = next_interval(interval, self.polling_interval)
+                pause = poller.pause_after(state, took)
                 if self.deadline is not None:
-                    interval = max(0.0, min(interval, self.deadline - time.time()))
-                await asyncio.sleep(interval)
+                    left = max(0.0, self.deadline - time.time())
+                    pause, poller.wait = min(pause, left), min(poller.wait or 0.0, left)
+                await asyncio.sleep(pause)
         except LivyError as err:
             yield self._event("error", state, lines, str(err))
         finally:
