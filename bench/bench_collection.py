@@ -199,7 +199,7 @@ def raw_deletes(client: KazooClient, parent: str, count: int) -> float:
 
 def run(work_dir: Path, quick: bool) -> list[Row]:
     """ZooKeeper is the target; the filesystem store runs on tmpfs and, in the full run, on the work disk."""
-    count, rounds = (10_000, 1) if quick else (40_000, 3)
+    count, rounds = (10_000, 1) if quick else (40_000, 5)
     work_dir.mkdir(parents=True, exist_ok=True)
     say(f"collection: {count:,} finished sessions expiring together, ZooKeeper, {rounds} round(s)")
     zookeeper = zookeeper_rounds(work_dir, count, rounds)

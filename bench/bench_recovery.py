@@ -148,7 +148,7 @@ def restart(
 
 
 def run(work_dir: Path, quick: bool) -> list[Row]:
-    total, expired, rounds = (20_000, 19_500, 1) if quick else (40_000, 39_000, 3)
+    total, expired, rounds = (20_000, 19_500, 1) if quick else (40_000, 39_000, 5)
     work_dir.mkdir(parents=True, exist_ok=True)
     say(f"recovery: cold starts with {total:,} records, {expired:,} expired, {rounds} round(s) per store")
     found = compare(work_dir, total, expired, rounds)
