@@ -2,18 +2,34 @@
 
 Memory holds at most livy.cache-log.size lines of an active batch; everything else is read
 from the file when asked for, so a finished batch costs no memory for its log.
+
+A Spark driver log can reach hundreds of megabytes, and a client following it asks for the page
+after the last line it saw every few seconds. Pages are found through a line index: the byte
+offset of every INDEX_STEP-th line, kept for the most recently read files and extended by only
+the bytes written since, so a page costs a seek and the lines it returns, not the whole file.
+Lines end at "\n" (a trailing "\r" is dropped).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 16
+INDEX_STEP = 1024  # lines between two remembered offsets
+INDEXED_FILES = 128  # line indexes kept, most recently read first
 
 
 def decode(raw: bytes) -> list[str]:
-    return raw.decode("utf-8", errors="replace").splitlines()
+    """Lines as the index counts them: split at "\\n" only, so a page and the cached tail agree."""
+    lines = raw.decode("utf-8", errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def tail_lines(path: Path, count: int) -> list[str]:
@@ -35,27 +51,81 @@ def tail_lines(path: Path, count: int) -> list[str]:
     return decode(data)[-count:]
 
 
+@dataclass
+class LineIndex:
+    """Where every INDEX_STEP-th line of a file starts, for the bytes read so far."""
+
+    inode: int
+    scanned: int = 0  # bytes counted
+    newlines: int = 0
+    partial: bool = False  # the last counted byte is not a newline: one more, unfinished line
+    marks: list[int] = field(default_factory=lambda: [0])  # marks[k]: byte offset of line k * INDEX_STEP
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + self.partial
+
+    def extend(self, handle: BinaryIO) -> None:
+        """Count the bytes appended since the last call; only a mark's exact position needs a search."""
+        handle.seek(self.scanned)
+        while chunk := handle.read(_CHUNK):
+            found = chunk.count(b"\n")
+            at = 0
+            while self.newlines // INDEX_STEP < (self.newlines + found) // INDEX_STEP:
+                need = INDEX_STEP - self.newlines % INDEX_STEP  # newlines up to the next mark
+                for _ in range(need):
+                    at = chunk.index(b"\n", at) + 1
+                self.newlines += need
+                found -= need
+                self.marks.append(self.scanned + at)
+            self.newlines += found
+            self.scanned += len(chunk)
+            self.partial = not chunk.endswith(b"\n")
+
+
+_indexes: OrderedDict[Path, LineIndex] = OrderedDict()
+_lock = threading.Lock()  # pages are read from worker threads
+
+
+def _index(path: Path, handle: BinaryIO) -> LineIndex:
+    """The file's index brought up to date; a file that shrank or was replaced is counted afresh."""
+    stat = os.fstat(handle.fileno())
+    with _lock:
+        index = _indexes.pop(path, None)
+        if index is None or index.inode != stat.st_ino or index.scanned > stat.st_size:
+            index = LineIndex(stat.st_ino)
+        _indexes[path] = index
+        while len(_indexes) > INDEXED_FILES:
+            _indexes.popitem(last=False)
+        index.extend(handle)
+        return index
+
+
 def count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as handle:
-            total, last = 0, b"\n"
-            while chunk := handle.read(_CHUNK):
-                total += chunk.count(b"\n")
-                last = chunk[-1:]
+            return _index(path, handle).lines
     except FileNotFoundError:
         return 0
-    return total + (0 if last == b"\n" else 1)
 
 
 def read_page(path: Path, start: int, size: int) -> tuple[list[str], int]:
     """Lines [start, start+size) and the total line count; size < 0 means to the end."""
     try:
         with open(path, "rb") as handle:
-            lines = decode(handle.read())
+            index = _index(path, handle)
+            total = index.lines
+            end = total if size < 0 else min(total, start + size)
+            if start >= end:
+                return [], total
+            mark = start // INDEX_STEP
+            handle.seek(index.marks[mark])
+            for _ in range(start - mark * INDEX_STEP):
+                handle.readline()
+            raw = [handle.readline() for _ in range(end - start)]
     except FileNotFoundError:
         return [], 0
-    end = len(lines) if size < 0 else start + size
-    return lines[start:end], len(lines)
+    return decode(b"".join(raw)), total
 
 
 def read_new(path: Path, offset: int) -> tuple[list[str], int]:
