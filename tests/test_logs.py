@@ -38,7 +38,8 @@ def test_pages_match_the_whole_file_around_every_mark(log_file: Path) -> None:
     step = logs.INDEX_STEP
     starts = [0, 1, step - 1, step, step + 1, 2 * step, 4999, 5000, 5001, 9000]
     check_pages(log_file, starts, [0, 1, 3, 100, step + 5, -1])
-    assert logs.count_lines(log_file) == 5001
+    assert logs.read_page(log_file, None, 3) == (whole(log_file)[-3:], 5001), "no start: the last lines"
+    assert logs.read_page(log_file, None, -1) == (whole(log_file), 5001)
     assert logs.read_page(log_file, 5000, 5) == (["an unfinished line"], 5001)
 
 
@@ -64,4 +65,4 @@ def test_a_replaced_or_truncated_log_is_counted_afresh(log_file: Path) -> None:
 
 def test_a_missing_log_is_an_empty_page(tmp_path: Path) -> None:
     assert logs.read_page(tmp_path / "gone.log", 0, 10) == ([], 0)
-    assert logs.count_lines(tmp_path / "gone.log") == 0
+    assert logs.read_page(tmp_path / "gone.log", None, 10) == ([], 0)

@@ -436,10 +436,9 @@ class BatchService:
 
     def log_page(self, batch: Batch, start: int | None, size: int) -> dict[str, Any]:
         """Livy's semantics: no `from` means the last `size` lines; a negative size means all."""
-        if start is None:
-            total = logs.count_lines(self.log_path(batch.id))
-            start = 0 if size < 0 else max(0, total - size)
         lines, total = logs.read_page(self.log_path(batch.id), start, size)
+        if start is None:
+            start = total - len(lines)  # the page ends at the last line
         return {"id": batch.id, "from": start, "total": total, "log": lines}
 
 

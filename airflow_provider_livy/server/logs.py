@@ -101,20 +101,14 @@ def _index(path: Path, handle: BinaryIO) -> LineIndex:
         return index
 
 
-def count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return _index(path, handle).lines
-    except FileNotFoundError:
-        return 0
-
-
-def read_page(path: Path, start: int, size: int) -> tuple[list[str], int]:
-    """Lines [start, start+size) and the total line count; size < 0 means to the end."""
+def read_page(path: Path, start: int | None, size: int) -> tuple[list[str], int]:
+    """Lines [start, start+size) and the total line count; size < 0 means to the end, no start the last `size`."""
     try:
         with open(path, "rb") as handle:
             index = _index(path, handle)
             total = index.lines
+            if start is None:
+                start = 0 if size < 0 else max(0, total - size)
             end = total if size < 0 else min(total, start + size)
             if start >= end:
                 return [], total
