@@ -193,10 +193,8 @@ class LivyHook(BaseHook):
 
     def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
         """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        if wait is None:
-            return self._json("GET", batch_path(key, "state"))["state"]
-        params = {STATE_WAIT_PARAM: f"{wait:g}"}
-        return self._json("GET", batch_path(key, "state"), params=params, held=wait)["state"]
+        params = {} if wait is None else {STATE_WAIT_PARAM: f"{wait:g}"}
+        return self._json("GET", batch_path(key, "state"), params=params, held=wait or 0.0)["state"]
 
     def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
         """Every batch the server holds, fetched a page at a time."""

@@ -66,8 +66,13 @@ class LivyAsyncHook(BaseHook):
             await self._client.aclose()
             self._client = None
 
-    async def _call(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, expect: tuple[int, ...] = (200,), held: float = 0.0, **kwargs: Any
+    ) -> httpx.Response:
+        """`held`: how long the server may hold the answer on purpose (a long poll), added to the timeout."""
         client = await self.client()
+        if held:
+            kwargs["timeout"] = (await self.settings()).timeout + held
         attempt = 0
         while True:
             retry_after = None
@@ -96,11 +101,8 @@ class LivyAsyncHook(BaseHook):
 
     async def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
         """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        if wait is None:
-            return (await self._call("GET", batch_path(key, "state"))).json()["state"]
-        timeout = (await self.settings()).timeout + wait
-        response = await self._call("GET", batch_path(key, "state"), params={STATE_WAIT_PARAM: f"{wait:g}"}, timeout=timeout)
-        return response.json()["state"]
+        params = {} if wait is None else {STATE_WAIT_PARAM: f"{wait:g}"}
+        return (await self._call("GET", batch_path(key, "state"), params=params, held=wait or 0.0)).json()["state"]
 
     async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
         """The driver log lines after line `offset`, paging until caught up, and the new offset."""
