@@ -103,7 +103,7 @@ def airflow(args: list[str], env: dict[str, str], log_path: Path) -> float:
 def raw_spark_submit(log_path: Path) -> float:
     import pyspark
 
-    from airflow_provider_livy.server import launcher
+    from airflow_provider_livy.server.drivers import launcher
 
     command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", MASTER, str(PI_JOB)]
     env = {**launcher.spark_environment({}), "SPARK_LOCAL_IP": "127.0.0.1"}

@@ -32,7 +32,7 @@ from pathlib import Path
 import requests
 from kazoo.client import KazooClient
 
-from airflow_provider_livy.server.store_index import encode, entry_name
+from airflow_provider_livy.server.stores.index import encode, entry_name
 from bench.common import REPO, Row, say, spread
 from tests.conftest import FAKE_SPARK_HOME, free_port
 from tests.zookeeper import ZooKeeperServer

@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_livy.protocol import BatchRequestError, validate_batch_request
 from airflow_provider_livy.server import cli
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, build_config, load_config, parse_duration
-from airflow_provider_livy.server.launcher import build_command, check_request_files
+from airflow_provider_livy.server.drivers.launcher import build_command, check_request_files
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("600s", 600), ("10m", 600), ("1h", 3600), ("1.5d", 129600), ("250ms", 0.25)])

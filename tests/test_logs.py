@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_livy.server import logs
+from airflow_provider_livy.server.drivers import logs
 
 
 def whole(path: Path) -> list[str]:

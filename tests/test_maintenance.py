@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from airflow_provider_livy import zookeeper_multi
 from airflow_provider_livy.hooks.livy import LivyHook
-from airflow_provider_livy.maintenance import tasks, terminal_since, zookeeper_reads
+from airflow_provider_livy.maintenance import tasks, terminal_since
 from airflow_provider_livy.maintenance.report import SweepReport
 from airflow_provider_livy.maintenance.rest_sweep import sweep_rest
 from airflow_provider_livy.maintenance.zookeeper_sweep import (
@@ -178,8 +179,8 @@ def test_multi_read_and_its_fallback_read_the_same(zk: ZooKeeperView) -> None:
     for batch_id in range(5):
         zk.write(f"v1/batch/{batch_id}", livy_record(batch_id))
     paths = [f"/{zk.prefix}/v1/batch/{n}" for n in (0, 1, 99, 2, 3, 4)]
-    multi = zookeeper_reads.read_many(zk.client, paths, multi=True)
-    single = zookeeper_reads.read_many(zk.client, paths, multi=False)
+    multi = zookeeper_multi.read_many(zk.client, paths, multi=True)
+    single = zookeeper_multi.read_many(zk.client, paths, multi=False)
     assert multi == single
     assert multi[2] is None, "a missing znode reads as None"
     assert json.loads(multi[5][0])["id"] == 4 and multi[5][1].version == 0

@@ -14,7 +14,7 @@ import requests
 
 from airflow_provider_livy.example_jobs import PI_JOB
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.launcher import resolve_spark_home
+from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
 from tests.conftest import LivyServer, free_port
 
 pytestmark = pytest.mark.spark

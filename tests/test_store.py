@@ -10,9 +10,9 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from airflow_provider_livy.server.store_filesystem import FileSystemStore, write_atomic
-from airflow_provider_livy.server.store_index import build_snapshot, entry_finished, entry_name
-from airflow_provider_livy.server.store_zookeeper import ZooKeeperStore
+from airflow_provider_livy.server.stores.filesystem import FileSystemStore, write_atomic
+from airflow_provider_livy.server.stores.index import build_snapshot, entry_finished, entry_name
+from airflow_provider_livy.server.stores.zookeeper import ZooKeeperStore
 
 
 def record(batch_id: int, created: float, finished: float | None = None, state: str = "running") -> dict:

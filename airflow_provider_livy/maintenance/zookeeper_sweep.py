@@ -24,7 +24,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, KazooException, NoNodeError, RolledBackError
 
-from airflow_provider_livy.maintenance import zookeeper_reads
+from airflow_provider_livy import zookeeper_multi
 from airflow_provider_livy.maintenance.report import SweepReport
 from airflow_provider_livy.protocol import ACTIVE_STATES, TERMINAL_STATES
 
@@ -112,7 +112,7 @@ def walk(client: KazooClient, root: str, report: SweepReport, multi_read: bool =
                 paths.append((f"{parent}/{name}", directory, int(name)))
             else:
                 report.keep(KEEP_NOT_RECORD)
-    reads = zookeeper_reads.read_many(client, [path for path, _, _ in paths], multi=multi_read)
+    reads = zookeeper_multi.read_many(client, [path for path, _, _ in paths], multi=multi_read)
     nodes: list[Znode] = []
     for (path, directory, session_id), read in zip(paths, reads, strict=True):
         report.scanned += 1

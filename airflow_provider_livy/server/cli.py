@@ -8,7 +8,7 @@ import sys
 
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
-from airflow_provider_livy.server.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import BatchService
 
 log = logging.getLogger("livy-server")
 
@@ -26,7 +26,7 @@ def build_service(config: ServerConfig) -> BatchService:
     """The batch service, with its state recovered when recovery is on."""
     if not config.recovery:
         return BatchService(config)
-    from airflow_provider_livy.server.recovery import recover_service
+    from airflow_provider_livy.server.sessions.recovery import recover_service
 
     return recover_service(config)
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.
     import uvicorn
 
-    from airflow_provider_livy.server.routes import create_app
+    from airflow_provider_livy.server.api.routes import create_app
 
     log.info(
         "serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, service.spark_home

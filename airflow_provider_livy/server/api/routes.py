@@ -33,9 +33,7 @@ from airflow_provider_livy.protocol import (
     TERMINAL_STATES,
     BatchRequestError,
 )
-from airflow_provider_livy.server import metrics
-from airflow_provider_livy.server.lifecycle import BatchService, ServerBusy
-from airflow_provider_livy.server.registry import Batch
+from airflow_provider_livy.server.api import metrics
 from airflow_provider_livy.server.security import (
     AccessDenied,
     AccessPolicy,
@@ -44,7 +42,9 @@ from airflow_provider_livy.server.security import (
     needs_middleware,
     startup_warnings,
 )
-from airflow_provider_livy.server.store import StoreUnavailable
+from airflow_provider_livy.server.sessions.lifecycle import BatchService, ServerBusy
+from airflow_provider_livy.server.sessions.registry import Batch
+from airflow_provider_livy.server.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from airflow_provider_livy.protocol import (
     BatchView,
     validate_batch_request,
 )
-from airflow_provider_livy.server import launcher, logs
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.registry import Batch, Registry
-from airflow_provider_livy.server.store import NullStore, StateStore
+from airflow_provider_livy.server.drivers import launcher, logs
+from airflow_provider_livy.server.sessions.registry import Batch, Registry
+from airflow_provider_livy.server.stores.base import NullStore, StateStore
 
 log = logging.getLogger(__name__)
 

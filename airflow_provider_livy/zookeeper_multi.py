@@ -1,4 +1,7 @@
-"""Reading tens of thousands of znodes quickly: ZooKeeper's multi-read, with a pipelined fallback.
+"""ZooKeeper multi-op requests kazoo does not expose, shared by the server's store and the maintenance sweep.
+
+Multi-read for reading tens of thousands of znodes quickly (with a pipelined fallback), and
+`Deletes`, a bulk-delete transaction serialized in one pass.
 
 kazoo reads one znode per request, and its per-request cost is on the Python side: 40,000
 `get_async` calls took about 10 s on loopback here, the whole sweep's budget. ZooKeeper 3.6
@@ -20,8 +23,10 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS, KazooException, NoNodeError
 from kazoo.protocol.serialization import (
+    Delete,
     GetData,
     MultiHeader,
+    Transaction,
     int_struct,
     multiheader_struct,
     read_buffer,
@@ -127,3 +132,27 @@ def read_many(client: KazooClient, paths: list[str], multi: bool = True) -> list
             log.warning("ZooKeeper multi-read failed (%r; a server before 3.6?): reading one znode at a time", err)
             client.retry(client.exists, "/")  # wait for the connection, should the server have dropped it
     return read_pipelined(client, paths)
+
+
+_DELETE_HEADER = multiheader_struct.pack(Delete.type, False, -1)
+_ANY_VERSION = int_struct.pack(-1)
+_DONE = multiheader_struct.pack(-1, True, -1)
+
+
+class Deletes(namedtuple("Deletes", "paths")):
+    """A transaction of deletes (any version) on wire paths; its answer is the list of failures, empty when all went."""
+
+    type = Transaction.type
+
+    def serialize(self) -> bytes:
+        parts = []
+        for path in self.paths:
+            raw = path.encode()
+            parts += (_DELETE_HEADER, int_struct.pack(len(raw)), raw, _ANY_VERSION)
+        parts.append(_DONE)
+        return b"".join(parts)
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> list[KazooException]:
+        results = multi_results(data, offset, lambda _data, at: (None, at))  # a delete's success has no body
+        return [result for result in results if result is not None]

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from airflow_provider_livy.server.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import BatchService
 
 
 class BatchCollector(Collector):

@@ -1,7 +1,7 @@
 """The filesystem state store: Livy's keys as files under the store directory.
 
 `<url>/v1/batch/state` and `<url>/v1/batch/<id>` as a real Livy writes them (its filesystem store
-has no key prefix), plus the index directory (see store_index). Every file is written to a
+has no key prefix), plus the index directory (see stores.index). Every file is written to a
 temp file of its own, fsynced, then renamed over the target, so a crash never leaves half a
 record and concurrent writers never trip over one shared temp name (Livy's race). All writes go
 through one worker thread: they reach the disk in the order the server made them, and the
@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
-from airflow_provider_livy.server.store_index import (
+from airflow_provider_livy.server.stores.base import RecordLookup, StoreUnavailable
+from airflow_provider_livy.server.stores.index import (
     BATCH_DIR,
     INDEX_DIR,
     STATE_KEY,

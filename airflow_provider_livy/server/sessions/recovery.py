@@ -1,7 +1,7 @@
 """Recovery at start-up: re-attach what still runs, purge what is long dead, never reuse an id.
 
 The story behind this project is a restart that reloaded 40,000 dead sessions. Here the index
-(store_index) says which records expired while the server was down; those are deleted in bulk
+(stores.index) says which records expired while the server was down; those are deleted in bulk
 without being read and are never registered. Only the records that may still matter are read
 before serving starts: active batches, finished ones still within their retention, and a bounded
 number of records missing from the index (a real Livy's, or one whose index entry a crash lost).
@@ -34,12 +34,13 @@ from typing import Any
 import psutil
 
 from airflow_provider_livy.protocol import BATCH_STATES, DEAD, STARTING, SUCCESS, TERMINAL_STATES
-from airflow_provider_livy.server import launcher, logs
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.lifecycle import BatchService
-from airflow_provider_livy.server.registry import Batch
-from airflow_provider_livy.server.store import RecoverableStore
-from airflow_provider_livy.server.store_index import Snapshot, chunks, entry_finished
+from airflow_provider_livy.server.drivers import launcher, logs
+from airflow_provider_livy.server.sessions.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.registry import Batch
+from airflow_provider_livy.server.stores import open_store
+from airflow_provider_livy.server.stores.base import RecoverableStore
+from airflow_provider_livy.server.stores.index import Snapshot, chunks, entry_finished
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ READ_CHUNK = 1000
 SAVE_CHUNK = 500
 READ_RETRY_DELAY = 5.0
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl")
-
-
-def open_store(config: ServerConfig) -> RecoverableStore:
-    if config.state_store == "zookeeper":
-        from airflow_provider_livy.server.store_zookeeper import ZooKeeperStore
-
-        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix)
-    from airflow_provider_livy.server.store_filesystem import FileSystemStore
-
-    return FileSystemStore(config.state_store_url)
 
 
 def recover_service(config: ServerConfig) -> BatchService:

@@ -1,4 +1,4 @@
-"""The ZooKeeper state store: Livy's znodes under `/<key-prefix>/v1/batch`, plus the index (store_index).
+"""The ZooKeeper state store: Livy's znodes under `/<key-prefix>/v1/batch`, plus the index (stores.index).
 
 Every write is one kazoo transaction sent asynchronously and awaited on the event loop, so a
 POST costs one round trip (record, index entry and id counter together) and the loop never
@@ -9,13 +9,13 @@ When the connection is lost, reads are unaffected (they never touch the store), 
 refused with StoreUnavailable (503), and other writes are remembered by id. Once kazoo is
 connected again, those ids are written from what memory holds then: the store catches up.
 
-Bulk deletes go as `Deletes`, a transaction serialized in one pass and sent through kazoo's
+Bulk deletes go as `Deletes` (zookeeper_multi), a transaction serialized in one pass and sent through kazoo's
 connection like kazoo's own requests: kazoo's `TransactionRequest` normalizes each path and
 builds several objects per operation, which for a purge of ~80,000 znodes cost more CPU than
 ZooKeeper's work. With it, a restart's purge of 78,000 znodes costs this process 0.27 s of CPU
 in 1.2 s: the rest is ZooKeeper's. A removal is sent from the call on, without the event loop, so
 recovery starts its purge as soon as it knows what expired, while the server is still starting.
-Records are read with ZooKeeper's multi-read (maintenance.zookeeper_reads), 1,000 per request.
+Records are read with ZooKeeper's multi-read (zookeeper_multi), 1,000 per request.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections import deque, namedtuple
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -34,12 +34,10 @@ from kazoo.exceptions import KazooException, NodeExistsError, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.paths import normpath
-from kazoo.protocol.serialization import Delete, Transaction, int_struct, multiheader_struct
 from kazoo.retry import KazooRetry
 
-from airflow_provider_livy.maintenance.zookeeper_reads import multi_results, read_many
-from airflow_provider_livy.server.store import RecordLookup, StoreUnavailable
-from airflow_provider_livy.server.store_index import (
+from airflow_provider_livy.server.stores.base import RecordLookup, StoreUnavailable
+from airflow_provider_livy.server.stores.index import (
     BATCH_DIR,
     INDEX_DIR,
     STATE_KEY,
@@ -52,6 +50,7 @@ from airflow_provider_livy.server.store_index import (
     entry_id,
     entry_name,
 )
+from airflow_provider_livy.zookeeper_multi import Deletes, read_many
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +61,6 @@ TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
 RESYNC_RETRY_DELAY = 1.0
 REMOVE_WINDOW = 8  # removal transactions in flight at once
 RESYNC_CHUNK = 300  # ids per transaction: each may need up to 3 operations
-
-
-_DELETE_HEADER = multiheader_struct.pack(Delete.type, False, -1)
-_ANY_VERSION = int_struct.pack(-1)
-_DONE = multiheader_struct.pack(-1, True, -1)
-
-
-class Deletes(namedtuple("Deletes", "paths")):
-    """A transaction of deletes (any version) on wire paths; its answer is the list of failures, empty when all went."""
-
-    type = Transaction.type
-
-    def serialize(self) -> bytes:
-        parts = []
-        for path in self.paths:
-            raw = path.encode()
-            parts += (_DELETE_HEADER, int_struct.pack(len(raw)), raw, _ANY_VERSION)
-        parts.append(_DONE)
-        return b"".join(parts)
-
-    @classmethod
-    def deserialize(cls, data: bytes, offset: int) -> list[KazooException]:
-        results = multi_results(data, offset, lambda _data, at: (None, at))  # a delete's success has no body
-        return [result for result in results if result is not None]
 
 
 def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from airflow_provider_livy.server.store_index import Snapshot
+from airflow_provider_livy.server.stores.index import Snapshot
 
 # What recovery hands a store so it can bring itself back in line with memory after a fault:
 # the current record of a batch (None once forgotten), and the current id counter.

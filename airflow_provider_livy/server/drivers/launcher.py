@@ -20,8 +20,8 @@ import psutil
 
 from airflow_provider_livy.example_jobs import EXAMPLE_JOBS_DIR
 from airflow_provider_livy.protocol import BatchRequestError
-from airflow_provider_livy.server import supervisor
 from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.drivers import supervisor
 
 # Request fields that Livy turns into --conf settings.
 CONF_FIELDS = {

@@ -1,0 +1,1 @@
+"""HTTP: Livy's REST routes, the metrics endpoint (and, later, the pages)."""

@@ -1,0 +1,1 @@
+"""What the server holds and for how long: the registry and its clocks, one lifecycle, recovery."""

@@ -1,0 +1,16 @@
+"""Where records survive a restart: the store interface, the filesystem and ZooKeeper stores, the index."""
+
+from __future__ import annotations
+
+from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.stores.base import RecoverableStore
+
+
+def open_store(config: ServerConfig) -> RecoverableStore:
+    if config.state_store == "zookeeper":
+        from airflow_provider_livy.server.stores.zookeeper import ZooKeeperStore
+
+        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix)
+    from airflow_provider_livy.server.stores.filesystem import FileSystemStore
+
+    return FileSystemStore(config.state_store_url)
