@@ -1,0 +1,1052 @@
+"""The REPL that runs inside the Spark driver of an interactive session.
+
+spark-submit runs this file as the application's main Python file. It is ONE self-contained file
+(standard library + pyspark only): in cluster deploy mode it runs on a node where our package is
+not installed. The server and this driver talk over the channel below; both sides implement it
+exactly (the lead agreed it; /work/wt/REPL_PROTOCOL.md was its draft).
+
+## Launch
+Environment (client/local mode: inherited from spark-submit; cluster mode: `spark.yarn.appMasterEnv.X`
+or `spark.kubernetes.driverEnv.X` from a 0600 properties file, never the command line):
+- `LIVY_REPL_SECRET` per-session secret; never printed.
+- `LIVY_REPL_CALLBACK` URL this driver POSTs to once ready.
+- `LIVY_REPL_KIND` the session kind (`pyspark`/`python`, `sql`).
+- `LIVY_REPL_BIND` interface to listen on (default 127.0.0.1; 0.0.0.0 in cluster mode).
+- `LIVY_REPL_IDLE_TIMEOUT` seconds (livy.rsc.server.idle-timeout, default 600): exit when no
+  authenticated request arrived for that long, so a server that died for good leaves no driver behind.
+- `LIVY_REPL_RETAINED` statements kept (livy.rsc.retained-statements, default 100).
+- `LIVY_REPL_MAX_OUTPUT` max bytes of one statement's output as JSON (default 1 MiB); longer is cut
+  with a marker.
+- `LIVY_REPL_SQL_ROWS` rows a sql statement returns at most (livy.rsc.sql.num-rows, default 1000).
+- `LIVY_REPL_NO_SPARK=1` (tests only): no SparkSession; pyspark statements run as plain Python.
+
+Once the SparkSession exists and the HTTP server listens, the driver prints
+`livy-repl: listening on http://<host>:<port>` (never the secret) and POSTs to LIVY_REPL_CALLBACK with
+`Authorization: Bearer <secret>` and `{"address": "http://<host>:<port>", "appId", "sparkUiUrl"}`,
+retrying with backoff on connection errors and 5xx. A 4xx answer means the server disowns this
+driver: it stops and exits.
+
+## HTTP API (JSON; every request needs `Authorization: Bearer <secret>`, else 401 `{"msg"}`)
+Every authenticated request resets the idle-exit clock (a request in flight counts as activity).
+- `GET /status[?wait=S&version=V]` -> `{"state": "idle"|"busy", "version", "lastActivity"}`; `version`
+  grows at every statement state change; with `wait` the answer comes as soon as version != V (V
+  defaults to the current version) or after S seconds. `lastActivity` (epoch ms) = last statement
+  submitted, finished or cancelled, or the driver's start.
+- `POST /statements {"code", "kind"?}` -> 201 statement. Unknown kind, `spark`/`scala`/`shared`
+  (later issue) and `sparkr` -> 400 naming why. 429 when LIVY_REPL_RETAINED statements are already
+  waiting or running (nothing could be dropped to keep the bound).
+- `GET /statements?from=&size=&order=desc` -> `{"total_statements", "statements"}` (retained ones).
+- `GET /statements/{sid}[?wait=S]` -> statement; with wait, answers when its state changes or after S.
+- `POST /statements/{sid}/cancel` -> `{"msg": "canceled"}`.
+- `POST /completion {"code", "kind", "cursor"}` -> `{"candidates"}` (Python names; [] for sql).
+- `POST /shutdown` -> `{"msg": "shutting down"}`, then Spark stops and the process exits 0.
+
+Statement = Livy's shape: `{"id", "code", "state", "output", "progress", "started", "completed"}`
+(epoch ms, 0 when unset). States waiting -> running -> available; running -> cancelling -> cancelled;
+waiting -> cancelled. Output ok: `{"status": "ok", "execution_count", "data": {mime: value}}`; error:
+`{"status": "error", "execution_count", "ename", "evalue", "traceback": [lines]}`.
+
+## Outputs
+- pyspark: `text/plain` = stdout and stderr as written, then the repr of a final expression (as a
+  Python shell shows it), trailing whitespace trimmed. A last line `%table expr`, `%json expr` or
+  `%matplot expr` adds `application/vnd.livy.table.v1+json`, `application/json` or `image/png`
+  (base64); `text/plain` is then present only when something was printed (Livy's rule). Table
+  columns keep the order in which they first appear (Livy sorts dict keys).
+- sql: `application/json` = `{"schema": <StructType JSON>, "data": [[values]]}`; dates and
+  timestamps as ISO strings, decimals as numbers, binary as base64, NaN/Infinity as strings. When
+  LIVY_REPL_SQL_ROWS cut rows, `"truncated": true` is added (Livy cuts silently).
+- An output longer than LIVY_REPL_MAX_OUTPUT: text is cut and ends with `[livy-repl: output truncated ...]`;
+  a structured value that does not fit is dropped with that marker in `text/plain`.
+
+## Execution and cancel
+Statements run one at a time, in order, on the MAIN thread (the HTTP server has its own threads),
+each in Spark job group `livy-stmt-<id>`; progress = completed / total tasks of that group's jobs.
+Cancel: `sc.cancelJobGroup`, then a signal to the main thread whose handler raises
+`StatementCancelled` (a KeyboardInterrupt) in user code, repeated until the statement ends; a signal
+also breaks a blocking call such as time.sleep. The handler never raises in this file's own frames,
+so the bookkeeping around a statement cannot be torn.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import datetime
+import decimal
+import hmac
+import importlib.util
+import io
+import json
+import linecache
+import math
+import os
+import rlcompleter
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import OrderedDict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WAITING, RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
+FINAL_STATES = (AVAILABLE, CANCELLED)
+KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql"}
+LATER_KINDS = ("spark", "scala", "shared")
+R_KINDS = ("sparkr", "r")
+TABLE_MIME = "application/vnd.livy.table.v1+json"
+MAX_WAIT_S = 300.0
+MAX_BODY_BYTES = 16 * 1024 * 1024
+CANCEL_SIGNAL = signal.SIGUSR2
+# Grace between cancelJobGroup and the first interrupt: a statement blocked in a Spark job usually
+# ends by itself once its jobs are cancelled, and then no Py4J call is ever interrupted.
+CANCEL_GRACE_S = 0.2
+CANCEL_REPEAT_S = 0.1
+STOP_WATCHDOG_S = 30.0
+PROGRESS_CACHE_S = 0.2
+TRUNCATION_MARKER = "\n[livy-repl: output truncated at LIVY_REPL_MAX_OUTPUT={limit} bytes]"
+DROPPED_MARKER = "[livy-repl: the {mime} output ({size} bytes) is over LIVY_REPL_MAX_OUTPUT={limit} and was dropped]"
+DRIVER_FILE = (lambda: None).__code__.co_filename
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def log(message: str) -> None:
+    """A line in the driver log (the real stdout, which spark-submit's log file receives)."""
+    stream = sys.stdout.real if isinstance(sys.stdout, Capture) else sys.stdout
+    stream.write(f"livy-repl: {message}\n")  # one write: lines from several threads stay whole
+    stream.flush()
+
+
+class Settings:
+    """The driver's settings, from the environment the server set."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.secret = env.get("LIVY_REPL_SECRET", "")
+        self.callback = env.get("LIVY_REPL_CALLBACK", "")
+        self.kind = env.get("LIVY_REPL_KIND", "pyspark")
+        self.bind = env.get("LIVY_REPL_BIND", "127.0.0.1")
+        self.idle_timeout = float(env.get("LIVY_REPL_IDLE_TIMEOUT", "600"))
+        self.retained = int(env.get("LIVY_REPL_RETAINED", "100"))
+        self.max_output = int(env.get("LIVY_REPL_MAX_OUTPUT", str(1024 * 1024)))
+        self.sql_rows = int(env.get("LIVY_REPL_SQL_ROWS", "1000"))
+        self.no_spark = env.get("LIVY_REPL_NO_SPARK") == "1"
+        if self.callback and urllib.parse.urlsplit(self.callback).scheme not in ("http", "https"):
+            raise SystemExit("livy-repl: LIVY_REPL_CALLBACK must be an http(s) URL")
+        if not self.secret:
+            raise SystemExit("livy-repl: LIVY_REPL_SECRET is not set; refusing to serve without authentication")
+        if self.retained < 1 or self.max_output < 256 or self.sql_rows < 0 or self.idle_timeout <= 0:
+            raise SystemExit("livy-repl: LIVY_REPL_RETAINED, _MAX_OUTPUT, _SQL_ROWS or _IDLE_TIMEOUT out of range")
+
+
+class RequestError(Exception):
+    """A request we refuse: answered with `status` and `{"msg": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class StatementCancelled(KeyboardInterrupt):
+    """Raised in user code when its statement is cancelled (a KeyboardInterrupt, as Ctrl-C in a shell)."""
+
+
+def resolve_kind(kind: Any) -> str:
+    """The interpreter for a session or statement kind, or a 400 that says why not."""
+    if not isinstance(kind, str):
+        raise RequestError(400, f"kind must be a string, not {type(kind).__name__}")
+    name = kind.lower()
+    if name in KINDS:
+        return KINDS[name]
+    if name in LATER_KINDS:
+        raise RequestError(400, f"kind '{kind}' is not supported yet: only pyspark (python) and sql statements run here")
+    if name in R_KINDS:
+        spark_home = os.environ.get("SPARK_HOME", "")
+        if not (shutil.which("R") and shutil.which("Rscript")):
+            raise RequestError(400, f"kind '{kind}' needs R, which is not installed on the driver's host")
+        if not os.path.isdir(os.path.join(spark_home, "R", "lib", "SparkR")):
+            raise RequestError(400, f"kind '{kind}' needs SparkR, which is missing from SPARK_HOME/R/lib")
+        raise RequestError(400, f"kind '{kind}' is not supported yet: only pyspark (python) and sql statements run here")
+    raise RequestError(400, f"unknown kind '{kind}': use pyspark, python or sql")
+
+
+# ---------------------------------------------------------------------------------------------
+# Capturing what a statement prints
+
+
+class Capture(io.TextIOBase):
+    """sys.stdout/sys.stderr: what the main thread writes during a statement goes to its buffer
+    (bounded: past `limit` characters the rest is dropped), everything else to the real stream."""
+
+    def __init__(self, real: Any, sink: CaptureSink) -> None:
+        super().__init__()
+        self.real = real
+        self.sink = sink
+
+    def write(self, text: Any) -> int:
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8", "replace")
+        if self.sink.active and threading.get_ident() == self.sink.thread:
+            self.sink.add(text)
+        else:
+            self.real.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+
+class CaptureSink:
+    """The buffer shared by the captured stdout and stderr, so their lines keep their order."""
+
+    def __init__(self) -> None:
+        self.thread = threading.main_thread().ident
+        self.active = False
+        self.parts: list[str] = []
+        self.kept = 0
+        self.limit = 0
+
+    def start(self, limit: int) -> None:
+        self.parts, self.kept, self.limit, self.active = [], 0, limit, True
+
+    def add(self, text: str) -> None:
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+
+    def stop(self) -> str:
+        self.active = False
+        text = "".join(self.parts)
+        self.parts = []
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Values as JSON
+
+
+def json_value(value: Any, strict: bool = False) -> Any:
+    """A value JSON can carry: Rows become objects, dates ISO strings, binary base64.
+
+    With strict, an object of no known type is an error (for %json) instead of its str().
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else json_value(float(value))
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, tuple) and hasattr(value, "__fields__"):  # pyspark.sql.Row
+        return {name: json_value(item, strict) for name, item in zip(value.__fields__, value, strict=False)}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_value(item, strict) for item in value]
+    if isinstance(value, dict):
+        return {str(key): json_value(item, strict) for key, item in value.items()}
+    if strict:
+        raise TypeError(f"a {type(value).__name__} cannot be shown as JSON")
+    return str(value)
+
+
+def _table_cell(value: Any) -> tuple[str, Any]:
+    """Livy's table type name for a Python value, and the value as the table carries it."""
+    if value is None:
+        return "NULL_TYPE", None
+    if isinstance(value, bool):
+        return "BOOLEAN_TYPE", value
+    if isinstance(value, int):
+        return "INT_TYPE", value
+    if isinstance(value, float):
+        return "DOUBLE_TYPE", json_value(value)
+    if isinstance(value, datetime.datetime):
+        return "TIMESTAMP_TYPE", str(value)
+    if isinstance(value, datetime.date):
+        return "DATE_TYPE", str(value)
+    if isinstance(value, decimal.Decimal):
+        return "DECIMAL_TYPE", str(value)
+    if isinstance(value, tuple) and hasattr(value, "__fields__"):
+        return "MAP_TYPE", json_value(value)
+    if isinstance(value, list | tuple):
+        return "ARRAY_TYPE", json_value(value)
+    if isinstance(value, dict):
+        return "MAP_TYPE", json_value(value)
+    return "STRING_TYPE", str(value)
+
+
+def table_output(value: Any, max_rows: int) -> dict[str, Any]:
+    """%table: rows (Rows, dicts, sequences or scalars; or a DataFrame) as Livy's table JSON."""
+    if hasattr(value, "schema") and hasattr(value, "take"):  # a Spark DataFrame
+        value = value.take(max_rows)
+    if not isinstance(value, list | tuple):
+        value = [value]
+    headers: dict[str, dict[str, str]] = {}
+    data = []
+    for row in value:
+        if isinstance(row, tuple) and hasattr(row, "__fields__"):
+            cells = list(zip(row.__fields__, row, strict=False))
+        elif isinstance(row, dict):
+            cells = [(str(key), item) for key, item in row.items()]
+        elif isinstance(row, list | tuple):
+            cells = [(str(index), item) for index, item in enumerate(row)]
+        else:
+            cells = [("0", row)]
+        out = []
+        for name, item in cells:
+            kind, cell = _table_cell(item)
+            header = headers.setdefault(name, {"name": name, "type": kind})
+            if header["type"] == "NULL_TYPE":
+                header["type"] = kind
+            elif kind not in ("NULL_TYPE", header["type"]):
+                raise TypeError(f"table rows have different types in column '{name}': {header['type']} and {kind}")
+            out.append(cell)
+        data.append(out)
+    return {TABLE_MIME: {"headers": list(headers.values()), "data": data}}
+
+
+def matplot_output(value: Any) -> dict[str, Any]:
+    """%matplot: the current figure of a pyplot module (or a Figure) as a base64 PNG."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError("%matplot needs matplotlib, which is not installed in the driver's Python")
+    figure = value.gcf() if hasattr(value, "gcf") else value
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
+MAGICS = ("table", "json", "matplot")
+
+
+def cap_output(output: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Keep one statement's output within `limit` bytes of JSON, with a marker saying what was cut."""
+    size = len(json.dumps(output).encode())
+    if size <= limit:
+        return output
+    budget = max(limit - 512, limit // 2)
+    if output["status"] == "error":
+        evalue = _cut(output["evalue"], budget // 2, limit)
+        lines, used = [], len(evalue.encode())
+        for line in reversed(output["traceback"]):  # the frames nearest the error matter most
+            used += len(line.encode()) + 8
+            if used > budget:
+                lines.append(TRUNCATION_MARKER.format(limit=limit).strip() + "\n")
+                break
+            lines.append(line)
+        return {**output, "evalue": evalue, "traceback": lines[::-1]}
+    data = dict(output["data"])
+    text = data.pop("text/plain", "")
+    notes = []
+    for mime in list(data):
+        mime_size = len(json.dumps(data[mime]).encode())
+        if mime_size > budget // 2:
+            del data[mime]
+            notes.append(DROPPED_MARKER.format(mime=mime, size=mime_size, limit=limit))
+    room = budget - len(json.dumps(data).encode()) - sum(len(note) + 1 for note in notes)
+    text = _cut(text, room, limit)
+    text = "\n".join([text, *notes]) if text else "\n".join(notes)
+    return {**output, "data": {"text/plain": text, **data}}
+
+
+def _cut(text: str, room: int, limit: int) -> str:
+    """The text cut to about `room` bytes of UTF-8 (JSON escapes counted), marker included."""
+    if len(json.dumps(text).encode()) <= room:
+        return text
+    marker = TRUNCATION_MARKER.format(limit=limit)
+    room = max(0, room - len(marker) - 2)
+    cut = text[:room]
+    while cut and len(json.dumps(cut).encode()) > room:
+        cut = cut[: max(0, len(cut) - max(1, (len(json.dumps(cut).encode()) - room) // 2))]
+    return cut + marker
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements
+
+
+class Statement:
+    """One statement and its bookkeeping (guarded by the REPL's condition)."""
+
+    __slots__ = (
+        "cancel_requested",
+        "code",
+        "completed",
+        "group",
+        "id",
+        "in_user_code",
+        "kind",
+        "output",
+        "progress",
+        "progress_at",
+        "started",
+        "state",
+    )
+
+    def __init__(self, sid: int, code: str, kind: str) -> None:
+        self.id = sid
+        self.code = code
+        self.kind = kind
+        self.state = WAITING
+        self.output: dict[str, Any] | None = None
+        self.progress = 0.0
+        self.progress_at = 0.0
+        self.started = 0
+        self.completed = 0
+        self.group = f"livy-stmt-{sid}"
+        self.cancel_requested = False
+        self.in_user_code = False
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "code": self.code,
+            "state": self.state,
+            "output": self.output,
+            "progress": self.progress,
+            "started": self.started,
+            "completed": self.completed,
+        }
+
+
+def error_output(exc: BaseException, tb: Any = None) -> dict[str, Any]:
+    """Livy's error shape, with the traceback of user frames only (this file's frames skipped)."""
+    report = traceback.TracebackException(type(exc), exc, tb)
+    report.stack = traceback.StackSummary.from_list([frame for frame in report.stack if frame.filename != DRIVER_FILE])
+    lines = list(report.format())
+    return {"status": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": lines}
+
+
+class Repl:
+    """The statements, their queue and the interpreters. Statements run on the main thread (run_forever)."""
+
+    def __init__(self, settings: Settings, spark: Any) -> None:
+        self.settings = settings
+        self.spark = spark
+        self.sc = spark.sparkContext if spark is not None else None
+        self.kind = resolve_kind(settings.kind)
+        self.cond = threading.Condition()
+        self.statements: OrderedDict[int, Statement] = OrderedDict()
+        self.queue: deque[Statement] = deque()
+        self.current: Statement | None = None
+        self.next_id = 0
+        self.execution_count = 0
+        self.version = 0
+        self.last_activity = now_ms()
+        self.last_request = time.monotonic()
+        self.requests_in_flight = 0
+        self.stopping: str | None = None
+        self.main_thread = threading.main_thread().ident
+        self.sink = CaptureSink()
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        if spark is not None:
+            self.namespace.update(spark=spark, sc=self.sc)
+        self.progress_lock = threading.Lock()
+
+    # --- bookkeeping (any thread) -------------------------------------------------------------
+
+    def _changed(self, stmt: Statement, state: str) -> None:
+        """A statement changes state (cond held): long polls wake up."""
+        stmt.state = state
+        self.version += 1
+        self.cond.notify_all()
+
+    def submit(self, code: str, kind: str | None) -> dict[str, Any]:
+        interpreter = resolve_kind(kind) if kind is not None else self.kind
+        with self.cond:
+            if self.stopping:
+                raise RequestError(503, f"the driver is shutting down ({self.stopping})")
+            self._make_room()
+            stmt = Statement(self.next_id, code, interpreter)
+            self.next_id += 1
+            self.statements[stmt.id] = stmt
+            self.queue.append(stmt)
+            self.last_activity = now_ms()
+            self._changed(stmt, WAITING)
+            return stmt.view()
+
+    def _make_room(self) -> None:
+        """Drop the oldest finished statements so at most `retained` stay, counting the new one."""
+        excess = len(self.statements) + 1 - self.settings.retained
+        for sid in list(self.statements):
+            if excess <= 0:
+                return
+            if self.statements[sid].state in FINAL_STATES:
+                del self.statements[sid]
+                linecache.cache.pop(_filename(sid), None)
+                excess -= 1
+        if excess > 0:
+            raise RequestError(
+                429,
+                f"{len(self.statements)} statements are waiting or running "
+                f"(LIVY_REPL_RETAINED={self.settings.retained}); retry when some have finished",
+            )
+
+    def get(self, sid: int) -> Statement:
+        stmt = self.statements.get(sid)
+        if stmt is None:
+            raise RequestError(404, f"statement {sid} not found (never created, or no longer retained)")
+        return stmt
+
+    def view(self, stmt: Statement) -> dict[str, Any]:
+        if stmt.state in (RUNNING, CANCELLING):
+            self._update_progress(stmt)
+        return stmt.view()
+
+    def wait_statement(self, sid: int, wait: float) -> dict[str, Any]:
+        with self.cond:
+            stmt = self.get(sid)
+            state = stmt.state
+            if wait > 0 and state not in FINAL_STATES:
+                self.cond.wait_for(lambda: stmt.state != state, timeout=wait)
+        return self.view(stmt)
+
+    def list_statements(self, start: int, size: int | None, desc: bool) -> dict[str, Any]:
+        with self.cond:
+            items = list(self.statements.values())
+        if desc:
+            items.reverse()
+        items = items[start:] if size is None else items[start : start + size]
+        return {"total_statements": len(self.statements), "statements": [self.view(stmt) for stmt in items]}
+
+    def status(self, wait: float, version: int | None) -> dict[str, Any]:
+        with self.cond:
+            seen = self.version if version is None else version
+            if wait > 0:
+                self.cond.wait_for(lambda: self.version != seen or self.stopping is not None, timeout=wait)
+            busy = self.current is not None or bool(self.queue)
+            return {"state": "busy" if busy else "idle", "version": self.version, "lastActivity": self.last_activity}
+
+    def cancel(self, sid: int) -> None:
+        with self.cond:
+            stmt = self.get(sid)
+            if stmt.state == WAITING:
+                self.queue.remove(stmt)
+                stmt.completed = now_ms()
+                self.last_activity = stmt.completed
+                self._changed(stmt, CANCELLED)
+            elif stmt.state == RUNNING:
+                stmt.cancel_requested = True
+                self.last_activity = now_ms()
+                self._changed(stmt, CANCELLING)
+                threading.Thread(target=self._interrupt, args=(stmt,), name=f"cancel-{sid}", daemon=True).start()
+
+    def _interrupt(self, stmt: Statement) -> None:
+        """Cancel the statement's Spark jobs, then interrupt its Python code until it has ended."""
+        self._cancel_jobs(stmt)
+        started = time.monotonic()
+        last_jobs_cancel = started
+        with self.cond:
+            self.cond.wait_for(lambda: stmt.state != CANCELLING, timeout=CANCEL_GRACE_S)
+            while stmt.state == CANCELLING:
+                signal.pthread_kill(self.main_thread, CANCEL_SIGNAL)
+                self.cond.wait_for(lambda: stmt.state != CANCELLING, timeout=CANCEL_REPEAT_S)
+                if time.monotonic() - last_jobs_cancel > 2:  # jobs the code started since
+                    last_jobs_cancel = time.monotonic()
+                    self.cond.release()
+                    try:
+                        self._cancel_jobs(stmt)
+                    finally:
+                        self.cond.acquire()
+
+    def _cancel_jobs(self, stmt: Statement) -> None:
+        if self.sc is not None:
+            try:
+                self.sc.cancelJobGroup(stmt.group)
+            except Exception as exc:  # Spark stopping: the interrupt still ends the statement
+                log(f"cancelJobGroup({stmt.group}) failed: {exc}")
+
+    def on_cancel_signal(self, _signum: int, frame: Any) -> None:
+        """Signal handler (main thread): raise in user code of a statement being cancelled, never in ours."""
+        stmt = self.current
+        if stmt is None or not stmt.cancel_requested or not stmt.in_user_code:
+            return
+        if frame is not None and frame.f_code.co_filename == DRIVER_FILE:
+            return
+        raise StatementCancelled(f"statement {stmt.id} was cancelled")
+
+    def _update_progress(self, stmt: Statement) -> None:
+        """Completed tasks / all tasks of the statement's jobs, asked of Spark at most every 0.2 s."""
+        if self.sc is None or time.monotonic() - stmt.progress_at < PROGRESS_CACHE_S:
+            return
+        with self.progress_lock:
+            if time.monotonic() - stmt.progress_at < PROGRESS_CACHE_S:
+                return
+            try:
+                tracker = self.sc.statusTracker()
+                total = done = 0
+                for job_id in tracker.getJobIdsForGroup(stmt.group):
+                    job = tracker.getJobInfo(job_id)
+                    for stage_id in job.stageIds if job else ():
+                        stage = tracker.getStageInfo(stage_id)
+                        if stage:
+                            total += stage.numTasks
+                            done += stage.numCompletedTasks
+            except Exception as exc:  # Spark stopping: keep the last figure
+                log(f"progress of statement {stmt.id}: {exc}")
+                return
+            finally:
+                stmt.progress_at = time.monotonic()
+            if total and stmt.state in (RUNNING, CANCELLING):
+                stmt.progress = done / total
+
+    def touch(self, started: bool) -> None:
+        """An authenticated request begins or ends: the idle-exit clock restarts."""
+        with self.cond:
+            self.requests_in_flight += 1 if started else -1
+            self.last_request = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self.cond:
+            return 0.0 if self.requests_in_flight else time.monotonic() - self.last_request
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the running statement is cancelled; waiting ones are cancelled at once."""
+        with self.cond:
+            if self.stopping:
+                return
+            log(f"stopping: {reason}")  # before the main thread may exit
+            self.stopping = reason
+            for stmt in self.queue:
+                stmt.completed = now_ms()
+                self._changed(stmt, CANCELLED)
+            self.queue.clear()
+            running = self.current
+            self.cond.notify_all()
+        if running is not None:
+            self.cancel(running.id)
+        threading.Thread(target=_exit_if_stuck, name="stop-watchdog", daemon=True).start()
+
+    # --- execution (main thread) ----------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run statements in order until asked to stop."""
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self.queue or self.stopping)
+                if self.stopping:
+                    return
+                stmt = self.queue.popleft()
+                stmt.started = now_ms()
+                self.current = stmt
+                self._changed(stmt, RUNNING)
+                count = self.execution_count
+                self.execution_count += 1
+            output = self.execute(stmt)
+            output = cap_output({"status": output.pop("status"), "execution_count": count, **output}, self.settings.max_output)
+            with self.cond:
+                self.current = None
+                stmt.output = output
+                stmt.completed = now_ms()
+                self.last_activity = stmt.completed
+                if stmt.cancel_requested:
+                    self._changed(stmt, CANCELLED)
+                else:
+                    stmt.progress = 1.0
+                    self._changed(stmt, AVAILABLE)
+
+    def execute(self, stmt: Statement) -> dict[str, Any]:
+        """Run one statement; whatever happens, an output (user errors become error outputs)."""
+        try:
+            if self.sc is not None:
+                self.sc.setJobGroup(stmt.group, f"Livy statement {stmt.id}", interruptOnCancel=True)
+            if stmt.kind == "sql":
+                return self.run_sql(stmt)
+            return self.run_python(stmt)
+        except BaseException as exc:  # a bug of ours, or Spark gone: the statement says so, the REPL lives on
+            return {
+                "status": "error",
+                "ename": "InternalError",
+                "evalue": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exception(exc),
+            }
+
+    def _user(self, stmt: Statement, call: Any, *args: Any) -> Any:
+        """Run user code: only in here may the cancel signal raise."""
+        stmt.in_user_code = True
+        try:
+            return call(*args)
+        finally:
+            stmt.in_user_code = False
+
+    def run_python(self, stmt: Statement) -> dict[str, Any]:
+        filename = _filename(stmt.id)
+        lines = stmt.code.splitlines(keepends=True)
+        linecache.cache[filename] = (len(stmt.code), None, lines, filename)
+        magic = None
+        try:
+            tree = ast.parse(stmt.code, filename)
+        except SyntaxError as exc:
+            last = stmt.code.rstrip().rsplit("\n", 1)
+            if not last[-1].startswith("%"):
+                return error_output(exc)
+            magic = last[-1]
+            try:
+                tree = ast.parse(last[0] if len(last) > 1 else "", filename)
+            except SyntaxError as inner:
+                return error_output(inner)
+        final = None
+        if magic is None and tree.body and isinstance(tree.body[-1], ast.Expr):
+            final = ast.Expression(tree.body.pop().value)
+        self.sink.start(self.settings.max_output)
+        data: dict[str, Any] = {}
+        try:
+            self._user(stmt, self._run_code, tree, final, filename)
+            if magic is not None:
+                data = self._user(stmt, self._run_magic, magic, filename)
+        except BaseException as exc:  # user code failed (or was cancelled): Livy's error output
+            self.sink.stop()
+            return error_output(exc, exc.__traceback__)
+        text = self.sink.stop().rstrip()  # past the limit: cap_output cuts and marks it
+        if text or not data:
+            data = {"text/plain": text, **data}
+        return {"status": "ok", "data": data}
+
+    def _run_code(self, tree: ast.Module, final: ast.Expression | None, filename: str) -> None:
+        if tree.body:
+            exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running user code is the job
+        if final is not None:
+            value = eval(compile(final, filename, "eval"), self.namespace)  # noqa: S307 - as above
+            if value is not None:
+                self.namespace["_"] = value
+                sys.stdout.write(repr(value) + "\n")
+
+    def _run_magic(self, line: str, filename: str) -> dict[str, Any]:
+        name, _, expression = line[1:].strip().partition(" ")
+        if name not in MAGICS:
+            raise ValueError(f"unknown magic command '%{name}': use %table, %json or %matplot")
+        if not expression.strip():
+            raise ValueError(f"%{name} needs a variable, e.g. %{name} x")
+        if name == "matplot" and importlib.util.find_spec("matplotlib") is None:
+            raise ModuleNotFoundError("%matplot needs matplotlib, which is not installed in the driver's Python")
+        value = eval(compile(expression.strip(), filename, "eval"), self.namespace)  # noqa: S307 - user code
+        if name == "table":
+            return table_output(value, self.settings.sql_rows)
+        if name == "json":
+            return {"application/json": json_value(value, strict=True)}
+        return matplot_output(value)
+
+    def run_sql(self, stmt: Statement) -> dict[str, Any]:
+        if self.spark is None:
+            return {
+                "status": "error",
+                "ename": "RuntimeError",
+                "evalue": "sql needs Spark (LIVY_REPL_NO_SPARK is set)",
+                "traceback": [],
+            }
+        limit = self.settings.sql_rows
+        try:
+            frame, rows = self._user(stmt, self._query, stmt.code, limit)
+        except BaseException as exc:
+            output = error_output(exc)
+            output["traceback"] = []  # pyspark's frames say nothing about the query
+            return output
+        result: dict[str, Any] = {"schema": frame.schema.jsonValue(), "data": [json_value(list(row)) for row in rows[:limit]]}
+        if len(rows) > limit:
+            result["truncated"] = True
+        return {"status": "ok", "data": {"application/json": result}}
+
+    def _query(self, code: str, limit: int) -> tuple[Any, list[Any]]:
+        frame = self.spark.sql(code)
+        return frame, frame.take(limit + 1)
+
+    def complete(self, code: str, cursor: int, kind: str | None) -> list[str]:
+        """Names and attributes that complete the word before the cursor (Python only)."""
+        if (resolve_kind(kind) if kind is not None else self.kind) != "pyspark":
+            return []
+        head = code[:cursor]
+        start = len(head)
+        while start > 0 and (head[start - 1].isalnum() or head[start - 1] in "._"):
+            start -= 1
+        word = head[start:]
+        if not word:
+            return []
+        completer = rlcompleter.Completer(dict(self.namespace))
+        candidates: list[str] = []
+        for state in range(1000):
+            try:
+                match = completer.complete(word, state)
+            except Exception:  # an attribute whose lookup raises: stop there
+                break
+            if match is None:
+                break
+            if match not in candidates:
+                candidates.append(match)
+        return candidates
+
+
+def _filename(sid: int) -> str:
+    return f"<statement {sid}>"
+
+
+def _exit_if_stuck() -> None:
+    """After a stop request the main thread exits; if user code will not let go, the process does."""
+    time.sleep(STOP_WATCHDOG_S)
+    log(f"still running {STOP_WATCHDOG_S:.0f} s after the stop request; exiting")
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+def _number(
+    query: dict[str, list[str]], name: str, default: Any, *, kind: type = float, low: float = 0, high: float = MAX_WAIT_S
+) -> Any:
+    if name not in query:
+        return default
+    raw = query[name][-1]
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise RequestError(400, f"{name} must be a number, not {raw!r}") from None
+    if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+        raise RequestError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The driver's HTTP API (one thread per connection; keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "livy-repl"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    repl: Repl
+    expected: bytes
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged: the server polls often, and the log is the user's."""
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        given = self.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self.expected):
+            self.close_connection = True  # the body, if any, is not read
+            self._send(401, {"msg": "missing or wrong Authorization: Bearer <secret>"})
+            return
+        self.repl.touch(started=True)
+        after = None
+        try:
+            status, body, after = self._route(method)
+        except RequestError as err:
+            status, body = err.status, {"msg": err.message}
+        except Exception as exc:
+            log(f"error answering {method} {self.path}: {traceback.format_exc()}")
+            status, body = 500, {"msg": f"internal error in the REPL driver: {type(exc).__name__}"}
+        finally:
+            self.repl.touch(started=False)
+        self._send(status, body)
+        if after is not None:
+            after()
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        raw = self.rfile.read(length) if length > 0 else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise RequestError(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "the request body must be a JSON object")
+        return body
+
+    def _route(self, method: str) -> tuple[int, Any, Any]:
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        parts = [part for part in url.path.split("/") if part]
+        repl = self.repl
+        body = self._body() if method == "POST" else {}
+        if parts == ["status"] and method == "GET":
+            version = _number(query, "version", None, kind=int, low=-1, high=2**63)
+            return 200, repl.status(_number(query, "wait", 0.0), version), None
+        if parts == ["statements"] and method == "GET":
+            start = _number(query, "from", 0, kind=int, high=2**31)
+            size = _number(query, "size", None, kind=int, high=2**31)
+            order = query.get("order", ["asc"])[-1]
+            if order not in ("asc", "desc"):
+                raise RequestError(400, "order must be asc or desc")
+            return 200, repl.list_statements(start, size, order == "desc"), None
+        if parts == ["statements"] and method == "POST":
+            code = body.get("code")
+            if not isinstance(code, str):
+                raise RequestError(400, "code must be a string")
+            return 201, repl.submit(code, body.get("kind")), None
+        if len(parts) == 2 and parts[0] == "statements" and method == "GET":
+            return 200, repl.wait_statement(_statement_id(parts[1]), _number(query, "wait", 0.0)), None
+        if len(parts) == 3 and parts[0] == "statements" and parts[2] == "cancel" and method == "POST":
+            repl.cancel(_statement_id(parts[1]))
+            return 200, {"msg": "canceled"}, None
+        if parts == ["completion"] and method == "POST":
+            code, cursor = body.get("code", ""), body.get("cursor")
+            if not isinstance(code, str):
+                raise RequestError(400, "code must be a string")
+            if cursor is None:
+                cursor = len(code)
+            if not isinstance(cursor, int) or isinstance(cursor, bool) or not 0 <= cursor <= len(code):
+                raise RequestError(400, "cursor must be a position in code")
+            return 200, {"candidates": repl.complete(code, cursor, body.get("kind"))}, None
+        if parts == ["shutdown"] and method == "POST":
+            return 200, {"msg": "shutting down"}, lambda: repl.request_stop("shutdown requested")
+        if parts in (["status"], ["statements"], ["completion"], ["shutdown"]) or (parts and parts[0] == "statements"):
+            raise RequestError(405, f"{method} is not allowed on {url.path}")
+        raise RequestError(404, f"no such path: {url.path}")
+
+    def _send(self, status: int, body: Any) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _statement_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise RequestError(404, f"statement {raw!r} not found")
+    return int(raw)
+
+
+def serve(repl: Repl, settings: Settings) -> ThreadingHTTPServer:
+    """Listen on an ephemeral port of LIVY_REPL_BIND, in background threads."""
+    handler = type("BoundHandler", (Handler,), {"repl": repl, "expected": f"Bearer {settings.secret}".encode()})
+    family = socket.AF_INET6 if ":" in settings.bind else socket.AF_INET
+    server_class = type(
+        "Server", (ThreadingHTTPServer,), {"address_family": family, "request_queue_size": 64, "daemon_threads": True}
+    )
+    server = server_class((settings.bind, 0), handler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
+
+
+def advertised_host(bind: str, spark: Any) -> str:
+    """The host the server reaches us at: the bind address, or the driver's host when bound to all."""
+    if bind not in ("0.0.0.0", "::", ""):
+        return f"[{bind}]" if ":" in bind else bind
+    if spark is not None:
+        host = spark.sparkContext.getConf().get("spark.driver.host", None)
+        if host:
+            return host
+    return socket.getfqdn()
+
+
+def call_back(settings: Settings, repl: Repl, address: str, spark: Any) -> None:
+    """Tell the server where we listen; retried with backoff. A 4xx means it disowns us: stop."""
+    sc = spark.sparkContext if spark is not None else None
+    payload = json.dumps(
+        {"address": address, "appId": sc.applicationId if sc else None, "sparkUiUrl": sc.uiWebUrl if sc else None}
+    ).encode()
+    if not settings.callback:
+        log("no LIVY_REPL_CALLBACK: nobody is told where this driver listens")
+        return
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in Settings
+        settings.callback,
+        data=payload,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {settings.secret}",
+        },
+    )
+    for attempt, delay in enumerate((0.5, 1, 2, 4, 8, 15, 0)):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - checked in Settings
+                response.read()
+            return
+        except urllib.error.HTTPError as err:
+            if 400 <= err.code < 500:
+                repl.request_stop(f"the server answered the callback with {err.code}")
+                return
+            problem = f"HTTP {err.code}"
+        except (OSError, ValueError) as err:
+            problem = str(err)
+        log(f"callback attempt {attempt + 1} failed ({problem})" + (f"; retrying in {delay} s" if delay else ""))
+        time.sleep(delay)
+    log("the server never answered the callback; the idle timeout will end this driver")
+
+
+def watch_idle(repl: Repl, timeout: float) -> None:
+    """Exit when no authenticated request came for `timeout` seconds: no server wants this driver."""
+    while repl.stopping is None:
+        idle = repl.idle_for()
+        if idle >= timeout:
+            repl.request_stop(f"no authenticated request for {timeout:g} s (LIVY_REPL_IDLE_TIMEOUT)")
+            return
+        time.sleep(min(1.0, max(0.05, timeout - idle)))
+
+
+def start_spark(settings: Settings) -> Any:
+    if settings.no_spark:
+        return None
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.getOrCreate()
+
+
+def main() -> None:
+    settings = Settings(dict(os.environ))
+    spark = start_spark(settings)
+    repl = Repl(settings, spark)
+    sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
+    sys.stdout = Capture(sys.stdout, repl.sink)
+    sys.stderr = Capture(sys.stderr, repl.sink)
+    signal.signal(CANCEL_SIGNAL, repl.on_cancel_signal)
+    server = serve(repl, settings)
+    address = f"http://{advertised_host(settings.bind, spark)}:{server.server_address[1]}"
+    log(f"listening on {address}")
+    threading.Thread(target=call_back, args=(settings, repl, address, spark), name="callback", daemon=True).start()
+    threading.Thread(target=watch_idle, args=(repl, settings.idle_timeout), name="idle", daemon=True).start()
+    repl.run_forever()
+    if spark is not None:
+        spark.stop()
+    log("stopped")
+    server.server_close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # user code may have left non-daemon threads behind; nothing else is owed
+
+
+if __name__ == "__main__":
+    main()
