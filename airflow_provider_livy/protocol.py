@@ -1,4 +1,4 @@
-"""The Livy batch protocol, defined once for the server and the Airflow side.
+"""The Livy protocol (batches and interactive sessions), defined once for the server and the Airflow side.
 
 Both the server (to validate what it receives) and the hook/operator (to validate before
 sending and to interpret what comes back) import from here, so the two never drift apart.
@@ -9,18 +9,25 @@ from __future__ import annotations
 import re
 from typing import Any, TypedDict
 
-# Batch states. `recovering` is what a batch shows while a restarted server re-attaches to it.
+# Session states, Livy's set. `recovering` is what a session shows while a restarted server re-attaches to it.
+NOT_STARTED = "not_started"
 STARTING = "starting"
 RECOVERING = "recovering"
-RUNNING = "running"
-SUCCESS = "success"
+RUNNING = "running"  # batches only
+IDLE = "idle"  # interactive: the driver is up and runs no statement
+BUSY = "busy"  # interactive: a statement runs
+SHUTTING_DOWN = "shutting_down"
+SUCCESS = "success"  # batches only
 DEAD = "dead"
 KILLED = "killed"
 ERROR = "error"  # interactive sessions only, but clients must treat it as terminal
 
 BATCH_STATES: tuple[str, ...] = (STARTING, RECOVERING, RUNNING, SUCCESS, DEAD, KILLED)
+# Every state an interactive session may show; sparkmagic raises on anything else (`running` included).
+SESSION_STATES: tuple[str, ...] = (NOT_STARTED, STARTING, RECOVERING, IDLE, BUSY, SHUTTING_DOWN, ERROR, DEAD, KILLED, SUCCESS)
+ALL_STATES: tuple[str, ...] = tuple(dict.fromkeys(BATCH_STATES + SESSION_STATES))
 TERMINAL_STATES: frozenset[str] = frozenset({SUCCESS, DEAD, KILLED, ERROR})
-ACTIVE_STATES: frozenset[str] = frozenset({STARTING, RECOVERING, RUNNING})
+ACTIVE_STATES: frozenset[str] = frozenset({NOT_STARTED, STARTING, RECOVERING, RUNNING, IDLE, BUSY, SHUTTING_DOWN})
 FAILED_STATES: frozenset[str] = frozenset({DEAD, KILLED, ERROR})
 
 # The header Livy's CSRF protection asks for on POST and DELETE. Our hook always sends it.
@@ -33,7 +40,7 @@ STATE_WAIT_PARAM = "wait"
 MAX_STATE_WAIT = 10.0
 
 BATCHES_PATH = "/batches"
-SESSIONS_PATH = "/sessions"  # Livy's interactive sessions; our server has none (404)
+SESSIONS_PATH = "/sessions"  # Livy's interactive sessions
 DEFAULT_PORT = 8998
 DEFAULT_LOG_PAGE = 100
 
@@ -80,6 +87,55 @@ OPERATOR_ARGUMENTS: dict[str, str] = {
     "proxy_user": "proxyUser",
 }
 
+# --- interactive sessions ---------------------------------------------------------------
+# Session kinds. Livy's aliases are accepted and mean the same interpreter.
+PYSPARK, SQL, SPARK, SPARKR, SHARED = "pyspark", "sql", "spark", "sparkr", "shared"
+KIND_ALIASES: dict[str, str] = {"python": PYSPARK, "scala": SPARK, "r": SPARKR}
+SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL)  # what our REPL runs today
+KNOWN_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)
+# Livy's default kind is `shared`, which our REPL does not run yet; a pyspark session also takes
+# per-statement `sql`, which is what most `shared` users want.
+DEFAULT_KIND = PYSPARK
+DURATION = "duration"  # a string with a unit: "600s", "10m", "1h", "1d"
+NON_NEGATIVE_INT = "non-negative integer"
+SESSION_REQUEST_FIELDS: dict[str, str] = {
+    "kind": STR,
+    "proxyUser": STR,
+    "jars": STR_LIST,
+    "pyFiles": STR_LIST,
+    "files": STR_LIST,
+    "archives": STR_LIST,
+    "driverMemory": STR,
+    "driverCores": INT,
+    "executorMemory": STR,
+    "executorCores": INT,
+    "numExecutors": INT,
+    "queue": STR,
+    "name": STR,
+    "conf": STR_MAP,
+    "heartbeatTimeoutInSecond": NON_NEGATIVE_INT,  # 0 = off; sparkmagic sends 60
+    "ttl": DURATION,  # absolute lifetime (Livy 0.9 meaning)
+    "idleTimeout": DURATION,  # else livy.server.session.timeout
+}
+RESOURCE_FIELDS = ("driverMemory", "driverCores", "executorMemory", "executorCores", "numExecutors", "queue")
+DEFAULT_SESSION_NAME = "livy-session-{id}"  # the Spark application name when the request has none
+
+# Statements: waiting -> running -> available; cancelling -> cancelled. A failed statement is
+# `available` with output.status = "error" (there is no error state).
+WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
+STATEMENT_STATES: tuple[str, ...] = (WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED)
+STATEMENT_DONE_STATES: frozenset[str] = frozenset({AVAILABLE, CANCELLED})
+STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL)  # per-statement `kind` a session accepts
+STATEMENT_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR}
+COMPLETION_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR, "cursor": NON_NEGATIVE_INT}
+MAX_STATEMENT_WAIT = 10.0  # GET .../statements/{sid}?wait=S holds the answer at most this long
+# Output mime types (Livy's).
+TEXT_PLAIN = "text/plain"
+APPLICATION_JSON = "application/json"
+TABLE_JSON = "application/vnd.livy.table.v1+json"
+IMAGE_PNG = "image/png"
+OUTPUT_OK, OUTPUT_ERROR = "ok", "error"
+
 # Spark's size strings as spark-submit accepts them: "512m", "2g", "1024" (bytes), "4gb".
 _MEMORY_RE = re.compile(r"^[0-9]+([kmgtp]b?|b)?$", re.IGNORECASE)
 MAX_NAME_LENGTH = 255
@@ -107,8 +163,60 @@ class BatchView(TypedDict, total=False):
     expiresAt: float | None  # when the server will forget a finished batch
 
 
+class SessionView(TypedDict, total=False):
+    """GET /sessions/{id}: Livy's keys, the resource fields echoed back, then ours."""
+
+    id: int
+    name: str | None
+    appId: str | None
+    owner: str | None
+    proxyUser: str | None
+    state: str
+    kind: str
+    appInfo: AppInfo
+    log: list[str]
+    driverMemory: str | None
+    driverCores: int | None
+    executorMemory: str | None
+    executorCores: int | None
+    numExecutors: int | None
+    queue: str | None
+    conf: dict[str, str]
+    heartbeatTimeoutInSecond: int
+    ttl: str | None
+    idleTimeout: str | None
+    createdAt: float  # wall-clock seconds since the epoch
+    lastActivityAt: float
+    finishedAt: float | None
+    expiresAt: float | None  # when idleness or ttl will end it (active), or when it is forgotten (ended)
+
+
+class StatementOutput(TypedDict, total=False):
+    status: str  # "ok" | "error"
+    execution_count: int
+    data: dict[str, Any]  # ok: mime -> value
+    ename: str  # error
+    evalue: str
+    traceback: list[str]
+
+
+class Statement(TypedDict):
+    """A statement exactly as Livy shows it (times in epoch ms, 0 when unset)."""
+
+    id: int
+    code: str
+    state: str
+    output: StatementOutput | None
+    progress: float
+    started: int
+    completed: int
+
+
 class BatchRequestError(ValueError):
-    """A batch request that Livy would answer with 400 "Rejected, Reason: ..."."""
+    """A request that Livy would answer with 400 "Rejected, Reason: ..." (batches and sessions alike)."""
+
+
+SessionRequestError = BatchRequestError
 
 
 def _type_error(field: str, kind: str, value: Any) -> BatchRequestError:
@@ -116,9 +224,9 @@ def _type_error(field: str, kind: str, value: Any) -> BatchRequestError:
 
 
 def _check_type(field: str, kind: str, value: Any) -> None:
-    if kind == STR:
+    if kind in (STR, DURATION):
         ok = isinstance(value, str)
-    elif kind == INT:
+    elif kind in (INT, NON_NEGATIVE_INT):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind == STR_LIST:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
@@ -148,23 +256,22 @@ def _fits_argv(text: str) -> bool:
     return "\x00" not in text
 
 
-def validate_batch_request(body: Any) -> dict[str, Any]:
-    """Check a POST /batches body and return it without null fields.
-
-    Raises BatchRequestError with a message fit for a 400 answer or an Airflow error.
-    """
+def _validate_fields(body: Any, fields: dict[str, str], what: str) -> dict[str, Any]:
+    """Types, process-argument safety, sizes and names, common to every request; null fields dropped."""
     if not isinstance(body, dict):
         raise BatchRequestError("the request body must be a JSON object")
-    unknown = sorted(set(body) - set(BATCH_REQUEST_FIELDS))
+    unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise BatchRequestError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(BATCH_REQUEST_FIELDS)}")
+        raise BatchRequestError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     clean = {k: v for k, v in body.items() if v is not None}
-    if not clean.get("file"):
-        raise BatchRequestError("field 'file' is required")
     for field, value in clean.items():
-        _check_type(field, BATCH_REQUEST_FIELDS[field], value)
+        _check_type(field, fields[field], value)
         if not all(_fits_argv(text) for text in _strings(value)):
             raise BatchRequestError(f"field '{field}' has a NUL character or invalid Unicode: no process argument can carry it")
+        if fields[field] == NON_NEGATIVE_INT and value < 0:
+            raise BatchRequestError(f"field '{field}' must be 0 or more, got {value}")
+        if fields[field] == DURATION and duration_seconds(value) is None:
+            raise BatchRequestError(f"field '{field}' must be a duration with a unit (600s, 10m, 1h), got {value!r}")
     for field in MEMORY_FIELDS:
         if field in clean and not _MEMORY_RE.match(clean[field]):
             raise BatchRequestError(f"field '{field}' must be a size such as 512m or 2g, got {clean[field]!r}")
@@ -176,10 +283,71 @@ def validate_batch_request(body: Any) -> dict[str, Any]:
         if not name.strip():
             raise BatchRequestError("field 'name' must not be blank")
         if name.isdigit():
-            raise BatchRequestError(f"name {name!r} is all digits and would be mistaken for a batch id")
+            raise BatchRequestError(f"name {name!r} is all digits and would be mistaken for a {what} id")
         if len(name) > MAX_NAME_LENGTH or any(c in name for c in "\r\n\x00/"):
             raise BatchRequestError(f"name {name!r} is longer than {MAX_NAME_LENGTH} characters or has '/' or control characters")
     return clean
+
+
+def validate_batch_request(body: Any) -> dict[str, Any]:
+    """Check a POST /batches body and return it without null fields.
+
+    Raises BatchRequestError with a message fit for a 400 answer or an Airflow error.
+    """
+    clean = _validate_fields(body, BATCH_REQUEST_FIELDS, "batch")
+    if not clean.get("file"):
+        raise BatchRequestError("field 'file' is required")
+    return clean
+
+
+def session_kind(kind: str) -> str:
+    """Livy's kind name for a kind or alias; BatchRequestError for an unknown one."""
+    name = KIND_ALIASES.get(kind, kind)
+    if name not in KNOWN_KINDS:
+        known = ", ".join([*KNOWN_KINDS, *KIND_ALIASES])
+        raise BatchRequestError(f"unknown session kind {kind!r}; known: {known}")
+    return name
+
+
+def validate_session_request(body: Any) -> dict[str, Any]:
+    """Check a POST /sessions body; return it without nulls, `kind` normalised (aliases resolved, default set).
+
+    Kinds Livy knows but this server does not run yet (spark, shared; sparkr, which the server
+    checks further) pass here: the server answers them with its own 400 naming what is missing.
+    """
+    clean = _validate_fields(body, SESSION_REQUEST_FIELDS, "session")
+    clean["kind"] = session_kind(clean.get("kind", DEFAULT_KIND))
+    return clean
+
+
+def validate_statement_request(body: Any, fields: dict[str, str] = STATEMENT_REQUEST_FIELDS) -> dict[str, Any]:
+    """POST /sessions/{id}/statements: `code` required, `kind` optional (pyspark or sql, aliases accepted)."""
+    clean = _validate_fields(body, fields, "statement")
+    if "code" not in clean:
+        raise BatchRequestError("field 'code' is required")
+    if "kind" in clean:
+        clean["kind"] = session_kind(clean["kind"])
+        if clean["kind"] not in STATEMENT_KINDS:
+            raise BatchRequestError(f"statement kind {clean['kind']!r} is not supported; supported: {', '.join(STATEMENT_KINDS)}")
+    return clean
+
+
+def validate_completion_request(body: Any) -> dict[str, Any]:
+    """POST /sessions/{id}/completion: `code`, optional `kind` and `cursor` (default: the end of the code)."""
+    clean = validate_statement_request(body, COMPLETION_REQUEST_FIELDS)
+    clean.setdefault("cursor", len(clean["code"]))
+    return clean
+
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float | None:
+    """'600s', '10m', '1h', '1.5d' -> seconds; None for anything else, a bare number included
+    (its unit is ambiguous in Livy, which reads some as milliseconds)."""
+    match = _DURATION_RE.match(text)
+    return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
 
 
 def is_terminal(state: str) -> bool:

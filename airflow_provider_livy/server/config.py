@@ -10,17 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_livy.protocol import MAX_STATE_WAIT
+from airflow_provider_livy.protocol import MAX_STATE_WAIT, duration_seconds
 
 log = logging.getLogger(__name__)
 
-_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(ValueError):
@@ -29,13 +26,13 @@ class ConfigError(ValueError):
 
 def parse_duration(key: str, text: str) -> float:
     """'600s', '10m', '1h', '1.5d' -> seconds. A bare number is refused: its unit is ambiguous in Livy."""
-    match = _DURATION_RE.match(text)
-    if not match:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise ConfigError(
             f"{key} = {text!r}: a duration needs a unit (ms, s, m, h or d), e.g. '600s' or '10m'; "
             "a bare number is refused because Livy reads it as milliseconds for some keys"
         )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    return seconds
 
 
 def parse_bool(key: str, text: str) -> bool:
@@ -106,6 +103,10 @@ class ServerConfig:
     impersonation: bool = False
     allowed_impersonators: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
+    repl_idle_timeout: float = 600.0  # a driver no server reached for this long exits (livy.rsc.server.idle-timeout)
+    retained_statements: int = 100  # statements each driver keeps
+    sql_num_rows: int = 1000  # rows of one sql statement's answer
+    statement_max_output: int = 1_048_576  # bytes of one statement's output; longer is cut with a marker
 
     @property
     def recovery(self) -> bool:
@@ -143,6 +144,10 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.impersonation.enabled": ("impersonation", parse_bool),
     "livy.server.access-control.allowed-impersonators": ("allowed_impersonators", parse_list),
     "livy.server.request.max-body-bytes": ("max_body_bytes", parse_int),
+    "livy.rsc.server.idle-timeout": ("repl_idle_timeout", parse_duration),
+    "livy.rsc.retained-statements": ("retained_statements", parse_int),
+    "livy.rsc.sql.num-rows": ("sql_num_rows", parse_int),
+    "livy.rsc.statement.max-output-bytes": ("statement_max_output", parse_int),
 }
 
 
