@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need (Java, ZooKeeper, .venv) and runs the whole suite.
-# Extra arguments go to pytest, e.g. scripts/test.sh -k recovery
+# Sets up everything the tests need (Java, ZooKeeper, .venv) and runs the whole suite: the main suite,
+# then the stress suite (tests/stress: a minute of load, crashes, a ZooKeeper outage).
+# Extra arguments go to pytest and run only the main suite, e.g. scripts/test.sh -k recovery
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 echo "[test] ruff"
 .venv/bin/ruff check .
-echo "[test] pytest"
-exec .venv/bin/python -m pytest "$@"
+echo "[test] pytest: main suite"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+if [[ $# -eq 0 ]]; then
+  echo "[test] pytest: stress suite (tests/stress)"
+  .venv/bin/python -m pytest -p no:cacheprovider tests/stress -s
+fi

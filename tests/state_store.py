@@ -75,11 +75,15 @@ class ZooKeeperView:
             return []
 
     def records(self) -> dict[int, dict[str, Any]]:
-        return {
-            int(n): json.loads(self.client.get(f"/{self.prefix}/v1/batch/{n}")[0])
-            for n in self._children("v1/batch")
-            if n.isdigit()
-        }
+        """Records as they are now; one deleted between the listing and its read is gone, not an error."""
+        found = {}
+        for name in self._children("v1/batch"):
+            if name.isdigit():
+                try:
+                    found[int(name)] = json.loads(self.client.get(f"/{self.prefix}/v1/batch/{name}")[0])
+                except NoNodeError:
+                    continue
+        return found
 
     def index(self) -> list[str]:
         return sorted(self._children("v1/batch-index"))

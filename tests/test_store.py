@@ -83,7 +83,11 @@ def test_zookeeper_creation_is_one_transaction(zookeeper, zk_prefix: str) -> Non
     """Record, index entry and id counter are written by one request: they share one zxid."""
     store = ZooKeeperStore(zookeeper.hosts, zk_prefix)
     created = time.time()
-    asyncio.run(store.save(record(3, created), next_session_id=4))
+
+    async def create() -> None:
+        await store.save(record(3, created), next_session_id=4)
+
+    asyncio.run(create())
     client = KazooClient(hosts=zookeeper.hosts)
     client.start()
     try:

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from airflow_provider_livy.protocol import (
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import launcher, logs
 from airflow_provider_livy.server.sessions.registry import Batch, Registry
-from airflow_provider_livy.server.stores.base import NullStore, StateStore
+from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class BatchService:
         self.clock = clock
         self.registry = Registry(config.state_retain, config.batch_ttl, clock)
         self.store: StateStore = store or NullStore()
+        self.writer = StoreWriter(self.store, self.registry.get, lambda: self.registry.next_id)
         self.spark_home = launcher.resolve_spark_home(config)
         self.log_dir = Path(config.log_dir or Path(tempfile.gettempdir()) / f"livy-server-{config.port}" / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -129,13 +130,14 @@ class BatchService:
         task.add_done_callback(self._background.discard)
 
     def _persist(self, batch: Batch) -> None:
-        self._spawn(self._save(batch))
+        """Sent now, in the order decided (see StoreWriter); only the answer is awaited in the background."""
+        self._spawn(self._settle(self.writer.save(batch), batch.id))
 
-    async def _save(self, batch: Batch) -> None:
+    async def _settle(self, sent: Awaitable[None], batch_id: int) -> None:
         try:
-            await self.store.save(batch.record())
+            await sent
         except Exception:  # the store logs and re-syncs after reconnecting
-            log.exception("could not persist batch %s", batch.id)
+            log.exception("could not persist batch %s", batch_id)
 
     # --- API operations ------------------------------------------------------------------
     async def submit(self, body: Any, owner: str | None) -> Batch:
@@ -159,7 +161,7 @@ class BatchService:
         )
         self.registry.add(batch)
         try:
-            await self.store.save(batch.record(), self.registry.next_id)
+            await self.writer.create(batch, self.registry.next_id)
         except Exception:
             self.registry.remove(batch.id)
             raise
@@ -176,8 +178,9 @@ class BatchService:
             await self._kill(batch)
         if self.registry.remove(batch.id) is not None:
             self.registry.counters["deleted"] += 1
+        removal = self.writer.remove([batch.id])
         logs.remove(self.log_path(batch.id), self.exit_path(batch.id))
-        await self.store.remove([batch.id])
+        await removal
 
     def _make_room(self) -> None:
         """At max-sessions the oldest finished batches go early; if all are active, refuse."""
@@ -193,12 +196,14 @@ class BatchService:
             self._forget([victim])
 
     def _forget(self, batches: list[Batch]) -> None:
-        """Records, then log files, go in the background: 40,000 expiring at once must not stall the event loop."""
-        self._spawn(self._remove_files([b.id for b in batches]))
+        """The removal is sent now; waiting for it, then the log files, happen in the background:
+        40,000 expiring at once must not stall the event loop."""
+        ids = [b.id for b in batches]
+        self._spawn(self._remove_files(self.writer.remove(ids), ids))
 
-    async def _remove_files(self, ids: list[int]) -> None:
+    async def _remove_files(self, removal: Awaitable[None], ids: list[int]) -> None:
         try:
-            await self.store.remove(ids)
+            await removal
         except Exception:
             log.exception("could not remove %d records from the store", len(ids))
         await asyncio.to_thread(self._remove_logs, ids)

@@ -143,7 +143,6 @@ class Recovery:
         self._start_purge()  # ZooKeeper deletes the expired while the records are read and the server starts
         registry = self.service.registry
         registry.next_id = max(snap.next_session_id, max(snap.record_ids | snap.index.keys(), default=-1) + 1)
-        self.store.bind(self._current_record, lambda: registry.next_id)
         batches = self.restore(self.store.read_records(read_now), snap.index.keys())
         for batch in sorted(batches, key=lambda b: b.id):
             self.service.adopt(batch)
@@ -173,10 +172,6 @@ class Recovery:
         room = max(0, FOREGROUND_READS - len(read_now))
         self.later = unindexed[room:]
         return sorted(read_now) + unindexed[:room]
-
-    def _current_record(self, batch_id: int) -> dict[str, Any] | None:
-        batch = self.service.registry.batches.get(batch_id)
-        return None if batch is None else batch.record()
 
     # --- one record -------------------------------------------------------------------------
     def restore(self, rows: Iterable[tuple[int, bytes | None, float]], indexed: Iterable[int]) -> list[Batch]:
@@ -301,7 +296,7 @@ class Recovery:
     async def _save_changed(self) -> None:
         batches, self.to_save = self.to_save, []
         for chunk in chunks(batches, SAVE_CHUNK):
-            await self.store.save_many([batch.record() for batch in chunk if batch.id in self.service.registry.batches])
+            await self.service.writer.save_many(chunk)
 
     def _start_purge(self) -> None:
         """Hand the expired ids to the store; its removal may start at once, before serving (ZooKeeper's does)."""

@@ -108,6 +108,9 @@ class Registry:
         elif self.ttl:
             heapq.heappush(self._ttl, (batch.created_at + self.ttl, batch.id))
 
+    def get(self, batch_id: int) -> Batch | None:
+        return self.batches.get(batch_id)
+
     def lookup(self, key: str | int) -> Batch | None:
         """By id, or by name for a non-numeric key (as Livy does)."""
         if isinstance(key, int) or key.isdigit():
@@ -140,6 +143,7 @@ class Registry:
         if state in TERMINAL_STATES:
             batch.finished_at = self.clock()
             batch.tail = None
+            batch.request = None  # only a queued batch needs it, to be launched after a restart
             self._schedule_expiry(batch)
 
     def _schedule_expiry(self, batch: Batch) -> None:

@@ -19,8 +19,8 @@ import os
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +151,18 @@ class FileSystemStore:
         return rows
 
     # --- writing ------------------------------------------------------------------------
-    async def save(self, record: dict[str, Any], next_session_id: int | None = None) -> None:
+    def save(self, record: dict[str, Any], next_session_id: int | None = None) -> Awaitable[None]:
+        """Queued on the writer thread at the call, so it lands in call order with every other write."""
         batch_id = record["id"]
         name = entry_name(record)
         old = self._index.get(batch_id)
         self._index[batch_id] = name
+        sent = self._executor.submit(self._write, record, old, name, next_session_id)
+        return self._settle_save(sent, batch_id, next_session_id)
+
+    async def _settle_save(self, sent: Future[None], batch_id: int, next_session_id: int | None) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, record, old, name, next_session_id)
+            await asyncio.wrap_future(sent)
         except OSError as err:
             self._dirty.add(batch_id)
             self._schedule_retry()
@@ -165,18 +170,22 @@ class FileSystemStore:
                 raise StoreUnavailable(f"cannot write to the state store {self.batch_dir}: {err}") from None
             log.warning("could not write batch %s to %s (%s); retrying in %gs", batch_id, self.batch_dir, err, RETRY_DELAY)
 
-    async def save_many(self, records: list[dict[str, Any]]) -> None:
-        """Recovery's re-saves in one disk job (not one fsync each); failures are retried like single saves."""
+    def save_many(self, records: list[dict[str, Any]]) -> Awaitable[None]:
+        """Recovery's re-saves in one disk job (not one fsync each), queued at the call; failures are retried."""
         moves = []
         for record in records:
             moves.append((record["id"], self._index.get(record["id"]), entry_name(record)))
             self._index[record["id"]] = moves[-1][2]
+        sent = self._executor.submit(self._write_many, records, moves)
+        return self._settle_many(sent, [batch_id for batch_id, _, _ in moves])
+
+    async def _settle_many(self, sent: Future[None], ids: list[int]) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write_many, records, moves)
+            await asyncio.wrap_future(sent)
         except OSError as err:
-            self._dirty.update(batch_id for batch_id, _, _ in moves)
+            self._dirty.update(ids)
             self._schedule_retry()
-            log.warning("could not write %d records to %s (%s); retry in %gs", len(records), self.batch_dir, err, RETRY_DELAY)
+            log.warning("could not write %d records to %s (%s); retry in %gs", len(ids), self.batch_dir, err, RETRY_DELAY)
 
     def _write_many(self, records: list[dict[str, Any]], moves: list[tuple[int, str | None, str]]) -> None:
         write_atomic_many([(self.batch_dir / str(record["id"]), encode(record)) for record in records])
@@ -196,16 +205,23 @@ class FileSystemStore:
             write_atomic(self.state_path, encode_state(next_session_id))
             self._counter = next_session_id
 
-    async def remove(self, ids: Iterable[int]) -> None:
-        loop = asyncio.get_running_loop()
-        for chunk in chunks(list(ids), REMOVE_CHUNK):
-            names = [(batch_id, self._index.pop(batch_id, None)) for batch_id in chunk]
+    def remove(self, ids: Iterable[int]) -> Awaitable[None]:
+        """The first chunk is queued at the call (after every write sent before it); later chunks follow
+        one by one, so saves of other batches interleave with a bulk purge instead of waiting behind it."""
+        names = [(batch_id, self._index.pop(batch_id, None)) for batch_id in ids]
+        parts = list(chunks(names, REMOVE_CHUNK))
+        first = self._executor.submit(self._unlink, parts[0]) if parts else None
+        return self._remove_chunks(first, parts)
+
+    async def _remove_chunks(self, first: Future[None] | None, parts: list[list[tuple[int, str | None]]]) -> None:
+        for number, part in enumerate(parts):
+            sent = first if number == 0 and first is not None else self._executor.submit(self._unlink, part)
             try:
-                await loop.run_in_executor(self._executor, self._unlink, names)
+                await asyncio.wrap_future(sent)
             except OSError as err:
-                self._dirty.update(chunk)
+                self._dirty.update(batch_id for batch_id, _ in part)
                 self._schedule_retry()
-                log.warning("could not remove %d records in %s (%s); retry in %gs", len(chunk), self.batch_dir, err, RETRY_DELAY)
+                log.warning("could not remove %d records in %s (%s); retry in %gs", len(part), self.batch_dir, err, RETRY_DELAY)
 
     def _unlink(self, names: list[tuple[int, str | None]]) -> None:
         """On the worker thread, so it stays in order with saves; many names are split among the unlinkers."""

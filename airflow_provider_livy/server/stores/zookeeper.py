@@ -84,9 +84,17 @@ async def _nothing() -> None:
     return None
 
 
+async def _raise(error: Exception) -> None:
+    raise error
+
+
 async def commit(transaction: TransactionRequest) -> None:
-    """Raise the first real failure of a transaction (kazoo returns them in the result list)."""
-    results = await wait(transaction.commit_async())
+    await committed(transaction.commit_async())
+
+
+async def committed(sent: IAsyncResult) -> None:
+    """Raise the first real failure of a sent transaction (kazoo returns them in the result list)."""
+    results = await wait(sent)
     failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
     if failures:
         raise failures[0]
@@ -204,20 +212,24 @@ class ZooKeeperStore:
             transaction.create(f"{self.index_path}/{name}")
             self._index[batch_id] = name
 
-    async def save(self, record: dict[str, Any], next_session_id: int | None = None) -> None:
+    def save(self, record: dict[str, Any], next_session_id: int | None = None) -> Awaitable[None]:
+        """The transaction is sent at the call: ZooKeeper applies one session's requests in the order sent."""
         self._loop = asyncio.get_running_loop()
         batch_id = record["id"]
         if not self.connected:
             self._dirty.add(batch_id)
             if next_session_id is not None:
-                raise StoreUnavailable(f"ZooKeeper at {self.hosts} is not connected; nothing was created, retry shortly")
-            return
+                return _raise(StoreUnavailable(f"ZooKeeper at {self.hosts} is not connected; nothing was created, retry shortly"))
+            return _nothing()
         transaction = self.client.transaction()
         self._record_ops(transaction, record)
         if next_session_id is not None:
             transaction.set_data(self.state_path, encode_state(next_session_id))
+        return self._settle_save(transaction.commit_async(), batch_id, next_session_id)
+
+    async def _settle_save(self, sent: IAsyncResult, batch_id: int, next_session_id: int | None) -> None:
         try:
-            await commit(transaction)
+            await committed(sent)
         except (KazooException, TimeoutError) as err:
             self._dirty.add(batch_id)
             self._kick()
@@ -225,9 +237,10 @@ class ZooKeeperStore:
                 raise StoreUnavailable(f"ZooKeeper at {self.hosts} did not take the record ({type(err).__name__})") from None
             log.warning("batch %s not written to ZooKeeper (%s); will write it once reconnected", batch_id, type(err).__name__)
 
-    async def save_many(self, records: list[dict[str, Any]]) -> None:
-        """Recovery's re-saves, many records per transaction; what fails is re-synced later."""
+    def save_many(self, records: list[dict[str, Any]]) -> Awaitable[None]:
+        """Recovery's re-saves, many records per transaction, all sent at the call; what fails is re-synced."""
         self._loop = asyncio.get_running_loop()
+        sent: list[tuple[list[int], IAsyncResult]] = []
         for chunk in chunks(records, RESYNC_CHUNK):
             ids = [record["id"] for record in chunk]
             if not self.connected:
@@ -236,8 +249,13 @@ class ZooKeeperStore:
             transaction = self.client.transaction()
             for record in chunk:
                 self._record_ops(transaction, record)
+            sent.append((ids, transaction.commit_async()))
+        return self._settle_many(sent)
+
+    async def _settle_many(self, sent: list[tuple[list[int], IAsyncResult]]) -> None:
+        for ids, result in sent:
             try:
-                await commit(transaction)
+                await committed(result)
             except (KazooException, TimeoutError) as err:
                 self._dirty.update(ids)
                 self._kick()
