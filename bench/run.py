@@ -29,6 +29,7 @@ BENCHMARKS = {
     "recovery": "bench.bench_recovery",
     "sweep": "bench.bench_sweep",
     "e2e": "bench.bench_e2e",
+    "repl": "bench.bench_repl",
 }
 
 

@@ -303,7 +303,7 @@ def _table_cell(value: Any) -> tuple[str, Any]:
 
 
 def table_output(value: Any, max_rows: int) -> dict[str, Any]:
-    """%table: rows (Rows, dicts, sequences or scalars; or a DataFrame) as Livy's table JSON."""
+    """%table: rows (Rows, dicts, sequences or scalars; or a Spark DataFrame) as Livy's table JSON."""
     if hasattr(value, "schema") and hasattr(value, "take"):  # a Spark DataFrame
         value = value.take(max_rows)
     if not isinstance(value, list | tuple):
@@ -838,6 +838,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "livy-repl"
     sys_version = ""
     disable_nagle_algorithm = True
+    timeout = MAX_WAIT_S + 60  # a keep-alive connection whose peer vanished does not hold a thread forever
     repl: Repl
     expected: bytes
 
