@@ -348,6 +348,8 @@ def test_python_outputs(plain_driver: Driver) -> None:
     assert "unknown magic" in unknown["evalue"]
     assert "matplotlib" in plain_driver.run("%matplot plt")["evalue"]
     assert plain_driver.run("input()")["ename"] == "EOFError"  # never hangs waiting for a terminal
+    plain_driver.text("import io, sys\nsys.stdout = io.StringIO()")
+    assert plain_driver.text("print('captured again')") == "captured again"
 
 
 def test_retention_keeps_the_last_statements(plain_driver: Driver) -> None:
@@ -377,6 +379,9 @@ def test_queue_order_cancel_waiting_and_bound(plain_driver: Driver) -> None:
     assert plain_driver.wait(second["id"])["state"] == "available"
     assert plain_driver.wait(third["id"])["output"]["data"]["text/plain"] == "'second ran'"
     assert plain_driver.wait(fourth["id"])["output"] is None
+    assert plain_driver.get("/status").json()["statements"] == {"run": 2, "failed": 0, "cancelled": 2}
+    plain_driver.run("1 / 0")
+    assert plain_driver.get("/status").json()["statements"] == {"run": 3, "failed": 1, "cancelled": 2}
 
 
 def test_output_cap(plain_driver: Driver) -> None:

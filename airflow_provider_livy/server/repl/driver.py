@@ -28,10 +28,11 @@ driver: it stops and exits.
 
 ## HTTP API (JSON; every request needs `Authorization: Bearer <secret>`, else 401 `{"msg"}`)
 Every authenticated request resets the idle-exit clock (a request in flight counts as activity).
-- `GET /status[?wait=S&version=V]` -> `{"state": "idle"|"busy", "version", "lastActivity"}`; `version`
-  grows at every statement state change; with `wait` the answer comes as soon as version != V (V
-  defaults to the current version) or after S seconds. `lastActivity` (epoch ms) = last statement
-  submitted, finished or cancelled, or the driver's start.
+- `GET /status[?wait=S&version=V]` -> `{"state": "idle"|"busy", "version", "lastActivity", "statements"}`;
+  `version` grows at every statement state change; with `wait` the answer comes as soon as
+  version != V (V defaults to the current version) or after S seconds. `lastActivity` (epoch ms) =
+  last statement submitted, finished or cancelled, or the driver's start. `statements` counts since
+  the driver started: `{"run": ended available, "failed": of those with an error output, "cancelled"}`.
 - `POST /statements {"code", "kind"?}` -> 201 statement. Unknown kind, `spark`/`scala`/`shared`
   (later issue) and `sparkr` -> 400 naming why. 429 when LIVY_REPL_RETAINED statements are already
   waiting or running (nothing could be dropped to keep the bound).
@@ -114,6 +115,7 @@ PROGRESS_CACHE_S = 0.2
 TRUNCATION_MARKER = "\n[livy-repl: output truncated at LIVY_REPL_MAX_OUTPUT={limit} bytes]"
 DROPPED_MARKER = "[livy-repl: the {mime} output ({size} bytes) is over LIVY_REPL_MAX_OUTPUT={limit} and was dropped]"
 DRIVER_FILE = (lambda: None).__code__.co_filename
+LOG_STREAM = sys.stdout  # the real one, whatever statements do to sys.stdout
 
 
 def now_ms() -> int:
@@ -122,9 +124,8 @@ def now_ms() -> int:
 
 def log(message: str) -> None:
     """A line in the driver log (the real stdout, which spark-submit's log file receives)."""
-    stream = sys.stdout.real if isinstance(sys.stdout, Capture) else sys.stdout
-    stream.write(f"livy-repl: {message}\n")  # one write: lines from several threads stay whole
-    stream.flush()
+    LOG_STREAM.write(f"livy-repl: {message}\n")  # one write: lines from several threads stay whole
+    LOG_STREAM.flush()
 
 
 class Settings:
@@ -464,10 +465,12 @@ class Repl:
         self.stopping: str | None = None
         self.main_thread = threading.main_thread().ident
         self.sink = CaptureSink()
+        self.streams = (sys.stdout, sys.stderr)  # main() puts Captures here
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         if spark is not None:
             self.namespace.update(spark=spark, sc=self.sc)
         self.progress_lock = threading.Lock()
+        self.counts = {"run": 0, "failed": 0, "cancelled": 0}  # for the server's metrics; kept across its restarts
 
     # --- bookkeeping (any thread) -------------------------------------------------------------
 
@@ -475,6 +478,11 @@ class Repl:
         """A statement changes state (cond held): long polls wake up."""
         stmt.state = state
         self.version += 1
+        if state == CANCELLED:
+            self.counts["cancelled"] += 1
+        elif state == AVAILABLE:
+            self.counts["run"] += 1
+            self.counts["failed"] += stmt.output is not None and stmt.output["status"] == "error"
         self.cond.notify_all()
 
     def submit(self, code: str, kind: str | None) -> dict[str, Any]:
@@ -539,9 +547,14 @@ class Repl:
         with self.cond:
             seen = self.version if version is None else version
             if wait > 0:
-                self.cond.wait_for(lambda: self.version != seen or self.stopping is not None, timeout=wait)
+                self.cond.wait_for(lambda: self.version != seen, timeout=wait)
             busy = self.current is not None or bool(self.queue)
-            return {"state": "busy" if busy else "idle", "version": self.version, "lastActivity": self.last_activity}
+            return {
+                "state": "busy" if busy else "idle",
+                "version": self.version,
+                "lastActivity": self.last_activity,
+                "statements": dict(self.counts),
+            }
 
     def cancel(self, sid: int) -> None:
         with self.cond:
@@ -560,8 +573,7 @@ class Repl:
     def _interrupt(self, stmt: Statement) -> None:
         """Cancel the statement's Spark jobs, then interrupt its Python code until it has ended."""
         self._cancel_jobs(stmt)
-        started = time.monotonic()
-        last_jobs_cancel = started
+        last_jobs_cancel = time.monotonic()
         with self.cond:
             self.cond.wait_for(lambda: stmt.state != CANCELLING, timeout=CANCEL_GRACE_S)
             while stmt.state == CANCELLING:
@@ -714,6 +726,7 @@ class Repl:
         final = None
         if magic is None and tree.body and isinstance(tree.body[-1], ast.Expr):
             final = ast.Expression(tree.body.pop().value)
+        sys.stdout, sys.stderr = self.streams  # again: an earlier statement may have replaced them
         self.sink.start(self.settings.max_output)
         data: dict[str, Any] = {}
         try:
@@ -1031,8 +1044,7 @@ def main() -> None:
     spark = start_spark(settings)
     repl = Repl(settings, spark)
     sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
-    sys.stdout = Capture(sys.stdout, repl.sink)
-    sys.stderr = Capture(sys.stderr, repl.sink)
+    repl.streams = (Capture(sys.stdout, repl.sink), Capture(sys.stderr, repl.sink))
     signal.signal(CANCEL_SIGNAL, repl.on_cancel_signal)
     server = serve(repl, settings)
     address = f"http://{advertised_host(settings.bind, spark)}:{server.server_address[1]}"
