@@ -30,6 +30,7 @@ BENCHMARKS = {
     "sweep": "bench.bench_sweep",
     "e2e": "bench.bench_e2e",
     "repl": "bench.bench_repl",
+    "ui": "bench.bench_ui",
 }
 
 

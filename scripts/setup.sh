@@ -3,7 +3,7 @@
 # Java for Spark, optionally ZooKeeper for the tests, a virtualenv in .venv with the package.
 # Safe to run again: each step is skipped when already done.
 #   scripts/setup.sh            the demo's needs
-#   scripts/setup.sh --tests    plus ZooKeeper and the test tools
+#   scripts/setup.sh --tests    plus ZooKeeper, Debian's chromium (the browser tests) and the test tools
 #   scripts/setup.sh --bench    plus wrk, for the benchmarks in bench/ (implies --tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ say() { echo "[setup] $*"; }
 apt_packages=()
 command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
 if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
+# Playwright drives Debian's chromium: its own browser download cannot work on a host without internet access.
+if $want_tests && ! command -v chromium >/dev/null 2>&1; then apt_packages+=(chromium); fi
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then apt_packages+=(wrk); fi
 if ((${#apt_packages[@]})); then
   say "installing Debian packages: ${apt_packages[*]}"

@@ -1,4 +1,4 @@
-"""The HTTP routes: Livy's batch API, /version, /metrics.
+"""The HTTP routes: Livy's batch API, /version, /metrics, the API docs; the web UI comes from ui.py.
 
 Errors are always JSON `{"msg": ...}` like Livy's. GET /batches/{id}/state, the call pollers
 make most, is a plain Starlette route placed ahead of FastAPI's machinery; FastAPI documents it.
@@ -33,7 +33,7 @@ from airflow_provider_livy.protocol import (
     TERMINAL_STATES,
     BatchRequestError,
 )
-from airflow_provider_livy.server.api import metrics
+from airflow_provider_livy.server.api import docs, metrics, ui
 from airflow_provider_livy.server.security import (
     AccessDenied,
     AccessPolicy,
@@ -219,6 +219,8 @@ def create_app(service: BatchService) -> FastAPI:
         version=__version__,
         description="Apache Livy compatible batch API that runs spark-submit and never hoards finished sessions.",
         lifespan=lifespan,
+        docs_url=None,  # docs.py serves /docs and /redoc from local assets
+        redoc_url=None,
     )
 
     policy = AccessPolicy.from_config(config)
@@ -404,6 +406,8 @@ def create_app(service: BatchService) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    docs.install(app)
+    ui.install(app, service, policy)
 
     if needs_middleware(config):
         app.add_middleware(SecurityMiddleware, config=config)
