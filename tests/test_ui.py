@@ -229,6 +229,7 @@ def test_basic_auth_asks_and_users_see_their_own(
             "livy.server.access-control.enabled": "true",
             "livy.server.access-control.view-users": "victor",
             "livy.server.csrf-protection.enabled": "true",
+            "livy.server.session.max-sessions": "2",
         }
     )
     own: dict[str, int] = {}
@@ -254,6 +255,7 @@ def test_basic_auth_asks_and_users_see_their_own(
     assert "alice" in page.locator("header .user").inner_text()
     assert page.locator("table.sessions tbody td:nth-child(2)").all_inner_texts() == ["alice-job"]
     assert "(yours only)" in page.locator("h1").inner_text()
+    assert "over 80% of livy.server.session.max-sessions" in page.locator("#retention .warning").inner_text()
     response = page.goto(f"{server.url}/ui/batches/{own['bob']}")
     assert response is not None and response.status == 403
     assert "bob-job" not in page.content()

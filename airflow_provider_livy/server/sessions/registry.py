@@ -201,6 +201,11 @@ class Registry:
             if self._is_active(batch_id):
                 yield self.batches[batch_id]
 
+    def oldest_finished(self) -> Batch | None:
+        """The finished batch held longest (it expires first): what the UI points at when sessions pile up."""
+        self._drop_stale()
+        return self.batches[self._expiry[0][1]] if self._expiry else None
+
     def evict_oldest_finished(self) -> Batch | None:
         """Make room at max-sessions: the batch that finished first goes first."""
         self._drop_stale()
