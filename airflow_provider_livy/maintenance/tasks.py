@@ -1,4 +1,4 @@
-"""The maintenance DAG's three tasks, as plain functions of the run's params (dags/livy_maintenance.py wires them).
+"""The maintenance DAG's three tasks as plain functions of the run's params (airflow_provider_livy.dags wires them).
 
 The two sweeps never fail on what they find (an unreachable server, a failed delete): they
 report it and let the other sweep run. The `check` task then fails the run with every problem
