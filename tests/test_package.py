@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_livy import __version__
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DIST_NAME = "airflow-provider-livy"
@@ -186,3 +187,9 @@ def test_installed_livy_server_command(installed: Installed) -> None:
     helped = run([installed.venv / "bin" / "livy-server", "--help"], env=installed.env)
     assert "--conf" in helped.stdout and "--set" in helped.stdout
     assert run([installed.venv / "bin" / "livy-server", "--version"], env=installed.env).stdout.strip() == __version__
+    # Without the spark extra and without a Spark to point at, the server says what to do and exits 2.
+    env = {key: value for key, value in installed.env.items() if key != "SPARK_HOME"}
+    command = [installed.venv / "bin" / "livy-server", "--set", f"livy.server.port={free_port()}"]
+    started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2, started.stderr
+    assert "install the spark extra" in started.stderr and "Traceback" not in started.stderr

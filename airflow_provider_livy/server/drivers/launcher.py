@@ -20,7 +20,7 @@ import psutil
 
 from airflow_provider_livy.example_jobs import EXAMPLE_JOBS_DIR
 from airflow_provider_livy.protocol import BatchRequestError
-from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.config import ConfigError, ServerConfig
 from airflow_provider_livy.server.drivers import supervisor
 
 # Request fields that Livy turns into --conf settings.
@@ -62,8 +62,13 @@ def resolve_spark_home(config: ServerConfig) -> Path:
         return Path(config.spark_home)
     if os.environ.get("SPARK_HOME"):
         return Path(os.environ["SPARK_HOME"])
-    import pyspark
-
+    try:
+        import pyspark
+    except ImportError:  # an install without the spark extra: say what to do instead of a traceback
+        raise ConfigError(
+            "no Spark found: set livy.server.spark-home or SPARK_HOME, or install the spark extra "
+            "(pip install 'airflow-provider-livy[spark]')"
+        ) from None
     return Path(pyspark.__file__).parent
 
 
