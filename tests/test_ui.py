@@ -77,7 +77,7 @@ def playwright() -> Iterator[playwright_api.Playwright]:
 def open_browser(playwright: playwright_api.Playwright) -> Iterator[Callable[..., Browser]]:
     opened: list[tuple[playwright_api.BrowserContext, str]] = []
 
-    def open_one(credentials: tuple[str, str] | None = None) -> Browser:
+    def open_one(credentials: tuple[str, str] | None = None, javascript: bool = True) -> Browser:
         profile = tempfile.mkdtemp(prefix="ui-test-chromium-")
         context = playwright.chromium.launch_persistent_context(
             profile,
@@ -86,6 +86,7 @@ def open_browser(playwright: playwright_api.Playwright) -> Iterator[Callable[...
             headless=True,
             viewport={"width": 1400, "height": 640},
             http_credentials=None if credentials is None else {"username": credentials[0], "password": credentials[1]},
+            java_script_enabled=javascript,
         )
         opened.append((context, profile))
         browser = Browser(context)
@@ -214,6 +215,29 @@ def test_names_and_log_lines_stay_text(fake_server: LivyServer, job_file: str, o
     assert browser.errors == []
     assert browser.foreign_requests() == []
     assert not [url for url in browser.requests if urlsplit(url).path.endswith("/x")], "the <img> was never parsed"
+
+
+def test_pages_work_without_javascript(fake_server: LivyServer, job_file: str, open_browser: Callable[..., Browser]) -> None:
+    """Everything but the live updates and Delete: filters, paging, a batch's page and its log pages."""
+    first = fake_server.submit(file=job_file, name="first", args=["lines=250"])
+    second = fake_server.submit(file=job_file, name="second", args=["exit=1"])
+    for batch in (first, second):
+        fake_server.wait_for(batch["id"])
+    page = open_browser(javascript=False).page()
+    page.goto(fake_server.url + "/ui?size=1")
+    assert page.locator("table.sessions tbody td:nth-child(2)").all_inner_texts() == ["second"]
+    page.get_by_role("link", name="older").click()
+    assert page.locator("table.sessions tbody td:nth-child(2)").all_inner_texts() == ["first"]
+    page.get_by_role("link", name=re.compile(r"^success \d")).click()
+    assert page.locator("table.sessions tbody td:nth-child(2)").all_inner_texts() == ["first"]
+    page.get_by_role("link", name="first").click()
+    log = page.locator("#log")
+    assert "driver line 249" in log.inner_text() and "driver line 100" not in log.inner_text(), "the last 100 lines first"
+    page.get_by_role("link", name="first", exact=True).click()
+    assert log.inner_text().startswith("INFO SparkContext: Running Spark")
+    page.get_by_role("link", name="later").click()
+    assert "driver line 100" in log.inner_text()
+    assert "Deleting needs JavaScript" in page.locator(".actions").inner_text()
 
 
 def test_basic_auth_asks_and_users_see_their_own(
