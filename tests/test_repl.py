@@ -169,7 +169,8 @@ def start_driver(tmp_path: Path, spark: bool, callback_status: int = 200, **sett
 @pytest.fixture(scope="module")
 def spark_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     """One real Spark driver for the module (about 10 s to start)."""
-    driver = start_driver(tmp_path_factory.mktemp("repl"), spark=True, sql_rows="5")
+    # Bound to all interfaces as in cluster mode: the address it reports is spark.driver.host's.
+    driver = start_driver(tmp_path_factory.mktemp("repl"), spark=True, sql_rows="5", bind="0.0.0.0")
     yield driver
     driver.stop()
 
@@ -189,7 +190,8 @@ def plain_driver(tmp_path: Path) -> Iterator[Driver]:
 def test_spark_callback_variables_and_spark(spark_driver: Driver) -> None:
     authorization, body = spark_driver.receiver.calls[0]
     assert authorization == f"Bearer {SECRET}"
-    assert body["address"].startswith("http://127.0.0.1:")
+    driver_host = spark_driver.text("sc.getConf().get('spark.driver.host')").strip("'")
+    assert body["address"] == f"http://{driver_host}:{body['address'].rsplit(':', 1)[1]}"
     assert body["appId"].startswith("local-")
     assert f"livy-repl: listening on {body['address']}" in spark_driver.log()
     assert SECRET not in spark_driver.log()
@@ -275,10 +277,13 @@ def test_spark_progress(spark_driver: Driver) -> None:
 def test_spark_cancel_sleep_and_job(spark_driver: Driver) -> None:
     spark_driver.text("kept = 'still here'")
     sleeping_job = "import time\nsc.parallelize(range(2), 2).map(lambda i: time.sleep(120)).count()"
-    for code in ("import time\ntime.sleep(120)", sleeping_job):
+    # No job: only the interrupt ends it, inside a Py4J call whose connection the kept error keeps alive.
+    blocked_in_the_jvm = (
+        "try:\n    spark._jvm.java.lang.Thread.sleep(20000)\nexcept BaseException as error:\n    kept_error = error\n    raise"
+    )
+    for code in ("import time\ntime.sleep(120)", sleeping_job, blocked_in_the_jvm):
         statement = spark_driver.submit(code)
-        spark_driver.wait(statement["id"], ("running",))
-        time.sleep(1)
+        spark_driver.wait(statement["id"], ("running",))  # cancelled at once: its job may not be submitted yet
         assert spark_driver.get("/status").json()["state"] == "busy"
         started = time.monotonic()
         assert spark_driver.post(f"/statements/{statement['id']}/cancel").json() == {"msg": "canceled"}
@@ -287,7 +292,13 @@ def test_spark_cancel_sleep_and_job(spark_driver: Driver) -> None:
         assert time.monotonic() - started < 10, code
         assert done["output"]["status"] == "error"
         assert spark_driver.get("/status").json()["state"] == "idle"
+        # The statement's Spark jobs are gone too, even one its interrupted Python call had just asked for.
+        deadline = time.monotonic() + 30
+        while spark_driver.text("sc.statusTracker().getActiveJobsIds()") != "[]":
+            assert time.monotonic() < deadline, "a cancelled statement's job still runs"
+            time.sleep(0.5)
         assert spark_driver.text("kept") == "'still here'"
+        assert spark_driver.text("[spark._jvm.java.lang.Math.abs(-5), spark.range(3).count()]") == "[5, 3]"  # answers in step
         assert spark_driver.text("sc.parallelize(range(4), 2).count()") == "4"
 
 

@@ -143,6 +143,10 @@ class Settings:
         self.no_spark = env.get("LIVY_REPL_NO_SPARK") == "1"
         if self.callback and urllib.parse.urlsplit(self.callback).scheme not in ("http", "https"):
             raise SystemExit("livy-repl: LIVY_REPL_CALLBACK must be an http(s) URL")
+        try:
+            resolve_kind(self.kind)
+        except RequestError as err:
+            raise SystemExit(f"livy-repl: LIVY_REPL_KIND: {err.message}") from None
         if not self.secret:
             raise SystemExit("livy-repl: LIVY_REPL_SECRET is not set; refusing to serve without authentication")
         if self.retained < 1 or self.max_output < 256 or self.sql_rows < 0 or self.idle_timeout <= 0:
@@ -451,6 +455,7 @@ class Repl:
         self.settings = settings
         self.spark = spark
         self.sc = spark.sparkContext if spark is not None else None
+        self.spark_major = int(spark.version.split(".")[0]) if spark is not None else 0
         self.kind = resolve_kind(settings.kind)
         self.cond = threading.Condition()
         self.statements: OrderedDict[int, Statement] = OrderedDict()
@@ -586,13 +591,20 @@ class Repl:
                         self._cancel_jobs(stmt)
                     finally:
                         self.cond.acquire()
+        self._cancel_jobs(stmt)  # a job the interrupted Py4J call had asked for may have started since
 
     def _cancel_jobs(self, stmt: Statement) -> None:
-        if self.sc is not None:
-            try:
+        """Cancel the statement's jobs, and (Spark 4) any it submits later: an interrupted Python call
+        may leave its job request still on the way to the scheduler."""
+        if self.sc is None:
+            return
+        try:
+            if self.spark_major >= 4:
+                self.sc._jsc.sc().cancelJobGroupAndFutureJobs(stmt.group, f"Livy statement {stmt.id} cancelled")
+            else:
                 self.sc.cancelJobGroup(stmt.group)
-            except Exception as exc:  # Spark stopping: the interrupt still ends the statement
-                log(f"cancelJobGroup({stmt.group}) failed: {exc}")
+        except Exception as exc:  # Spark stopping: the interrupt still ends the statement
+            log(f"cancelling the jobs of {stmt.group} failed: {exc}")
 
     def on_cancel_signal(self, _signum: int, frame: Any) -> None:
         """Signal handler (main thread): raise in user code of a statement being cancelled, never in ours."""
@@ -671,6 +683,8 @@ class Repl:
                 count = self.execution_count
                 self.execution_count += 1
             output = self.execute(stmt)
+            if stmt.cancel_requested:
+                self._drop_interrupted_connection()
             output = cap_output({"status": output.pop("status"), "execution_count": count, **output}, self.settings.max_output)
             with self.cond:
                 self.current = None
@@ -682,6 +696,16 @@ class Repl:
                 else:
                     stmt.progress = 1.0
                     self._changed(stmt, AVAILABLE)
+
+    def _drop_interrupted_connection(self) -> None:
+        """A Py4J call interrupted mid-way leaves this thread's connection checked out, its JVM thread
+        still busy with the call: close it, so the next call opens a fresh one instead of reading that
+        call's late answer as its own (Py4J's pinned-thread client keeps one connection per thread)."""
+        client = getattr(getattr(self.sc, "_gateway", None), "_gateway_client", None)
+        connection = client.get_thread_connection() if hasattr(client, "get_thread_connection") else None
+        if connection is not None and connection.socket is not None and connection not in client.deque:
+            log("closing the Py4J connection of an interrupted call")
+            connection.close()
 
     def execute(self, stmt: Statement) -> dict[str, Any]:
         """Run one statement; whatever happens, an output (user errors become error outputs)."""
