@@ -282,3 +282,31 @@ def test_report_counts() -> None:
         pytest.skip("the other cases were deselected")
     print(f"\nbad input: {len(TRIED)} inputs tried, each answered 4xx (or passed verbatim where meant to)")
     assert len(TRIED) > 100
+
+
+def test_local_uris_face_the_whitelist_unless_the_driver_runs_in_a_cluster(
+    make_server, job_file: str, tmp_path: Path, outside: Path
+) -> None:
+    """`local:` names a file on the driver's node: our host in local/client mode, a cluster node in cluster mode."""
+    secret = outside / "secret.py"
+    server = make_server()
+    fields = {
+        "file": lambda p: {"file": p},
+        "jars": lambda p: {"file": job_file, "jars": [p]},
+        "pyFiles": lambda p: {"file": job_file, "pyFiles": [p]},
+        "files": lambda p: {"file": job_file, "files": [p]},
+        "archives": lambda p: {"file": job_file, "archives": [p]},
+        "conf spark.jars": lambda p: {"file": job_file, "conf": {"spark.jars": p}},
+        "conf spark.yarn.dist.files": lambda p: {"file": job_file, "conf": {"spark.yarn.dist.files": f"hdfs:///a,{p}"}},
+    }
+    for uri in ("local:///etc/passwd", f"local:{secret}", f"local://{tmp_path}/../{outside.name}/secret.py"):
+        for label, body in fields.items():
+            response = server.post("/batches", json=body(uri))
+            expect_rejected(response, 400, "not in an allowed directory", f"{label}: {uri}")
+    accepted = server.submit(file=f"local:{job_file}", jars=[f"local://{job_file}"])
+    command = "\n".join(server.wait_for(accepted["id"])["log"])
+    assert f"local:{job_file}" in command, command
+    cluster = make_server({"livy.spark.master": "spark://127.0.0.1:1", "livy.spark.deploy-mode": "cluster"})
+    for label, body in fields.items():
+        response = cluster.post("/batches", json=body(f"local:{secret}"))
+        assert response.status_code == 201, (label, response.text)

@@ -8,6 +8,7 @@ import sys
 
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
+from airflow_provider_livy.server.drivers.logs import volatile_filesystem
 from airflow_provider_livy.server.sessions.lifecycle import BatchService
 
 log = logging.getLogger("livy-server")
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as err:
         print(f"livy-server: {err}", file=sys.stderr)
         return 2
+    if config.recovery and (fstype := volatile_filesystem(service.log_dir)):
+        log.warning(
+            "driver logs and exit codes go to %s, on %s: a reboot loses them, and with them how drivers that ended "
+            "meanwhile finished; set livy.server.log-dir (or livy.server.state-dir) to a disk",
+            service.log_dir,
+            fstype,
+        )
     if problem := service.spark_submit_problem():
         log.warning("%s: batches will end dead until this is fixed", problem)
     # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.

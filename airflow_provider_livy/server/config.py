@@ -88,7 +88,8 @@ class ServerConfig:
     local_dir_whitelist: tuple[str, ...] = ()
     csrf_protection: bool = False
     cache_log_size: int = 200
-    log_dir: str = ""  # empty: <tempdir>/livy-server-<port>/logs
+    log_dir: str = ""  # empty: see drivers.logs.default_log_dir
+    state_dir: str = ""  # empty: $XDG_STATE_HOME/livy-server, else ~/.local/state/livy-server
     recovery_mode: str = "off"
     state_store: str = "filesystem"
     state_store_url: str = ""
@@ -107,10 +108,23 @@ class ServerConfig:
     retained_statements: int = 100  # statements each driver keeps
     sql_num_rows: int = 1000  # rows of one sql statement's answer
     statement_max_output: int = 1_048_576  # bytes of one statement's output; longer is cut with a marker
+    cluster_poll_interval: float = 2.0  # one status request per cluster per interval, for all its drivers
+    standalone_ui_url: str = ""  # empty: http://<master host>:8080
+    standalone_rest_url: str = ""  # empty: http://<master host>:6066
+    yarn_rm_addresses: tuple[str, ...] = ()  # ResourceManager web addresses, HA: all of them
+    k8s_api_url: str = ""  # empty: https://kubernetes.default.svc
+    k8s_namespace: str = "default"
+    k8s_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path, not a secret
+    k8s_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
     @property
     def recovery(self) -> bool:
         return self.recovery_mode == "recovery"
+
+    @property
+    def cluster_mode(self) -> bool:
+        """The driver runs on a cluster node, handed over by spark-submit; local masters have no cluster."""
+        return self.deploy_mode == "cluster" and not self.spark_master.startswith("local")
 
 
 # livy.conf key -> (ServerConfig field, parser). Livy's names where Livy has them.
@@ -130,6 +144,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.csrf-protection.enabled": ("csrf_protection", parse_bool),
     "livy.cache-log.size": ("cache_log_size", parse_int),
     "livy.server.log-dir": ("log_dir", parse_str),
+    "livy.server.state-dir": ("state_dir", parse_str),
     "livy.server.recovery.mode": ("recovery_mode", parse_choice("off", "recovery")),
     "livy.server.recovery.state-store": ("state_store", parse_choice("filesystem", "zookeeper")),
     "livy.server.recovery.state-store.url": ("state_store_url", parse_str),
@@ -148,6 +163,15 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.rsc.retained-statements": ("retained_statements", parse_int),
     "livy.rsc.sql.num-rows": ("sql_num_rows", parse_int),
     "livy.rsc.statement.max-output-bytes": ("statement_max_output", parse_int),
+    "livy.server.cluster.poll-interval": ("cluster_poll_interval", parse_duration),
+    "livy.server.yarn.poll-interval": ("cluster_poll_interval", parse_duration),
+    "livy.server.standalone.master-ui-url": ("standalone_ui_url", parse_str),
+    "livy.server.standalone.rest-url": ("standalone_rest_url", parse_str),
+    "livy.server.yarn.rm-addresses": ("yarn_rm_addresses", parse_list),
+    "livy.server.kubernetes.api-url": ("k8s_api_url", parse_str),
+    "livy.server.kubernetes.namespace": ("k8s_namespace", parse_str),
+    "livy.server.kubernetes.token-file": ("k8s_token_file", parse_str),
+    "livy.server.kubernetes.ca-file": ("k8s_ca_file", parse_str),
 }
 
 

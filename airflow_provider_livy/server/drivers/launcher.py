@@ -47,7 +47,10 @@ FILE_CONF_KEYS = (
 )
 # What the server decides and users may not override through `conf`.
 RESERVED_CONF = ("spark.master", "spark.submit.deployMode")
-REMOTE_SCHEMES = ("hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "viewfs", "local")
+REMOTE_SCHEMES = ("hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "viewfs")
+# `local:/path` names a file on the driver's node: our own host in local and client mode (so it faces
+# the whitelist like a plain path), a cluster node in cluster mode (so it passes as a remote URI does).
+NODE_LOCAL_SCHEME = "local"
 
 # Driver output that tells us what we need; the driver prints them in this form for every master.
 APP_ID_RE = re.compile(r"\b(application_\d+_\d+|app-\d{14}-\d{4}|local-\d{10,})\b")
@@ -72,19 +75,21 @@ def resolve_spark_home(config: ServerConfig) -> Path:
     return Path(pyspark.__file__).parent
 
 
-def _is_remote(path: str) -> bool:
-    scheme = urllib.parse.urlsplit(path).scheme.lower()
-    return scheme in REMOTE_SCHEMES
+def _scheme(path: str) -> str:
+    return urllib.parse.urlsplit(path).scheme.lower()
 
 
-def check_local_file(path: str, whitelist: tuple[str, ...], field: str) -> str:
-    """A local path is allowed only if, with symlinks and '..' resolved, it lies in a whitelisted dir."""
-    if _is_remote(path):
+def check_local_file(path: str, whitelist: tuple[str, ...], field: str, cluster: bool = False) -> str:
+    """A local path is allowed only if, with symlinks and '..' resolved, it lies in a whitelisted dir.
+
+    In cluster mode a `local:` URI is a path on a cluster node, so it is passed on as remote URIs are.
+    """
+    scheme = _scheme(path)
+    if scheme in REMOTE_SCHEMES or (scheme == NODE_LOCAL_SCHEME and cluster):
         return path
-    scheme = urllib.parse.urlsplit(path).scheme.lower()
-    if scheme and scheme != "file":
+    if scheme and scheme not in ("file", NODE_LOCAL_SCHEME):
         raise BatchRequestError(f"{field}: scheme '{scheme}' of {path!r} is not supported")
-    local = urllib.parse.urlsplit(path).path if scheme == "file" else path
+    local = urllib.parse.urlsplit(path).path if scheme else path
     if not os.path.isabs(local):
         raise BatchRequestError(f"{field}: local path {path!r} must be absolute")
     try:
@@ -97,40 +102,46 @@ def check_local_file(path: str, whitelist: tuple[str, ...], field: str) -> str:
             raise BatchRequestError(f"{field}: file {path!r} does not exist")
     except (OSError, RuntimeError) as err:  # a name too long, a symlink loop
         raise BatchRequestError(f"{field}: cannot use local path {path[:200]!r}: {err}") from None
-    return str(resolved)
+    # `local:` keeps its meaning for Spark (use the file in place, do not ship it), now with the checked path.
+    return f"local:{resolved}" if scheme == NODE_LOCAL_SCHEME else str(resolved)
 
 
-def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...]) -> dict[str, Any]:
+def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...], cluster: bool = False) -> dict[str, Any]:
     """Return the request with every local path checked and resolved.
 
     The package's own example jobs are always allowed, so the demo works with no configuration.
+    `cluster`: the driver runs on a cluster node (deploy mode cluster), where `local:` paths point.
     """
     whitelist = (*whitelist, str(EXAMPLE_JOBS_DIR))
     checked = dict(request)
-    checked["file"] = check_local_file(request["file"], whitelist, "file")
+    checked["file"] = check_local_file(request["file"], whitelist, "file", cluster)
     for field in LIST_CONF_FIELDS:
         if field in request:
-            checked[field] = [_check_list_entry(p, whitelist, field) for p in request[field]]
+            checked[field] = [_check_list_entry(p, whitelist, field, cluster) for p in request[field]]
     conf = dict(request.get("conf", {}))
     for key, value in conf.items():
         if key in RESERVED_CONF:
             raise BatchRequestError(f"conf: '{key}' is set by the server (livy.spark.master / deploy-mode)")
         if key in FILE_CONF_KEYS:
-            conf[key] = ",".join(check_local_file(p.strip(), whitelist, f"conf {key}") for p in value.split(",") if p.strip())
+            conf[key] = ",".join(
+                check_local_file(p.strip(), whitelist, f"conf {key}", cluster) for p in value.split(",") if p.strip()
+            )
     if "conf" in request:
         checked["conf"] = conf
     return checked
 
 
-def _check_list_entry(path: str, whitelist: tuple[str, ...], field: str) -> str:
+def _check_list_entry(path: str, whitelist: tuple[str, ...], field: str, cluster: bool) -> str:
     """Spark reads these lists comma-separated: a comma would smuggle a second, unchecked path in."""
     if "," in path:
         raise BatchRequestError(f"{field}: {path!r} has a comma; give each path as its own list item")
-    return check_local_file(path, whitelist, field)
+    return check_local_file(path, whitelist, field, cluster)
 
 
-def build_command(spark_home: Path, request: dict[str, Any], config: ServerConfig) -> list[str]:
-    """The spark-submit argument list Livy would build for this request."""
+def build_command(
+    spark_home: Path, request: dict[str, Any], config: ServerConfig, server_conf: dict[str, str] | None = None
+) -> list[str]:
+    """The spark-submit argument list Livy would build for this request; `server_conf` wins over the user's."""
     cmd = [str(spark_home / "bin" / "spark-submit")]
     if request.get("name"):
         cmd += ["--name", request["name"]]
@@ -147,6 +158,7 @@ def build_command(spark_home: Path, request: dict[str, Any], config: ServerConfi
     for field, key in LIST_CONF_FIELDS.items():
         if request.get(field):
             conf[key] = ",".join(request[field])
+    conf.update(server_conf or {})
     conf["spark.master"] = config.spark_master
     if config.deploy_mode:
         conf["spark.submit.deployMode"] = config.deploy_mode

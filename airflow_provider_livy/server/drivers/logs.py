@@ -13,15 +13,60 @@ Lines end at "\n" (a trailing "\r" is dropped).
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import psutil
+
+from airflow_provider_livy.server.config import ServerConfig
+
 _CHUNK = 1 << 16
 INDEX_STEP = 1024  # lines between two remembered offsets
 INDEXED_FILES = 128  # line indexes kept, most recently read first
+
+
+def default_log_dir(config: ServerConfig) -> Path:
+    """Where driver logs and exit codes go when livy.server.log-dir is not set.
+
+    With recovery on they are what a restart reads to learn how a driver ended, so they must
+    outlive the process and must not depend on the port: beside the filesystem store, or for
+    ZooKeeper under the state dir, one directory per key prefix. Without recovery nothing
+    outlives the server, and a temp dir per port keeps two servers apart.
+    """
+    if config.log_dir:
+        return Path(config.log_dir)
+    if not config.recovery:
+        return Path(tempfile.gettempdir()) / f"livy-server-{config.port}" / "logs"
+    if config.state_store == "filesystem":
+        from airflow_provider_livy.server.stores.filesystem import store_path
+
+        return store_path(config.state_store_url) / "driver-logs"
+    prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", config.zk_key_prefix.strip("/")) or "livy"
+    return state_dir(config) / f"zookeeper-{prefix}" / "driver-logs"
+
+
+def state_dir(config: ServerConfig) -> Path:
+    """livy.server.state-dir, else the XDG state home: a place that survives reboots, unlike /tmp."""
+    if config.state_dir:
+        return Path(config.state_dir)
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "livy-server"
+
+
+def volatile_filesystem(path: Path) -> str | None:
+    """The filesystem type when `path` lies on one that a reboot empties (tmpfs, ramfs), else None."""
+    resolved = str(path.resolve())
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint.rstrip("/") or "/"
+        if (resolved == mount or resolved.startswith(mount.rstrip("/") + "/")) and (best is None or len(mount) > len(best[0])):
+            best = (mount, part.fstype)
+    return best[1] if best and best[1] in ("tmpfs", "ramfs") else None
 
 
 def decode(raw: bytes) -> list[str]:

@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import socket
-import tempfile
 import time
 import urllib.request
 from collections import deque
@@ -35,7 +34,7 @@ from airflow_provider_livy.protocol import (
     validate_batch_request,
 )
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers import launcher, logs
+from airflow_provider_livy.server.drivers import cluster, launcher, logs
 from airflow_provider_livy.server.sessions.registry import Batch, Registry
 from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
 
@@ -43,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MONITOR_INTERVAL = 0.2  # seconds between reads of active batches' driver output
 KILL_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
+CLUSTER_KILL_CONFIRM = 30.0  # how long a DELETE waits for the cluster to confirm a kill
 VIEW_LOG_LINES = 10
 
 
@@ -64,12 +64,14 @@ class BatchService:
         self.store: StateStore = store or NullStore()
         self.writer = StoreWriter(self.store, self.registry.get, lambda: self.registry.next_id)
         self.spark_home = launcher.resolve_spark_home(config)
-        self.log_dir = Path(config.log_dir or Path(tempfile.gettempdir()) / f"livy-server-{config.port}" / "logs")
+        self.log_dir = logs.default_log_dir(config)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ui_host = config.host if config.host not in ("0.0.0.0", "::", "") else socket.gethostname()
         self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
         self.launching: set[int] = set()  # launched, driver not up yet (bounded by max-creation)
         self.watched: dict[int, Batch] = {}  # batches with a live process
+        self.tracker = cluster.tracker_for_config(config)  # deploy mode cluster: where new drivers go
+        self.follower = cluster.Follower(config, self._on_cluster_status)  # drivers handed over to a cluster
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -93,7 +95,7 @@ class BatchService:
 
     # --- running --------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._monitor()), asyncio.create_task(self._collect())]
+        self._tasks = [asyncio.create_task(t) for t in (self._monitor(), self._collect(), self.follower.run())]
         for batch in list(self.registry.batches.values()):
             self._follow(batch)
         self._launch_pending()
@@ -108,8 +110,11 @@ class BatchService:
             self._launch_pending()
 
     def _follow(self, batch: Batch) -> None:
-        """A queued batch waits for a creation slot; a re-attached live driver is watched (and holds its slot)."""
-        if batch.state == STARTING and batch.pid is None:
+        """A queued batch waits for a creation slot; a re-attached live driver is watched (and holds its slot);
+        a driver handed over to a cluster is followed there."""
+        if batch.active and batch.cluster is not None and batch.cluster_id is not None and batch.pid is None:
+            self._follow_in_cluster(batch)
+        elif batch.state == STARTING and batch.pid is None:
             self.pending.append(batch.id)
         elif batch.active and batch.pid is not None and batch.id not in self.watched:
             if batch.state == STARTING:
@@ -121,7 +126,8 @@ class BatchService:
         for task in self._tasks:
             task.cancel()
         if not self.config.recovery:
-            await asyncio.gather(*(self._kill(b) for b in list(self.watched.values())))
+            followed = [self.registry.batches[key] for key in self.follower.followed() if key in self.registry.batches]
+            await asyncio.gather(*(self._kill(b) for b in [*self.watched.values(), *followed]))
         self.store.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -142,7 +148,7 @@ class BatchService:
     # --- API operations ------------------------------------------------------------------
     async def submit(self, body: Any, owner: str | None) -> Batch:
         request = validate_batch_request(body)
-        request = launcher.check_request_files(request, self.config.local_dir_whitelist)
+        request = launcher.check_request_files(request, self.config.local_dir_whitelist, self.config.cluster_mode)
         name = request.get("name")
         if name and name in self.registry.names:
             raise BatchRequestError(f"Duplicate session name: {name}")
@@ -176,6 +182,7 @@ class BatchService:
         """Kill a running driver first, then forget the batch."""
         if batch.active:
             await self._kill(batch)
+        self.follower.unfollow(batch.id)  # a kill the cluster did not confirm in time
         if self.registry.remove(batch.id) is not None:
             self.registry.counters["deleted"] += 1
         removal = self.writer.remove([batch.id])
@@ -225,7 +232,10 @@ class BatchService:
 
     def _launch(self, batch: Batch) -> None:
         request, batch.request = batch.request or {}, None
-        command = launcher.build_command(self.spark_home, request, self.config)
+        server_conf = self.tracker.submit_conf(batch.app_tag) if self.tracker else None
+        command = launcher.build_command(self.spark_home, request, self.config, server_conf)
+        if self.tracker is not None:
+            batch.cluster = self.tracker.coordinates
         log_path = self.log_path(batch.id)
         try:
             proc = launcher.start(command, log_path, self.exit_path(batch.id), launcher.spark_environment(request))
@@ -303,6 +313,10 @@ class BatchService:
             batch.tail.extend(lines)
         changed = False
         for line in lines:
+            if batch.cluster is not None:  # spark-submit's output: it names the driver, which runs elsewhere
+                if batch.cluster_id is None and (found := self.follower.tracker(batch.cluster).submitted_id(line)):
+                    batch.cluster_id, changed = found, True
+                continue
             if batch.app_id is None and (match := launcher.APP_ID_RE.search(line)):
                 batch.app_id, changed = match.group(1), True
             if batch.ui_url is None:
@@ -339,6 +353,8 @@ class BatchService:
     def _on_exit(self, batch: Batch) -> None:
         self.watched.pop(batch.id, None)
         code = launcher.read_exit_code(self.exit_path(batch.id))
+        if batch.cluster is not None and self._hand_over(batch, code):
+            return
         if batch.kill_requested:
             state = KILLED
         elif code == 0:
@@ -353,6 +369,102 @@ class BatchService:
         if batch.id in self.registry.batches:
             self._finish(batch, state)
 
+    # --- drivers in a cluster ----------------------------------------------------------------
+    def _hand_over(self, batch: Batch, code: int | None) -> bool:
+        """spark-submit exited; if it handed the driver to the cluster, follow it there. False: it never got there."""
+        if batch.proc is not None:
+            batch.proc.wait()
+            batch.proc = None
+        tracker = self.follower.tracker(batch.cluster or {})
+        if batch.cluster_id is None and tracker.finds_by_tag and code == 0:
+            batch.cluster_id = batch.app_tag
+        if batch.cluster_id is None or (code != 0 and not batch.kill_requested):
+            if code != 0 or batch.kill_requested:
+                return False  # the submission failed or was killed: it ends as a local driver does
+            self._append_log(batch, "livy-server: spark-submit exited without naming the driver it submitted: marked dead")
+            self._finish(batch, DEAD)
+            return True
+        batch.pid = batch.pid_start = None
+        self.launching.discard(batch.id)  # spark-submit is gone: its creation slot is free
+        self._append_log(
+            batch, f"livy-server: spark-submit handed the driver to the cluster as {batch.cluster_id}; following it there"
+        )
+        self._follow_in_cluster(batch)
+        self._persist(batch)
+        self._launch_pending()
+        return True
+
+    def _follow_in_cluster(self, batch: Batch) -> None:
+        self.watched.pop(batch.id, None)
+        handle = cluster.Handle(batch.app_tag, batch.cluster_id or batch.app_tag, batch.created_at, app_id=batch.app_id)
+        self.follower.follow(batch.id, batch.cluster or {}, handle)
+
+    def _on_cluster_status(self, batch_id: int, handle: cluster.Handle, status: cluster.Status | None) -> None:
+        """What one poll of the cluster says about one driver, in the batch's terms."""
+        batch = self.registry.batches.get(batch_id)
+        if batch is None or not batch.active:
+            return
+        if status is None:
+            if not batch.kill_requested:  # a deleted pod is gone from the listing: that confirms the kill
+                self._append_log(batch, f"livy-server: the cluster no longer knows driver {handle.cluster_id}: marked dead")
+            self._finish(batch, KILLED if batch.kill_requested else DEAD)
+            return
+        changed = False
+        for name in ("app_id", "ui_url", "driver_log_url"):
+            if (value := getattr(status, name)) and getattr(batch, name) != value:
+                setattr(batch, name, value)
+                changed = True
+        if status.state in TERMINAL_STATES:
+            self._spawn(self._cluster_end(batch, handle, status))
+        elif status.state == RUNNING and batch.state != RUNNING:
+            self._set_running(batch)
+        elif changed:
+            self._persist(batch)
+
+    async def _cluster_end(self, batch: Batch, handle: cluster.Handle, status: cluster.Status) -> None:
+        """The driver ended in the cluster: its output where the cluster serves it, or where it lives, then the end."""
+        tracker = self.follower.tracker(batch.cluster or {})
+        try:
+            lines = await asyncio.to_thread(tracker.driver_output, handle, status)
+        except Exception as err:  # the worker went away with the driver's output: the end still counts
+            lines = [f"livy-server: could not read the driver's output: {err}"]
+        lines.append(f"livy-server: {status.detail}; {tracker.log_hint(handle, status)}")
+        if batch.id not in self.registry.batches or not batch.active:
+            return
+        await asyncio.to_thread(self._append_lines, batch, lines)
+        self._read_output(batch)
+        if batch.app_id is None:  # standalone: the driver names its app in its output
+            batch.app_id = next((m.group(1) for line in lines if (m := launcher.APP_ID_RE.search(line))), handle.cluster_id)
+        self._finish(batch, KILLED if batch.kill_requested else status.state)
+
+    def _append_lines(self, batch: Batch, lines: list[str]) -> None:
+        try:
+            with open(self.log_path(batch.id), "a") as handle:
+                handle.writelines(line + "\n" for line in lines)
+        except OSError as err:
+            log.warning("batch %s: could not write the driver's output to the batch log: %s", batch.id, err)
+
+    async def _kill_in_cluster(self, batch: Batch) -> None:
+        """Ask the cluster to kill the driver, then poll until it confirms (the follower ends the batch)."""
+        found = self.follower.handle(batch.id)
+        if found is None:
+            return
+        tracker, handle = found
+        try:
+            await asyncio.to_thread(tracker.kill, handle)
+        except Exception as err:
+            self._append_log(batch, f"livy-server: asking the cluster to kill driver {handle.cluster_id} failed: {err}")
+        deadline = time.monotonic() + CLUSTER_KILL_CONFIRM
+        while batch.active and time.monotonic() < deadline:
+            await self.follower.poll_for(batch.id)
+            await asyncio.sleep(0.25)
+        if batch.active:
+            self._append_log(
+                batch,
+                f"livy-server: the cluster has not confirmed the kill of driver {handle.cluster_id} "
+                f"within {CLUSTER_KILL_CONFIRM:g}s",
+            )
+
     def _finish(self, batch: Batch, state: str) -> None:
         self.launching.discard(batch.id)
         self.watched.pop(batch.id, None)
@@ -364,6 +476,9 @@ class BatchService:
     async def _kill(self, batch: Batch) -> None:
         """SIGTERM to the driver's process group, SIGKILL after a grace period; waits until it is gone."""
         batch.kill_requested = True
+        if self.follower.follows(batch.id):
+            await self._kill_in_cluster(batch)
+            return
         if batch.id in self.pending or batch.pid is None:
             with contextlib.suppress(ValueError):
                 self.pending.remove(batch.id)
@@ -381,7 +496,9 @@ class BatchService:
                 await asyncio.sleep(0.05)
         if batch.id in self.watched:
             self._check(batch)
-        if batch.state not in TERMINAL_STATES:
+        if self.follower.follows(batch.id):  # spark-submit had handed the driver over already
+            await self._kill_in_cluster(batch)
+        elif batch.state not in TERMINAL_STATES:
             self._finish(batch, KILLED)
 
     def _group_running(self, batch: Batch) -> bool:
@@ -432,7 +549,7 @@ class BatchService:
             "proxyUser": batch.proxy_user,
             "state": batch.state,
             "appId": batch.app_id,
-            "appInfo": {"driverLogUrl": None, "sparkUiUrl": batch.ui_url, "executorLogUrls": None},
+            "appInfo": {"driverLogUrl": batch.driver_log_url, "sparkUiUrl": batch.ui_url, "executorLogUrls": None},
             "log": self.recent_log(batch),
             "createdAt": batch.created_at,
             "finishedAt": batch.finished_at,

@@ -10,6 +10,9 @@ Any further unindexed records are read once serving has started.
 What a record means on restart:
 - finished (success/dead/killed): kept until finishedAt + state-retain, as if no restart happened.
 - active with a live driver (pid and its start time match): re-attached; its log keeps flowing.
+- handed over to a cluster (deploy mode cluster): followed there again through the tracker the
+  record names (its coordinates), whatever port or host this server runs on; a driver the cluster
+  no longer knows ends dead with a log line saying so.
 - active whose driver is gone: its exit file, written by the supervisor, gives the real outcome;
   without one it is dead. A line in the batch's log says which.
 - queued (starting, never launched): launched again.
@@ -35,7 +38,7 @@ import psutil
 
 from airflow_provider_livy.protocol import BATCH_STATES, DEAD, STARTING, SUCCESS, TERMINAL_STATES
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers import launcher, logs
+from airflow_provider_livy.server.drivers import cluster, launcher, logs
 from airflow_provider_livy.server.sessions.lifecycle import BatchService
 from airflow_provider_livy.server.sessions.registry import Batch
 from airflow_provider_livy.server.stores import open_store
@@ -48,7 +51,7 @@ FOREGROUND_READS = 2000  # records read before serving; further unindexed ones a
 READ_CHUNK = 1000
 SAVE_CHUNK = 500
 READ_RETRY_DELAY = 5.0
-TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl")
+TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
 def recover_service(config: ServerConfig) -> BatchService:
@@ -95,6 +98,8 @@ def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
         raise ValueError("pid is not a whole number")
     if not isinstance(data.get("request"), dict | None):
         raise ValueError("request is not an object")
+    if data.get("cluster") is not None and not cluster.valid_coordinates(data["cluster"]):
+        raise ValueError("cluster does not name a known kind of cluster")
     return data
 
 
@@ -116,6 +121,9 @@ def batch_from_record(data: dict[str, Any], mtime: float) -> Batch:
         pid=data.get("pid"),
         pid_start=data.get("pidStart"),
         request=data.get("request"),
+        cluster=data.get("cluster"),
+        cluster_id=data.get("clusterId"),
+        driver_log_url=data.get("driverLogUrl"),
     )
 
 
@@ -217,6 +225,10 @@ class Recovery:
         if batch.pid is None and (found := self._find_supervisor(exit_path)) is not None:
             batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
         batch.request = None
+        if batch.cluster is not None and self._handed_over(batch, log_path, exit_path):
+            batch.tail = deque(maxlen=self.config.cache_log_size)
+            self.stats["followed in their cluster again"] += 1
+            return True
         if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
             batch.tail = deque(maxlen=self.config.cache_log_size)
             self.stats["re-attached"] += 1
@@ -234,6 +246,19 @@ class Recovery:
             batch.app_id = launcher.find_app_id(log_path)
         self.stats["ended while down"] += 1
         return True
+
+    def _handed_over(self, batch: Batch, log_path: Path, exit_path: Path) -> bool:
+        """Whether spark-submit handed the driver to its cluster (also while the server was down); then
+        the service follows it there. False while spark-submit still runs, or when it failed."""
+        if batch.pid is not None:
+            if launcher.is_alive(batch.pid, batch.pid_start) or launcher.read_exit_code(exit_path) != 0:
+                return False
+            tracker = self.service.follower.tracker(batch.cluster or {})
+            found = cluster.find_submitted_id(tracker, log_path) or (batch.app_tag if tracker.finds_by_tag else None)
+            batch.cluster_id = batch.cluster_id or found
+            if batch.cluster_id is not None:
+                batch.pid = batch.pid_start = None
+        return batch.pid is None and batch.cluster_id is not None
 
     def _find_supervisor(self, exit_path: Path) -> psutil.Process | None:
         """A driver launched just before a crash, before its pid reached the store: found by its exit file argument."""

@@ -43,6 +43,9 @@ class Batch:
     request: dict[str, Any] | None = None  # set while waiting for a creation slot
     kill_requested: bool = False
     ui_probe_at: float = 0.0  # next time we may ask the driver UI for the app id
+    cluster: dict[str, Any] | None = None  # deploy mode cluster: the tracker's coordinates (drivers.cluster)
+    cluster_id: str | None = None  # the cluster's id for the driver, as spark-submit printed it
+    driver_log_url: str | None = None
 
     @property
     def active(self) -> bool:
@@ -50,7 +53,7 @@ class Batch:
 
     def record(self) -> dict[str, Any]:
         """What the state store keeps: Livy's fields first, then ours (see README)."""
-        return {
+        record = {
             "id": self.id,
             "name": self.name,
             "appId": self.app_id,
@@ -66,6 +69,9 @@ class Batch:
             "pidStart": self.pid_start,
             "request": self.request,
         }
+        if self.cluster is not None:  # the driver runs in a cluster: how to find it again
+            record.update(cluster=self.cluster, clusterId=self.cluster_id, driverLogUrl=self.driver_log_url)
+        return record
 
 
 class Registry:

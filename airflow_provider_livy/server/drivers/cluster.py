@@ -1,0 +1,251 @@
+"""Drivers that run in a cluster (deploy mode cluster): handed over by spark-submit, then followed.
+
+spark-submit is told not to wait for the app (its "wait for completion" setting off), prints the
+cluster's id for the driver and exits, so no JVM per running job stays on the server's host. From
+then on a tracker follows every driver of one cluster with ONE status request per poll interval
+(standalone master JSON, YARN's apps listing by tag, a Kubernetes pod list by label), not a
+process, thread or request per app.
+
+A tracker is plain data plus four calls, run in a worker thread (they block on HTTP):
+- `submit_conf(tag)`: spark-submit settings (don't wait; tag the app so a listing finds it),
+- `submitted_id(line)`: the cluster's id for the driver in a line of spark-submit's output,
+- `poll(handles)`: one request, the status of every followed driver it knows (by tag),
+- `kill(handle)`: ask the cluster to kill the driver; the next poll confirms.
+plus `driver_output(handle, status)` (the driver's own output where the cluster serves it) and
+`coordinates`: what the store record keeps so a restarted server, on any port or host, builds the
+same tracker again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from airflow_provider_livy.protocol import TERMINAL_STATES
+from airflow_provider_livy.server.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10.0
+GONE_AFTER_MISSES = 2  # polls in a row without the driver before it counts as unknown to the cluster
+
+
+@dataclass(slots=True)
+class Status:
+    """A driver as its cluster reports it, in Livy's terms."""
+
+    state: str  # starting, running, success, dead or killed
+    detail: str  # the cluster's own words, for the batch log
+    app_id: str | None = None
+    ui_url: str | None = None
+    driver_log_url: str | None = None
+    worker_url: str | None = None  # standalone: the worker's web UI, which serves the driver's output
+
+
+@dataclass(slots=True)
+class Handle:
+    """One followed driver: our tag for it, the cluster's id, and what following it needs."""
+
+    tag: str
+    cluster_id: str
+    since: float  # wall clock of submission: bounds a listing's time window
+    misses: int = 0
+    app_id: str | None = None  # the app's id once known (standalone: differs from the driver's)
+    log_offset: int = 0  # standalone: bytes of the driver's stderr read while its app id is unknown
+
+
+class Tracker(Protocol):
+    coordinates: dict[str, Any]
+    finds_by_tag: bool  # a listing finds the driver by our tag alone, without the id spark-submit printed
+
+    def submit_conf(self, tag: str) -> dict[str, str]: ...
+    def submitted_id(self, line: str) -> str | None: ...
+    def poll(self, handles: Iterable[Handle]) -> dict[str, Status]: ...
+    def kill(self, handle: Handle) -> None: ...
+    def driver_output(self, handle: Handle, status: Status) -> list[str]: ...
+    def log_hint(self, handle: Handle, status: Status | None) -> str: ...
+
+
+def tracker_for_config(config: ServerConfig) -> Tracker | None:
+    """The tracker of the configured cluster in cluster deploy mode; None when the driver runs here."""
+    if not config.cluster_mode:
+        return None
+    master = config.spark_master
+    if master.startswith("spark://"):
+        from airflow_provider_livy.server.drivers.standalone import StandaloneTracker
+
+        return StandaloneTracker.from_config(config)
+    if master.startswith("yarn"):
+        from airflow_provider_livy.server.drivers.yarn import YarnTracker
+
+        return YarnTracker.from_config(config)
+    if master.startswith("k8s://"):
+        from airflow_provider_livy.server.drivers.kubernetes import KubernetesTracker
+
+        return KubernetesTracker.from_config(config)
+    return None
+
+
+def tracker_from_coordinates(coordinates: dict[str, Any], config: ServerConfig) -> Tracker:
+    """The tracker a store record names: the cluster the driver was handed to, whatever this server's config says.
+
+    Secrets (a Kubernetes token) are never in a record; they come from this server's config.
+    """
+    kind = coordinates.get("kind")
+    if kind == "standalone":
+        from airflow_provider_livy.server.drivers.standalone import StandaloneTracker
+
+        return StandaloneTracker(str(coordinates["ui"]), str(coordinates.get("rest") or ""))
+    if kind == "yarn":
+        from airflow_provider_livy.server.drivers.yarn import YarnTracker
+
+        return YarnTracker(tuple(str(a) for a in coordinates["rm"]))
+    if kind == "kubernetes":
+        from airflow_provider_livy.server.drivers.kubernetes import KubernetesTracker
+
+        api, namespace = str(coordinates["api"]), str(coordinates["namespace"])
+        return KubernetesTracker(api, namespace, config.k8s_token_file, config.k8s_ca_file)
+    raise ValueError(f"unknown cluster kind {kind!r}")
+
+
+def valid_coordinates(value: Any) -> bool:
+    """What recovery accepts as a record's `cluster` field."""
+    if not isinstance(value, dict):
+        return False
+    needed = {"standalone": ("ui",), "yarn": ("rm",), "kubernetes": ("api", "namespace")}.get(value.get("kind"))
+    return needed is not None and all(key in value for key in needed)
+
+
+def find_submitted_id(tracker: Tracker, log_path: Path) -> str | None:
+    """The id spark-submit printed, read back from the batch log (a restart after it exited unread)."""
+    try:
+        with open(log_path, errors="replace") as handle:
+            for line in handle:
+                if found := tracker.submitted_id(line):
+                    return found
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def http_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    return session
+
+
+class Follower:
+    """Every driver followed in a cluster, grouped by cluster; one poll per cluster per interval.
+
+    `on_status(key, handle, status)` is called on the event loop after each poll for every followed
+    driver whose status changed; `status` is None once the cluster no longer knows the driver. A
+    driver that ended (or is unknown) is no longer followed when it is called.
+    """
+
+    def __init__(self, config: ServerConfig, on_status: Callable[[int, Handle, Status | None], None]) -> None:
+        self.config = config
+        self.interval = max(0.1, config.cluster_poll_interval)
+        self.on_status = on_status
+        self._trackers: dict[str, Tracker] = {}  # by coordinates
+        self._handles: dict[str, dict[int, Handle]] = {}  # coordinates -> key -> handle
+        self._where: dict[int, str] = {}  # key -> coordinates
+        self._last: dict[int, Status] = {}
+        self._polls: dict[str, asyncio.Future[None]] = {}  # a poll under way per cluster, shared by who waits
+
+    def tracker(self, coordinates: dict[str, Any]) -> Tracker:
+        name = _coordinates_key(coordinates)
+        if name not in self._trackers:
+            self._trackers[name] = tracker_from_coordinates(coordinates, self.config)
+        return self._trackers[name]
+
+    def follow(self, key: int, coordinates: dict[str, Any], handle: Handle) -> None:
+        name = _coordinates_key(coordinates)
+        self.tracker(coordinates)
+        self.unfollow(key)
+        self._handles.setdefault(name, {})[key] = handle
+        self._where[key] = name
+
+    def unfollow(self, key: int) -> None:
+        name = self._where.pop(key, None)
+        self._last.pop(key, None)
+        if name is not None:
+            self._handles[name].pop(key, None)
+
+    def follows(self, key: int) -> bool:
+        return key in self._where
+
+    def handle(self, key: int) -> tuple[Tracker, Handle] | None:
+        name = self._where.get(key)
+        if name is None:
+            return None
+        return self._trackers[name], self._handles[name][key]
+
+    def followed(self) -> list[int]:
+        return list(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await asyncio.gather(*(self.poll(name) for name, handles in list(self._handles.items()) if handles))
+
+    async def poll_for(self, key: int) -> None:
+        """Poll the cluster of one followed driver now (a kill waiting for its confirmation)."""
+        if (name := self._where.get(key)) is not None:
+            await self.poll(name)
+
+    async def poll(self, name: str) -> None:
+        """One request to the cluster; concurrent callers share the poll under way."""
+        if (running := self._polls.get(name)) is not None:
+            await asyncio.shield(running)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._polls[name] = future
+        try:
+            await self._poll_once(name)
+        finally:
+            del self._polls[name]
+            future.set_result(None)
+
+    async def _poll_once(self, name: str) -> None:
+        tracker, handles = self._trackers[name], dict(self._handles.get(name, {}))
+        started = time.monotonic()
+        try:
+            statuses = await asyncio.to_thread(tracker.poll, handles.values())
+        except (OSError, ValueError, requests.RequestException) as err:
+            # The cluster manager is down or restarting: say so, keep following, try again next interval.
+            log.warning("polling %s for %d drivers failed: %s", name, len(handles), err)
+            return
+        log.debug("polled %s for %d drivers in %.3fs", name, len(handles), time.monotonic() - started)
+        for key, handle in handles.items():
+            if self._where.get(key) != name:
+                continue  # unfollowed meanwhile
+            status = statuses.get(handle.tag)
+            if status is None:
+                handle.misses += 1
+                if handle.misses < GONE_AFTER_MISSES:
+                    continue
+            else:
+                handle.misses = 0
+                if status == self._last.get(key):
+                    continue
+                self._last[key] = status
+            if status is None or status.state in TERMINAL_STATES:
+                self.unfollow(key)
+            try:
+                self.on_status(key, handle, status)
+            except Exception:
+                log.exception("following driver %s (%s) failed", handle.cluster_id, handle.tag)
+
+
+def _coordinates_key(coordinates: dict[str, Any]) -> str:
+    return ";".join(f"{k}={coordinates[k]}" for k in sorted(coordinates))
