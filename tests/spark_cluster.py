@@ -19,15 +19,18 @@ from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
 
 SLEEPER_JAVA = """
+import java.nio.file.Files;
+import java.nio.file.Paths;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 
 public class Sleeper {
-  // args: SECONDS [fail]. Registers an app (so the master gives it an app id), sleeps, then ends or throws.
+  // args: RELEASE_FILE [fail]. Registers an app (so the master gives it an app id), waits until the
+  // test creates RELEASE_FILE (the worker runs on this host), then ends, or throws with "fail".
   public static void main(String[] args) throws Exception {
     JavaSparkContext sc = new JavaSparkContext(new SparkConf());
     System.out.println("sleeper started as " + sc.sc().applicationId());
-    Thread.sleep(Long.parseLong(args[0]) * 1000);
+    for (int i = 0; i < 6000 && !Files.exists(Paths.get(args[0])); i++) Thread.sleep(100);
     sc.stop();
     if (args.length > 1) throw new IllegalStateException("failing on purpose");
     System.out.println("sleeper done");

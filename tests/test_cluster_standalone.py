@@ -74,9 +74,11 @@ def test_drivers_are_followed_killed_and_followed_again_after_a_restart_on_anoth
     first = start_server(tmp_path, settings)
     servers = [first]
     try:
-        ok = first.submit(**common, args=["75"], name="ok")
-        failing = first.submit(**common, args=["1", "fail"], name="failing")
-        doomed = first.submit(**common, args=["600"], name="doomed")
+        release = tmp_path / "release"  # the drivers wait for it; "failing" is released at once
+        (tmp_path / "now").touch()
+        ok = first.submit(**common, args=[str(release)], name="ok")
+        failing = first.submit(**common, args=[str(tmp_path / "now"), "fail"], name="failing")
+        doomed = first.submit(**common, args=[str(release)], name="doomed")
 
         view = first.wait_for(ok["id"], {"running", "success", "dead"}, timeout=240)
         assert view["state"] == "running", full_log(first, ok["id"])
@@ -102,6 +104,9 @@ def test_drivers_are_followed_killed_and_followed_again_after_a_restart_on_anoth
         second = start_server(tmp_path, settings, port=free_port())
         servers.append(second)
         assert second.get(f"/batches/{ok['id']}").json()["state"] == "running"
+        time.sleep(2)
+        assert second.get(f"/batches/{ok['id']}").json()["state"] == "running", "followed, not ended, after the restart"
+        release.touch()
         done = second.wait_for(ok["id"], timeout=240)
         assert done["state"] == "success", full_log(second, ok["id"])
         assert done["appId"].startswith("app-"), done

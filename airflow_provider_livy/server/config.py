@@ -19,7 +19,6 @@ from airflow_provider_livy.protocol import MAX_STATE_WAIT, duration_seconds
 log = logging.getLogger(__name__)
 
 
-
 class ConfigError(ValueError):
     """A configuration value or file the server cannot start with."""
 
