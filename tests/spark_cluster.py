@@ -99,7 +99,7 @@ def compile_sleeper(work_dir: Path) -> Path:
     return jar
 
 
-def start_cluster(work_dir: Path, timeout: float = 120) -> StandaloneCluster:
+def start_cluster(work_dir: Path, timeout: float = 300) -> StandaloneCluster:
     from tests.conftest import free_port  # here, not at the top: conftest imports this module's users
 
     spark_home = resolve_spark_home(ServerConfig())

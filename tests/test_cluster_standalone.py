@@ -42,10 +42,12 @@ def driver_id(server: LivyServer, batch_id: int) -> str:
     raise AssertionError(full_log(server, batch_id))
 
 
-def spark_submits() -> list[psutil.Process]:
+def spark_submits(jar: Path) -> list[psutil.Process]:
+    """SparkSubmit JVMs of our jobs (the machine may run other people's)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if "org.apache.spark.deploy.SparkSubmit" in (proc.info["cmdline"] or []):
+        cmdline = proc.info["cmdline"] or []
+        if "org.apache.spark.deploy.SparkSubmit" in cmdline and str(jar) in cmdline:
             found.append(proc)
     return found
 
@@ -85,7 +87,7 @@ def test_drivers_are_followed_killed_and_followed_again_after_a_restart_on_anoth
         ok_driver = driver_id(first, ok["id"])
         assert cluster.driver(ok_driver)["state"] == "RUNNING"
         first.wait_for(doomed["id"], {"running"}, timeout=240)
-        wait_until(lambda: not spark_submits(), 60, "spark-submit to exit after handing its driver over")
+        wait_until(lambda: not spark_submits(sleeper_jar), 60, "spark-submit to exit after handing its driver over")
         assert first.get(f"/batches/{ok['id']}").json()["state"] == "running", "still running, with no spark-submit left"
         assert first.get(f"/batches/{ok['id']}").json()["appInfo"]["driverLogUrl"].startswith("http://127.0.0.1:")
 

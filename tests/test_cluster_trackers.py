@@ -280,7 +280,10 @@ def test_kubernetes_driver_pods_are_followed_by_label_and_killed_by_deleting_the
     state.pods["ok-driver"]["status"] = {"phase": "Succeeded"}
     failed = server.wait_for(ids["failing"], timeout=30)
     assert failed["state"] == "dead"
-    assert any("driver pod failing-driver is Failed (exit code 1, Error)" in line for line in full_log(server, ids["failing"]))
+    assert any(
+        "driver failing-driver ended in the cluster: pod Failed (exit code 1, Error)" in line
+        for line in full_log(server, ids["failing"])
+    )
     done = server.wait_for(ids["ok"], timeout=30)
     assert done["state"] == "success" and done["appId"] == "spark-ok"
     assert any("kubectl logs -n jobs ok-driver" in line for line in full_log(server, ids["ok"]))

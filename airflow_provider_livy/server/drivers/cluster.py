@@ -42,7 +42,7 @@ class Status:
     """A driver as its cluster reports it, in Livy's terms."""
 
     state: str  # starting, running, success, dead or killed
-    detail: str  # the cluster's own words, for the batch log
+    detail: str  # the cluster's own words for the state (kept short: one Status per followed driver)
     app_id: str | None = None
     ui_url: str | None = None
     driver_log_url: str | None = None
@@ -59,6 +59,7 @@ class Handle:
     misses: int = 0
     app_id: str | None = None  # the app's id once known (standalone: differs from the driver's)
     log_offset: int = 0  # standalone: bytes of the driver's stderr read while its app id is unknown
+    status: Status | None = None  # as of the last poll; a tracker answers this same object when nothing changed
 
 
 class Tracker(Protocol):
@@ -156,7 +157,6 @@ class Follower:
         self._trackers: dict[str, Tracker] = {}  # by coordinates
         self._handles: dict[str, dict[int, Handle]] = {}  # coordinates -> key -> handle
         self._where: dict[int, str] = {}  # key -> coordinates
-        self._last: dict[int, Status] = {}
         self._polls: dict[str, asyncio.Future[None]] = {}  # a poll under way per cluster, shared by who waits
 
     def tracker(self, coordinates: dict[str, Any]) -> Tracker:
@@ -164,6 +164,10 @@ class Follower:
         if name not in self._trackers:
             self._trackers[name] = tracker_from_coordinates(coordinates, self.config)
         return self._trackers[name]
+
+    def shared(self, coordinates: dict[str, Any]) -> dict[str, Any]:
+        """One coordinates object per cluster, for every batch in it (10,000 records parse into 10,000 copies)."""
+        return self.tracker(coordinates).coordinates
 
     def follow(self, key: int, coordinates: dict[str, Any], handle: Handle) -> None:
         name = _coordinates_key(coordinates)
@@ -174,7 +178,6 @@ class Follower:
 
     def unfollow(self, key: int) -> None:
         name = self._where.pop(key, None)
-        self._last.pop(key, None)
         if name is not None:
             self._handles[name].pop(key, None)
 
@@ -236,9 +239,9 @@ class Follower:
                     continue
             else:
                 handle.misses = 0
-                if status == self._last.get(key):
+                if status is handle.status or status == handle.status:
                     continue
-                self._last[key] = status
+                handle.status = status
             if status is None or status.state in TERMINAL_STATES:
                 self.unfollow(key)
             try:

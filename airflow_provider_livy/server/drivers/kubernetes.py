@@ -70,7 +70,7 @@ class KubernetesTracker:
             phase = str((pod.get("status") or {}).get("phase"))
             statuses[tag] = Status(
                 state=PHASES.get(phase, RUNNING),
-                detail=f"driver pod {meta.get('name')} is {phase}{_termination(pod)}",
+                detail=f"pod {phase}{_termination(pod)}",
                 app_id=(meta.get("labels") or {}).get("spark-app-selector"),
             )
         return statuses

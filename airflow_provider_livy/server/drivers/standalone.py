@@ -32,6 +32,7 @@ STATES = {
     "ERROR": DEAD,
     "KILLED": KILLED,
 }
+STATE_NAMES = {name: name for name in STATES}
 APP_LOOKUPS_PER_POLL = 32  # drivers whose stderr is read for their app id in one poll, at most
 OUTPUT_BYTES = 1 << 20  # of each of stdout and stderr, copied into the batch log at the end
 LOOKUP_BYTES = 1 << 16
@@ -78,10 +79,15 @@ class StandaloneTracker:
             entry = drivers.get(handle.cluster_id)
             if entry is None:
                 continue
-            worker = workers.get(entry.get("worker"))
+            # Shared strings only (the state's name, the worker's URL): what is kept per driver stays small.
+            state, worker = STATE_NAMES.get(entry.get("state"), "UNKNOWN"), workers.get(entry.get("worker"))
+            last = handle.status
+            if last is not None and last.detail is state and last.worker_url == worker and last.app_id == handle.app_id:
+                statuses[handle.tag] = last  # nothing changed: the same answer, at the cost of a few lookups
+                continue
             status = Status(
-                state=STATES.get(str(entry.get("state")), RUNNING),
-                detail=f"driver {handle.cluster_id} is {entry.get('state')}",
+                state=STATES[state],
+                detail=state,
                 app_id=handle.app_id,
                 worker_url=worker,
                 driver_log_url=self._log_page(worker, handle.cluster_id, "stderr") if worker else None,
@@ -121,7 +127,8 @@ class StandaloneTracker:
 
     @staticmethod
     def _log_page(worker: str, driver_id: str, kind: str) -> str:
-        return f"{worker}/logPage/?{urllib.parse.urlencode({'driverId': driver_id, 'logType': kind})}"
+        """Built by hand: urlencode costs more than the rest of a poll, and the master's driver ids are URL-safe."""
+        return f"{worker}/logPage/?driverId={driver_id}&logType={kind}"
 
     def driver_output(self, handle: Handle, status: Status) -> list[str]:
         """The driver's stdout and stderr as its worker serves them, framed by where they came from."""

@@ -75,7 +75,7 @@ class YarnTracker:
                 continue
             statuses[handle.tag] = Status(
                 state=yarn_state(app),
-                detail=f"application {app.get('id')} is {app.get('state')} (final status {app.get('finalStatus')})",
+                detail=f"{app.get('state')} (final status {app.get('finalStatus')})",
                 app_id=app.get("id"),
                 ui_url=app.get("trackingUrl") or None,
                 driver_log_url=app.get("amContainerLogs") or None,

@@ -395,7 +395,10 @@ class BatchService:
         return True
 
     def _follow_in_cluster(self, batch: Batch) -> None:
+        """No tail in memory: the log grows only at the end (the driver's output), read from disk when viewed."""
         self.watched.pop(batch.id, None)
+        batch.tail = None
+        batch.cluster = self.follower.shared(batch.cluster or {})
         handle = cluster.Handle(batch.app_tag, batch.cluster_id or batch.app_tag, batch.created_at, app_id=batch.app_id)
         self.follower.follow(batch.id, batch.cluster or {}, handle)
 
@@ -409,11 +412,10 @@ class BatchService:
                 self._append_log(batch, f"livy-server: the cluster no longer knows driver {handle.cluster_id}: marked dead")
             self._finish(batch, KILLED if batch.kill_requested else DEAD)
             return
-        changed = False
+        changed = bool(status.app_id) and batch.app_id != status.app_id  # the URLs come again with every poll
         for name in ("app_id", "ui_url", "driver_log_url"):
-            if (value := getattr(status, name)) and getattr(batch, name) != value:
+            if value := getattr(status, name):
                 setattr(batch, name, value)
-                changed = True
         if status.state in TERMINAL_STATES:
             self._spawn(self._cluster_end(batch, handle, status))
         elif status.state == RUNNING and batch.state != RUNNING:
@@ -428,7 +430,9 @@ class BatchService:
             lines = await asyncio.to_thread(tracker.driver_output, handle, status)
         except Exception as err:  # the worker went away with the driver's output: the end still counts
             lines = [f"livy-server: could not read the driver's output: {err}"]
-        lines.append(f"livy-server: {status.detail}; {tracker.log_hint(handle, status)}")
+        lines.append(
+            f"livy-server: driver {handle.cluster_id} ended in the cluster: {status.detail}; {tracker.log_hint(handle, status)}"
+        )
         if batch.id not in self.registry.batches or not batch.active:
             return
         await asyncio.to_thread(self._append_lines, batch, lines)

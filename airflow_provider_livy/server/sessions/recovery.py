@@ -51,6 +51,7 @@ FOREGROUND_READS = 2000  # records read before serving; further unindexed ones a
 READ_CHUNK = 1000
 SAVE_CHUNK = 500
 READ_RETRY_DELAY = 5.0
+STATE_NAMES = {state: state for state in BATCH_STATES}
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
@@ -112,7 +113,7 @@ def batch_from_record(data: dict[str, Any], mtime: float) -> Batch:
         name=data.get("name"),
         owner=data.get("owner"),
         proxy_user=data.get("proxyUser"),
-        state=data["state"] if ours else DEAD,
+        state=STATE_NAMES[data["state"]] if ours else DEAD,  # the shared string, not one per record
         created_at=data["createdAt"] if ours else mtime,
         app_tag=data.get("appTag") or f"livy-batch-{batch_id}",
         finished_at=data.get("finishedAt") if ours else mtime,
@@ -226,7 +227,6 @@ class Recovery:
             batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
         batch.request = None
         if batch.cluster is not None and self._handed_over(batch, log_path, exit_path):
-            batch.tail = deque(maxlen=self.config.cache_log_size)
             self.stats["followed in their cluster again"] += 1
             return True
         if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
