@@ -8,6 +8,7 @@ callback the driver makes at start goes to a small HTTP receiver in the test: a 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -450,5 +451,18 @@ def test_callback_refused_stops_the_driver(tmp_path: Path) -> None:
     try:
         assert driver.proc.wait(10) == 0
         assert "the server answered the callback with 404" in driver.log()
+    finally:
+        driver.stop()
+
+
+def test_matplot(tmp_path: Path) -> None:
+    """%matplot as sparkmagic users plot (matplotlib is not a dependency: skipped where it is missing)."""
+    pytest.importorskip("matplotlib")
+    driver = start_driver(tmp_path, spark=False)  # the default output cap: a plot is 30 KB
+    try:
+        code = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n%matplot plt"
+        output = driver.run(code)
+        assert output["status"] == "ok", output
+        assert base64.b64decode(output["data"]["image/png"]).startswith(b"\x89PNG\r\n")
     finally:
         driver.stop()
