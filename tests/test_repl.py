@@ -323,6 +323,7 @@ def test_auth_required(plain_driver: Driver) -> None:
     assert response.status_code == 401
     assert plain_driver.get("/statements").json()["total_statements"] == 0
     assert SECRET not in plain_driver.log()
+    assert plain_driver.text("import os\nos.environ.get('LIVY_REPL_SECRET')") == ""  # not left to user code
 
 
 def test_bad_requests_and_kinds(plain_driver: Driver) -> None:

@@ -1065,6 +1065,7 @@ def start_spark(settings: Settings) -> Any:
 
 def main() -> None:
     settings = Settings(dict(os.environ))
+    os.environ.pop("LIVY_REPL_SECRET")  # statements (and what they start) need not see it
     spark = start_spark(settings)
     repl = Repl(settings, spark)
     sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
