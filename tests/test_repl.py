@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import importlib.util
 import json
 import os
@@ -332,6 +333,16 @@ def test_bad_requests_and_kinds(plain_driver: Driver) -> None:
     assert plain_driver.get("/status", params={"wait": "soon"}).status_code == 400
     assert plain_driver.get("/statements/99").status_code == 404
     assert plain_driver.get("/nowhere").status_code == 404
+    assert plain_driver.http.put(plain_driver.address + "/statements", json={"code": "1"}, timeout=10).status_code == 405
+    host, port = plain_driver.address.removeprefix("http://").split(":")
+    raw = http.client.HTTPConnection(host, int(port), timeout=10)
+    raw.putrequest("POST", "/statements")
+    raw.putheader("Authorization", f"Bearer {SECRET}")
+    raw.putheader("Content-Length", "lots")
+    raw.endheaders()
+    answer = raw.getresponse()
+    assert (answer.status, json.loads(answer.read())["msg"]) == (400, "Content-Length must be a number of bytes")
+    raw.close()
     for kind, words in (("spark", "not supported yet"), ("shared", "not supported yet"), ("sparkr", "R"), ("cobol", "unknown")):
         response = plain_driver.post("/statements", {"code": "1", "kind": kind})
         assert response.status_code == 400

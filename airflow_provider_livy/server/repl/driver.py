@@ -136,10 +136,13 @@ class Settings:
         self.callback = env.get("LIVY_REPL_CALLBACK", "")
         self.kind = env.get("LIVY_REPL_KIND", "pyspark")
         self.bind = env.get("LIVY_REPL_BIND", "127.0.0.1")
-        self.idle_timeout = float(env.get("LIVY_REPL_IDLE_TIMEOUT", "600"))
-        self.retained = int(env.get("LIVY_REPL_RETAINED", "100"))
-        self.max_output = int(env.get("LIVY_REPL_MAX_OUTPUT", str(1024 * 1024)))
-        self.sql_rows = int(env.get("LIVY_REPL_SQL_ROWS", "1000"))
+        try:
+            self.idle_timeout = float(env.get("LIVY_REPL_IDLE_TIMEOUT", "600"))
+            self.retained = int(env.get("LIVY_REPL_RETAINED", "100"))
+            self.max_output = int(env.get("LIVY_REPL_MAX_OUTPUT", str(1024 * 1024)))
+            self.sql_rows = int(env.get("LIVY_REPL_SQL_ROWS", "1000"))
+        except ValueError as err:
+            raise SystemExit(f"livy-repl: a LIVY_REPL_ number setting is not a number: {err}") from None
         self.no_spark = env.get("LIVY_REPL_NO_SPARK") == "1"
         if self.callback and urllib.parse.urlsplit(self.callback).scheme not in ("http", "https"):
             raise SystemExit("livy-repl: LIVY_REPL_CALLBACK must be an http(s) URL")
@@ -339,8 +342,6 @@ def table_output(value: Any, max_rows: int) -> dict[str, Any]:
 
 def matplot_output(value: Any) -> dict[str, Any]:
     """%matplot: the current figure of a pyplot module (or a Figure) as a base64 PNG."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ModuleNotFoundError("%matplot needs matplotlib, which is not installed in the driver's Python")
     figure = value.gcf() if hasattr(value, "gcf") else value
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -772,7 +773,7 @@ class Repl:
             value = eval(compile(final, filename, "eval"), self.namespace)  # noqa: S307 - as above
             if value is not None:
                 self.namespace["_"] = value
-                sys.stdout.write(repr(value) + "\n")
+                self.streams[0].write(repr(value) + "\n")
 
     def _run_magic(self, line: str, filename: str) -> dict[str, Any]:
         name, _, expression = line[1:].strip().partition(" ")
@@ -916,7 +917,14 @@ class Handler(BaseHTTPRequestHandler):
             after()
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
+        """The JSON object sent (read whatever the method, so a keep-alive connection stays in step)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, "Content-Length must be a number of bytes")
         if length > MAX_BODY_BYTES:
             self.close_connection = True
             raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
@@ -934,7 +942,7 @@ class Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         parts = [part for part in url.path.split("/") if part]
         repl = self.repl
-        body = self._body() if method == "POST" else {}
+        body = self._body()
         if parts == ["status"] and method == "GET":
             version = _number(query, "version", None, kind=int, low=-1, high=2**63)
             return 200, repl.status(_number(query, "wait", 0.0), version), None
