@@ -197,7 +197,9 @@ def test_names_and_log_lines_stay_text(fake_server: LivyServer, job_file: str, o
     batches = [fake_server.submit(file=job_file, name=name, args=["<script>alert(3)</script>", "lines=1"]) for name in names]
     for batch in batches:
         fake_server.wait_for(batch["id"])
-    html = fake_server.get("/ui").text
+    answer = fake_server.get("/ui")
+    assert answer.headers["content-security-policy"].startswith("default-src 'self';"), "no inline script would run"
+    html = answer.text
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)" in html
 
