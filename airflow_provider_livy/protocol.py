@@ -91,10 +91,10 @@ OPERATOR_ARGUMENTS: dict[str, str] = {
 # Session kinds. Livy's aliases are accepted and mean the same interpreter.
 PYSPARK, SQL, SPARK, SPARKR, SHARED = "pyspark", "sql", "spark", "sparkr", "shared"
 KIND_ALIASES: dict[str, str] = {"python": PYSPARK, "scala": SPARK, "r": SPARKR}
-SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL)  # what our REPL runs today
+SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SHARED)  # what our REPL runs (sparkr: not yet)
 KNOWN_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)
-# Livy's default kind is `shared`, which our REPL does not run yet; a pyspark session also takes
-# per-statement `sql`, which is what most `shared` users want.
+# Livy's default kind is `shared`, whose statements must each name their kind; ours stays pyspark so a
+# client that sends no kind at all keeps working (every session takes per-statement pyspark, spark, sql).
 DEFAULT_KIND = PYSPARK
 DURATION = "duration"  # a string with a unit: "600s", "10m", "1h", "1d"
 NON_NEGATIVE_INT = "non-negative integer"
@@ -125,7 +125,7 @@ DEFAULT_SESSION_NAME = "livy-session-{id}"  # the Spark application name when th
 WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
 STATEMENT_STATES: tuple[str, ...] = (WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED)
 STATEMENT_DONE_STATES: frozenset[str] = frozenset({AVAILABLE, CANCELLED})
-STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL)  # per-statement `kind` a session accepts
+STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK)  # per-statement `kind` any session accepts
 STATEMENT_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR}
 COMPLETION_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR, "cursor": NON_NEGATIVE_INT}
 MAX_STATEMENT_WAIT = 10.0  # GET .../statements/{sid}?wait=S holds the answer at most this long
@@ -321,7 +321,9 @@ def validate_session_request(body: Any) -> dict[str, Any]:
 
 
 def validate_statement_request(body: Any, fields: dict[str, str] = STATEMENT_REQUEST_FIELDS) -> dict[str, Any]:
-    """POST /sessions/{id}/statements: `code` required, `kind` optional (pyspark or sql, aliases accepted)."""
+    """POST /sessions/{id}/statements: `code` required, `kind` optional (pyspark, spark or sql; aliases accepted).
+
+    A `shared` session needs the kind; the server checks that, knowing the session."""
     clean = _validate_fields(body, fields, "statement")
     if "code" not in clean:
         raise BatchRequestError("field 'code' is required")

@@ -69,8 +69,10 @@ def test_statement_and_completion_requests() -> None:
     assert validate_statement_request({"code": "x", "kind": "python"})["kind"] == "pyspark"
     with pytest.raises(BatchRequestError, match="'code' is required"):
         validate_statement_request({"kind": "sql"})
-    with pytest.raises(BatchRequestError, match="not supported"):
-        validate_statement_request({"code": "1", "kind": "spark"})
+    assert validate_statement_request({"code": "val x = 1", "kind": "scala"})["kind"] == "spark"
+    for kind in ("sparkr", "shared"):  # R is not run yet; shared is a session kind only
+        with pytest.raises(BatchRequestError, match="not supported"):
+            validate_statement_request({"code": "1", "kind": kind})
     with pytest.raises(BatchRequestError, match="unknown field"):
         validate_statement_request({"code": "1", "cursor": 1})
     assert validate_completion_request({"code": "spark.ra"}) == {"code": "spark.ra", "cursor": 8}

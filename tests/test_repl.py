@@ -343,7 +343,7 @@ def test_bad_requests_and_kinds(plain_driver: Driver) -> None:
     answer = raw.getresponse()
     assert (answer.status, json.loads(answer.read())["msg"]) == (400, "Content-Length must be a number of bytes")
     raw.close()
-    for kind, words in (("spark", "not supported yet"), ("shared", "not supported yet"), ("sparkr", "R"), ("cobol", "unknown")):
+    for kind, words in (("shared", "session kind"), ("sparkr", "R"), ("cobol", "unknown")):
         response = plain_driver.post("/statements", {"code": "1", "kind": kind})
         assert response.status_code == 400
         assert words in response.json()["msg"]

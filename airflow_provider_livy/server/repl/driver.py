@@ -10,7 +10,7 @@ Environment (client/local mode: inherited from spark-submit; cluster mode: `spar
 or `spark.kubernetes.driverEnv.X` from a 0600 properties file, never the command line):
 - `LIVY_REPL_SECRET` per-session secret; never printed.
 - `LIVY_REPL_CALLBACK` URL this driver POSTs to once ready.
-- `LIVY_REPL_KIND` the session kind (`pyspark`/`python`, `sql`).
+- `LIVY_REPL_KIND` the session kind (`pyspark`/`python`, `spark`/`scala`, `sql`, `shared`).
 - `LIVY_REPL_BIND` interface to listen on (default 127.0.0.1; 0.0.0.0 in cluster mode).
 - `LIVY_REPL_IDLE_TIMEOUT` seconds (livy.rsc.server.idle-timeout, default 600): exit when no
   authenticated request arrived for that long, so a server that died for good leaves no driver behind.
@@ -33,8 +33,9 @@ Every authenticated request resets the idle-exit clock (a request in flight coun
   version != V (V defaults to the current version) or after S seconds. `lastActivity` (epoch ms) =
   last statement submitted, finished or cancelled, or the driver's start. `statements` counts since
   the driver started: `{"run": ended available, "failed": of those with an error output, "cancelled"}`.
-- `POST /statements {"code", "kind"?}` -> 201 statement. Unknown kind, `spark`/`scala`/`shared`
-  (later issue) and `sparkr` -> 400 naming why. 429 when LIVY_REPL_RETAINED statements are already
+- `POST /statements {"code", "kind"?}` -> 201 statement. Any session runs statements of kind
+  pyspark, spark and sql (Livy 0.5+); without `kind`, the session's. Unknown kind, `shared` as a
+  statement kind, no kind in a `shared` session, and `sparkr` -> 400 naming why. 429 when LIVY_REPL_RETAINED statements are already
   waiting or running (nothing could be dropped to keep the bound).
 - `GET /statements?from=&size=&order=desc` -> `{"total_statements", "statements"}` (retained ones).
 - `GET /statements/{sid}[?wait=S]` -> statement; with wait, answers when its state changes or after S.
@@ -59,13 +60,22 @@ waiting -> cancelled. Output ok: `{"status": "ok", "execution_count", "data": {m
 - An output longer than LIVY_REPL_MAX_OUTPUT: text is cut and ends with `[livy-repl: output truncated ...]`;
   a structured value that does not fit is dropped with that marker in `text/plain`.
 
+- spark (Scala): the Scala REPL of Spark's jars (IMain, class-based, `spark`, `sc` and spark-shell's
+  imports bound; started at the first Scala statement, or in the background at launch for a `spark`
+  session). `text/plain` = what the code printed (Console.out/err), then what the REPL reports
+  (`val x: Int = 42`). A compile error: ename `Error`, evalue its first `error:` line; an exception:
+  ename its class, evalue its message; traceback = every line printed. `%table x` / `%json x` as a
+  last line as for Python (Datasets and RDDs give their first LIVY_REPL_SQL_ROWS rows).
+  spark.repl.class.outputDir is set at Spark's start (a temp dir) so executors load REPL classes.
+
 ## Execution and cancel
 Statements run one at a time, in order, on the MAIN thread (the HTTP server has its own threads),
 each in Spark job group `livy-stmt-<id>`; progress = completed / total tasks of that group's jobs.
 Cancel: `sc.cancelJobGroup`, then a signal to the main thread whose handler raises
 `StatementCancelled` (a KeyboardInterrupt) in user code, repeated until the statement ends; a signal
 also breaks a blocking call such as time.sleep. The handler never raises in this file's own frames,
-so the bookkeeping around a statement cannot be torn.
+so the bookkeeping around a statement cannot be torn. A Scala statement is never interrupted in
+Python: its jobs are cancelled and its JVM thread gets Thread.interrupt (a sleep or wait ends).
 """
 
 from __future__ import annotations
@@ -82,11 +92,13 @@ import json
 import linecache
 import math
 import os
+import re
 import rlcompleter
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -99,8 +111,9 @@ from typing import Any
 
 WAITING, RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
 FINAL_STATES = (AVAILABLE, CANCELLED)
-KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql"}
-LATER_KINDS = ("spark", "scala", "shared")
+KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql", "spark": "spark", "scala": "spark"}
+SHARED = "shared"  # a session kind only: each of its statements names its interpreter
+STATEMENT_KINDS_TEXT = "pyspark (python), spark (scala) or sql"
 R_KINDS = ("sparkr", "r")
 TABLE_MIME = "application/vnd.livy.table.v1+json"
 MAX_WAIT_S = 300.0
@@ -147,7 +160,7 @@ class Settings:
         if self.callback and urllib.parse.urlsplit(self.callback).scheme not in ("http", "https"):
             raise SystemExit("livy-repl: LIVY_REPL_CALLBACK must be an http(s) URL")
         try:
-            resolve_kind(self.kind)
+            resolve_session_kind(self.kind)
         except RequestError as err:
             raise SystemExit(f"livy-repl: LIVY_REPL_KIND: {err.message}") from None
         if not self.secret:
@@ -176,16 +189,23 @@ def resolve_kind(kind: Any) -> str:
     name = kind.lower()
     if name in KINDS:
         return KINDS[name]
-    if name in LATER_KINDS:
-        raise RequestError(400, f"kind '{kind}' is not supported yet: only pyspark (python) and sql statements run here")
+    if name == SHARED:
+        raise RequestError(400, f"'{SHARED}' is a session kind; a statement's kind is {STATEMENT_KINDS_TEXT}")
     if name in R_KINDS:
         spark_home = os.environ.get("SPARK_HOME", "")
         if not (shutil.which("R") and shutil.which("Rscript")):
             raise RequestError(400, f"kind '{kind}' needs R, which is not installed on the driver's host")
         if not os.path.isdir(os.path.join(spark_home, "R", "lib", "SparkR")):
             raise RequestError(400, f"kind '{kind}' needs SparkR, which is missing from SPARK_HOME/R/lib")
-        raise RequestError(400, f"kind '{kind}' is not supported yet: only pyspark (python) and sql statements run here")
-    raise RequestError(400, f"unknown kind '{kind}': use pyspark, python or sql")
+        raise RequestError(400, f"kind '{kind}' is not supported yet: {STATEMENT_KINDS_TEXT} statements run here")
+    raise RequestError(400, f"unknown kind '{kind}': use {STATEMENT_KINDS_TEXT}")
+
+
+def resolve_session_kind(kind: Any) -> str | None:
+    """A session's default interpreter; None for `shared`, whose statements must each name theirs."""
+    if isinstance(kind, str) and kind.lower() == SHARED:
+        return None
+    return resolve_kind(kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +477,8 @@ class Repl:
         self.spark = spark
         self.sc = spark.sparkContext if spark is not None else None
         self.spark_major = int(spark.version.split(".")[0]) if spark is not None else 0
-        self.kind = resolve_kind(settings.kind)
+        self.kind = resolve_session_kind(settings.kind)
+        self.scala = ScalaInterpreter(spark, settings) if spark is not None else None  # starts at first use
         self.cond = threading.Condition()
         self.statements: OrderedDict[int, Statement] = OrderedDict()
         self.queue: deque[Statement] = deque()
@@ -493,6 +514,8 @@ class Repl:
 
     def submit(self, code: str, kind: str | None) -> dict[str, Any]:
         interpreter = resolve_kind(kind) if kind is not None else self.kind
+        if interpreter is None:
+            raise RequestError(400, f"a statement of a {SHARED} session needs a kind: {STATEMENT_KINDS_TEXT}")
         with self.cond:
             if self.stopping:
                 raise RequestError(503, f"the driver is shutting down ({self.stopping})")
@@ -606,6 +629,8 @@ class Repl:
                 self.sc.cancelJobGroup(stmt.group)
         except Exception as exc:  # Spark stopping: the interrupt still ends the statement
             log(f"cancelling the jobs of {stmt.group} failed: {exc}")
+        if stmt.kind == "spark" and self.scala is not None:
+            self.scala.interrupt()  # Scala code blocked outside a Spark job (a sleep, a lock) stops too
 
     def on_cancel_signal(self, _signum: int, frame: Any) -> None:
         """Signal handler (main thread): raise in user code of a statement being cancelled, never in ours."""
@@ -715,6 +740,8 @@ class Repl:
                 self.sc.setJobGroup(stmt.group, f"Livy statement {stmt.id}", interruptOnCancel=True)
             if stmt.kind == "sql":
                 return self.run_sql(stmt)
+            if stmt.kind == "spark":
+                return self.run_scala(stmt)
             return self.run_python(stmt)
         except BaseException as exc:  # a bug of ours, or Spark gone: the statement says so, the REPL lives on
             return {
@@ -792,12 +819,7 @@ class Repl:
 
     def run_sql(self, stmt: Statement) -> dict[str, Any]:
         if self.spark is None:
-            return {
-                "status": "error",
-                "ename": "RuntimeError",
-                "evalue": "sql needs Spark (LIVY_REPL_NO_SPARK is set)",
-                "traceback": [],
-            }
+            return no_spark_output("sql")
         limit = self.settings.sql_rows
         try:
             frame, rows = self._user(stmt, self._query, stmt.code, limit)
@@ -809,6 +831,11 @@ class Repl:
         if len(rows) > limit:
             result["truncated"] = True
         return {"status": "ok", "data": {"application/json": result}}
+
+    def run_scala(self, stmt: Statement) -> dict[str, Any]:
+        if self.scala is None:
+            return no_spark_output("spark")
+        return self.scala.run(stmt.code, lambda: stmt.cancel_requested)
 
     def _query(self, code: str, limit: int) -> tuple[Any, list[Any]]:
         frame = self.spark.sql(code)
@@ -839,6 +866,15 @@ class Repl:
         return candidates
 
 
+def plain_error(ename: str, evalue: str) -> dict[str, Any]:
+    """An error output without a traceback (nothing in it would help)."""
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
+def no_spark_output(kind: str) -> dict[str, Any]:
+    return plain_error("RuntimeError", f"{kind} needs Spark (LIVY_REPL_NO_SPARK is set)")
+
+
 def _filename(sid: int) -> str:
     return f"<statement {sid}>"
 
@@ -848,6 +884,222 @@ def _exit_if_stuck() -> None:
     time.sleep(STOP_WATCHDOG_S)
     log(f"still running {STOP_WATCHDOG_S:.0f} s after the stop request; exiting")
     os._exit(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scala (kind spark): the Scala REPL that ships in Spark's jars, driven through Py4J
+
+
+# Bound as spark-shell binds them (@transient: closures that capture the REPL's line objects stay
+# serializable). LivyReplSupport gives statements a capped stdout and turns values into JSON for
+# %table/%json; its instances are read back through vals, the one kind of term IMain hands out.
+SCALA_PRELUDE = """\
+object LivyReplSupport extends Serializable {
+  final class CappedOutput(limit: Int) extends java.io.OutputStream {
+    private val bytes = new java.io.ByteArrayOutputStream()
+    override def write(b: Int): Unit = if (bytes.size < limit) bytes.write(b)
+    override def write(b: Array[Byte], off: Int, len: Int): Unit =
+      bytes.write(b, off, math.min(len, math.max(0, limit - bytes.size)))
+    def take(): String = { val text = bytes.toString("UTF-8"); bytes.reset(); text }
+  }
+  private def render(value: Any): String =
+    org.json4s.jackson.JsonMethods.compact(org.json4s.Extraction.decompose(value)(org.json4s.DefaultFormats))
+  def json(value: Any, rows: Int): String = value match {
+    case frame: org.apache.spark.sql.Dataset[_] => frame.toDF().toJSON.take(rows).mkString("[", ",", "]")
+    case rdd: org.apache.spark.rdd.RDD[_] => render(rdd.take(rows))
+    case other => render(other)
+  }
+}
+@transient val livyReplOutput = new LivyReplSupport.CappedOutput(%(limit)d)
+@transient val spark = org.apache.spark.sql.SparkSession.builder.getOrCreate()
+@transient val sc = spark.sparkContext
+import org.apache.spark.SparkContext._
+import spark.implicits._
+import spark.sql
+import org.apache.spark.sql.functions._
+"""
+SCALA_MAGIC_TERM = "livyReplMagic"
+SCALA_MAGICS = ("table", "json")
+# `java.lang.RuntimeException: boom` (a runtime exception the REPL printed), as opposed to a compile error.
+SCALA_EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_$][\w$]*\.)+[A-Za-z_$][\w$]*)(?:: (.*))?$")
+
+
+class ScalaInterpreter:
+    """scala.tools.nsc.interpreter.IMain in this driver's JVM, on the SparkSession Python uses.
+
+    Started at its first statement (a `spark` session starts it in the background at launch), so a
+    session that never runs Scala pays nothing. Spark must have started with
+    `spark.repl.class.outputDir` (start_spark sets it): executors load the classes the REPL compiles
+    from there. Statements run on the calling (main) thread, which Py4J pins to one JVM thread: the
+    statement's job group applies to the Scala code's jobs, and `interrupt` reaches that thread.
+    """
+
+    def __init__(self, spark: Any, settings: Settings) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.lock = threading.Lock()  # guards the start
+        self.intp: Any = None
+        self.writer: Any = None
+        self.buffer: Any = None
+        self.output: Any = None
+        self.stream: Any = None
+        self.console_vars: list[Any] = []
+        self.failure: str | None = None
+        self.thread_lock = threading.Lock()  # orders interrupts against the end of a statement
+        self.thread: Any = None
+
+    def start(self) -> None:
+        """Create the interpreter and bind spark and sc (any thread; once)."""
+        with self.lock:
+            if self.intp is not None or self.failure is not None:
+                return
+            started = time.monotonic()
+            try:
+                self._create()
+            except Exception as exc:  # the jars lack the REPL, or the prelude failed: every Scala statement says so
+                self.failure = f"{type(exc).__name__}: {exc}"
+                log(f"the Scala interpreter did not start: {self.failure}")
+                return
+            log(f"Scala interpreter ready in {time.monotonic() - started:.1f} s")
+
+    def _create(self) -> None:
+        jvm = self.spark._jvm
+        conf = self.spark.sparkContext.getConf()
+        outdir = conf.get("spark.repl.class.outputDir", None)
+        if not outdir:
+            raise RuntimeError("spark.repl.class.outputDir was not set when Spark started")
+        arguments = ["-Yrepl-class-based", "-Yrepl-outdir", outdir, "-usejavacp"]
+        jars = user_jars(conf.get("spark.jars", ""))
+        if jars:
+            arguments += ["-classpath", os.pathsep.join(jars)]
+        settings = jvm.scala.tools.nsc.Settings()
+        listing = jvm.java.util.ArrayList()
+        for argument in arguments:
+            listing.add(argument)
+        settings.processArguments(jvm.scala.jdk.javaapi.CollectionConverters.asScala(listing).toList(), True)
+        self.buffer = jvm.java.io.StringWriter()
+        self.writer = jvm.java.io.PrintWriter(self.buffer)
+        reporter = jvm.scala.tools.nsc.interpreter.shell.ReplReporterImpl(settings, self.writer)
+        self.intp = jvm.scala.tools.nsc.interpreter.IMain(settings, reporter)
+        result = self.intp.interpret(SCALA_PRELUDE % {"limit": self.settings.max_output}).toString()
+        text = self._reported()
+        if result != "Success":
+            self.intp = None
+            raise RuntimeError(f"binding spark and sc failed: {text.strip()}")
+        self.output = self.intp.valueOfTerm("livyReplOutput").get()
+        self.stream = jvm.java.io.PrintStream(self.output, True, "UTF-8")
+        console = jvm.java.lang.Class.forName("scala.Console$")
+        module = console.getField("MODULE$").get(None)
+        for name in ("outVar", "errVar"):  # Console.out/err are thread-local DynamicVariables
+            field = console.getDeclaredField(name)
+            field.setAccessible(True)
+            self.console_vars.append(field.get(module))
+
+    def _reported(self) -> str:
+        """What the REPL reported since the last call (results, compile errors, exceptions)."""
+        self.writer.flush()
+        text = self.buffer.toString()
+        self.buffer.getBuffer().setLength(0)
+        return text
+
+    def _interpret(self, code: str) -> tuple[str, str, str]:
+        """Result (Success, Error, Incomplete), what the code printed, what the REPL reported."""
+        result = self.intp.interpret(code).toString()
+        return result, self.output.take(), self._reported()
+
+    def run(self, code: str, cancelled: Any) -> dict[str, Any]:
+        """One statement: Livy's ok or error output (without execution_count)."""
+        self.start()
+        if self.failure is not None:
+            return plain_error("ScalaUnavailable", self.failure)
+        if cancelled():
+            return plain_error("StatementCancelled", "cancelled before it started")
+        body, magic = split_magic(code)
+        jvm = self.spark._jvm
+        with self.thread_lock:
+            self.thread = jvm.java.lang.Thread.currentThread()
+        for variable in self.console_vars:
+            getattr(variable, "value_$eq")(self.stream)  # this thread's Console.out/err: the statement's buffer
+        try:
+            text = ""
+            if body.strip():
+                result, printed, reported = self._interpret(body)
+                if result == "Error" and not (printed + reported).strip():
+                    result, printed, reported = self._interpret("{\n" + body + "\n}")  # comments only
+                if result != "Success":
+                    return scala_error(result, printed, reported)
+                text = (printed + reported).rstrip()
+            if magic is None:
+                return {"status": "ok", "data": {"text/plain": text}}
+            data = self._magic(magic)
+            if data.get("status") == "error":
+                return data
+            return {"status": "ok", "data": {"text/plain": text, **data} if text else data}
+        finally:
+            with self.thread_lock:
+                self.thread = None
+                jvm.java.lang.Thread.interrupted()  # an interrupt that came as the statement ended
+            self.output.take()
+
+    def _magic(self, line: str) -> dict[str, Any]:
+        name, _, expression = line[1:].strip().partition(" ")
+        if name not in SCALA_MAGICS:
+            return plain_error("UnknownMagic", f"unknown magic command '%{name}': use %table or %json")
+        if not expression.strip():
+            return plain_error("ValueError", f"%{name} needs a value, e.g. %{name} x")
+        rows = self.settings.sql_rows
+        result, printed, reported = self._interpret(
+            f"val {SCALA_MAGIC_TERM} = LivyReplSupport.json(({expression.strip()}), {rows})"
+        )
+        if result != "Success":
+            return scala_error(result, printed, reported)
+        value = json.loads(self.intp.valueOfTerm(SCALA_MAGIC_TERM).get())
+        if name == "json":
+            return {"application/json": value}
+        try:
+            return table_output(value, rows)
+        except TypeError as exc:
+            return plain_error("TypeError", str(exc))
+
+    def interrupt(self) -> None:
+        """Interrupt the JVM thread running a statement (cancel), if one is running."""
+        with self.thread_lock:
+            if self.thread is not None:
+                self.thread.interrupt()
+
+
+def split_magic(code: str) -> tuple[str, str | None]:
+    """The code before a last line `%magic expression`, and that line (None without one)."""
+    lines = code.rstrip().split("\n")
+    if lines and lines[-1].lstrip().startswith("%"):
+        return "\n".join(lines[:-1]), lines[-1].strip()
+    return code, None
+
+
+def scala_error(result: str, printed: str, reported: str) -> dict[str, Any]:
+    """Livy's error shape from what the Scala REPL reported: an exception's class and message, or the
+    compile error's first line; the traceback is every line it printed."""
+    if result == "Incomplete":
+        return plain_error("Error", "incomplete statement")
+    lines = [line for line in (printed + reported).splitlines(keepends=True)]
+    reported_lines = [line.strip() for line in reported.splitlines() if line.strip()]
+    first = reported_lines[0] if reported_lines else "unknown error"
+    exception = SCALA_EXCEPTION_LINE.match(first)
+    if exception:
+        return {"status": "error", "ename": exception.group(1), "evalue": exception.group(2) or "", "traceback": lines}
+    evalue = next((line for line in reported_lines if "error:" in line), first)
+    return {"status": "error", "ename": "Error", "evalue": evalue, "traceback": lines}
+
+
+def user_jars(spark_jars: str) -> list[str]:
+    """The local files among spark.jars, for the Scala compiler's classpath (as spark-shell adds them)."""
+    paths = []
+    for entry in filter(None, (item.strip() for item in spark_jars.split(","))):
+        url = urllib.parse.urlsplit(entry)
+        path = urllib.parse.unquote(url.path) if url.scheme in ("file", "local") else entry if not url.scheme else ""
+        if path and os.path.isfile(path):
+            paths.append(path)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1063,19 +1315,32 @@ def watch_idle(repl: Repl, timeout: float) -> None:
         time.sleep(min(1.0, max(0.05, timeout - idle)))
 
 
-def start_spark(settings: Settings) -> Any:
+def start_spark(settings: Settings) -> tuple[Any, str | None]:
+    """The SparkSession, and the class directory for Scala statements we made for it (to remove at exit).
+
+    spark.repl.class.outputDir must be set before the SparkContext starts, whatever the session's
+    kind (any session may run a `spark` statement); it costs an empty directory.
+    """
     if settings.no_spark:
-        return None
+        return None, None
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.getOrCreate()
+    builder = SparkSession.builder
+    class_dir = None
+    if not SparkConf().get("spark.repl.class.outputDir", None):
+        class_dir = tempfile.mkdtemp(prefix="livy-repl-classes-")
+        builder = builder.config("spark.repl.class.outputDir", class_dir)
+    return builder.getOrCreate(), class_dir
 
 
 def main() -> None:
     settings = Settings(dict(os.environ))
     os.environ.pop("LIVY_REPL_SECRET")  # statements (and what they start) need not see it
-    spark = start_spark(settings)
+    spark, class_dir = start_spark(settings)
     repl = Repl(settings, spark)
+    if repl.kind == "spark" and repl.scala is not None:  # its first statement need not wait for the compiler
+        threading.Thread(target=repl.scala.start, name="scala-start", daemon=True).start()
     sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
     repl.streams = (Capture(sys.stdout, repl.sink), Capture(sys.stderr, repl.sink))
     signal.signal(CANCEL_SIGNAL, repl.on_cancel_signal)
@@ -1087,6 +1352,8 @@ def main() -> None:
     repl.run_forever()
     if spark is not None:
         spark.stop()
+    if class_dir is not None:
+        shutil.rmtree(class_dir, ignore_errors=True)
     log("stopped")
     server.server_close()
     sys.stdout.flush()
