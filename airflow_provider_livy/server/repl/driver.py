@@ -35,8 +35,8 @@ Every authenticated request resets the idle-exit clock (a request in flight coun
   the driver started: `{"run": ended available, "failed": of those with an error output, "cancelled"}`.
 - `POST /statements {"code", "kind"?}` -> 201 statement. Any session runs statements of kind
   pyspark, spark and sql (Livy 0.5+); without `kind`, the session's. Unknown kind, `shared` as a
-  statement kind, no kind in a `shared` session, and `sparkr` -> 400 naming why. 429 when LIVY_REPL_RETAINED statements are already
-  waiting or running (nothing could be dropped to keep the bound).
+  statement kind, no kind in a `shared` session, and `sparkr` -> 400 naming why. 429 when
+  LIVY_REPL_RETAINED statements are already waiting or running (nothing could be dropped to keep the bound).
 - `GET /statements?from=&size=&order=desc` -> `{"total_statements", "statements"}` (retained ones).
 - `GET /statements/{sid}[?wait=S]` -> statement; with wait, answers when its state changes or after S.
 - `POST /statements/{sid}/cancel` -> `{"msg": "canceled"}`.
