@@ -9,7 +9,7 @@ import sys
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
 from airflow_provider_livy.server.drivers.logs import volatile_filesystem
-from airflow_provider_livy.server.sessions.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import INTERACTIVE, SessionService
 
 log = logging.getLogger("livy-server")
 
@@ -23,13 +23,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_service(config: ServerConfig) -> BatchService:
-    """The batch service, with its state recovered when recovery is on."""
+def build_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
+    """The batch and interactive services (sharing one capacity), recovered when recovery is on."""
     if not config.recovery:
-        return BatchService(config)
-    from airflow_provider_livy.server.sessions.recovery import recover_service
+        batches = SessionService(config)
+        return batches, SessionService(config, family=INTERACTIVE, capacity=batches.capacity)
+    from airflow_provider_livy.server.sessions.recovery import recover_services
 
-    return recover_service(config)
+    return recover_services(config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.conf, args.set)
-        service = build_service(config)
+        service, sessions = build_services(config)
     except (ConfigError, OSError) as err:
         print(f"livy-server: {err}", file=sys.stderr)
         return 2
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             fstype,
         )
     if problem := service.spark_submit_problem():
-        log.warning("%s: batches will end dead until this is fixed", problem)
+        log.warning("%s: batches and sessions will end dead until this is fixed", problem)
     # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.
     import uvicorn
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, service.spark_home
     )
     uvicorn.run(
-        create_app(service),
+        create_app(service, sessions),
         host=config.host,
         port=config.port,
         log_level=args.log_level,

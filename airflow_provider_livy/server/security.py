@@ -32,6 +32,8 @@ from airflow_provider_livy.server.config import ConfigError, ServerConfig
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/version"})
+# The REPL drivers' callback: authenticated by each session's own secret (checked by the route), not by users.
+DRIVER_CALLBACK_PREFIX = "/internal/repl/"
 CSRF_METHODS = frozenset({"POST", "DELETE", "PUT", "PATCH"})
 WILDCARD = "*"
 
@@ -224,6 +226,9 @@ class SecurityMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(DRIVER_CALLBACK_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

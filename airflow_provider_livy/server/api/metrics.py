@@ -1,4 +1,4 @@
-"""GET /metrics in Prometheus text format, read from the registry at scrape time."""
+"""GET /metrics in Prometheus text format, read from the registries at scrape time."""
 
 from __future__ import annotations
 
@@ -8,21 +8,28 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from airflow_provider_livy.server.sessions.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import SessionService
 
 
-class BatchCollector(Collector):
-    def __init__(self, service: BatchService) -> None:
+class SessionCollector(Collector):
+    """Batches keep their metric names (livy_sessions*, livy_batches_*); interactive sessions get
+    livy_interactive_sessions{kind,state} and livy_interactive_*."""
+
+    def __init__(self, service: SessionService) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:
-        registry = self.service.registry
+        service = self.service
+        registry = service.registry
+        if service.interactive is not None:
+            yield from self._interactive()
+            return
         sessions = GaugeMetricFamily("livy_sessions", "Batch sessions held, by state", labels=["state"])
         for state, count in sorted(registry.state_counts.items()):
             sessions.add_metric([state], count)
         yield sessions
         yield GaugeMetricFamily("livy_sessions_held", "Batch sessions held in memory", value=len(registry))
-        yield GaugeMetricFamily("livy_sessions_waiting", "Batches waiting for a creation slot", value=len(self.service.pending))
+        yield GaugeMetricFamily("livy_sessions_waiting", "Batches waiting for a creation slot", value=len(service.pending))
         for name, help_text in (
             ("created", "Batches accepted"),
             ("deleted", "Batches deleted by a client"),
@@ -32,11 +39,46 @@ class BatchCollector(Collector):
         ):
             yield CounterMetricFamily(f"livy_batches_{name}", help_text, value=registry.counters[name])
 
+    def _interactive(self) -> Iterator[Metric]:
+        service = self.service
+        interactive = service.interactive
+        assert interactive is not None
+        registry = service.registry
+        by_kind_state = GaugeMetricFamily(
+            "livy_interactive_sessions", "Interactive sessions held, by kind and state", labels=["kind", "state"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for batch in registry.batches.values():
+            kind = batch.repl.kind if batch.repl is not None else "unknown"
+            counts[kind, batch.state] = counts.get((kind, batch.state), 0) + 1
+        for (kind, state), count in sorted(counts.items()):
+            by_kind_state.add_metric([kind, state], count)
+        yield by_kind_state
+        yield GaugeMetricFamily("livy_interactive_sessions_held", "Interactive sessions held in memory", value=len(registry))
+        for name, help_text in (
+            ("created", "Interactive sessions accepted"),
+            ("deleted", "Interactive sessions deleted by a client"),
+            ("collected", "Ended interactive sessions forgotten after state-retain"),
+            ("evicted", "Ended interactive sessions forgotten early at max-sessions"),
+        ):
+            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=registry.counters[name])
+        ended = CounterMetricFamily("livy_interactive_ended", "Sessions the server ended, by clock", labels=["reason"])
+        for reason, count in sorted(interactive.ended.items()):
+            ended.add_metric([reason], count)
+        yield ended
+        for name, help_text in (
+            ("statements_run", "Statements that finished (ok or error)"),
+            ("statements_failed", "Statements that finished with an error output"),
+            ("statements_cancelled", "Statements cancelled"),
+        ):
+            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=interactive.counters[name])
 
-def metrics_registry(service: BatchService) -> CollectorRegistry:
+
+def metrics_registry(*services: SessionService) -> CollectorRegistry:
     """A registry of our own, so several servers in one process (tests) do not collide."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(BatchCollector(service))
+    for service in services:
+        registry.register(SessionCollector(service))
     ProcessCollector(registry=registry)
     return registry
 

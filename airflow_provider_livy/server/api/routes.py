@@ -1,8 +1,13 @@
-"""The HTTP routes: Livy's batch API, /version, /metrics, the API docs; the web UI comes from ui.py.
+"""The HTTP routes: Livy's batch and interactive session APIs, /version, /metrics, the API docs; the web UI
+comes from ui.py.
 
-Errors are always JSON `{"msg": ...}` like Livy's. GET /batches/{id}/state, the call pollers
+Batches (/batches) and interactive sessions (/sessions) share their routes for create, list,
+view, state, log and delete: one definition serves both families. Statements, cancel, completion
+and the REPL drivers' callback are interactive only (server/api/statements.py).
+
+Errors are always JSON `{"msg": ...}` like Livy's. GET /{family}/{id}/state, the call pollers
 make most, is a plain Starlette route placed ahead of FastAPI's machinery; FastAPI documents it.
-With `?wait=S` it is a long poll: answered at the batch's next state change, or after S seconds.
+With `?wait=S` it is a long poll: answered at the session's next state change, or after S seconds.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,8 +31,17 @@ from airflow_provider_livy import __version__
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     BATCH_STATES,
+    BATCHES_PATH,
     DEFAULT_LOG_PAGE,
+    DURATION,
     INT,
+    KIND_ALIASES,
+    KNOWN_KINDS,
+    NON_NEGATIVE_INT,
+    RESOURCE_FIELDS,
+    SESSION_REQUEST_FIELDS,
+    SESSION_STATES,
+    SESSIONS_PATH,
     STATE_WAIT_PARAM,
     STR,
     STR_LIST,
@@ -42,7 +57,7 @@ from airflow_provider_livy.server.security import (
     needs_middleware,
     startup_warnings,
 )
-from airflow_provider_livy.server.sessions.lifecycle import BatchService, ServerBusy
+from airflow_provider_livy.server.sessions.lifecycle import ServerBusy, SessionService
 from airflow_provider_livy.server.sessions.registry import Batch
 from airflow_provider_livy.server.stores.base import StoreUnavailable
 
@@ -53,17 +68,27 @@ MAX_LOG_PAGE = 1_000_000
 _JSON_TYPES = {
     STR: {"type": "string"},
     INT: {"type": "integer", "minimum": 1},
+    NON_NEGATIVE_INT: {"type": "integer", "minimum": 0},
+    DURATION: {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|min|h|d)$"},
     STR_LIST: {"type": "array", "items": {"type": "string"}},
 }
-BATCH_REQUEST_SCHEMA = {
-    "type": "object",
-    "required": ["file"],
-    "additionalProperties": False,
-    "properties": {
-        field: _JSON_TYPES.get(kind, {"type": "object", "additionalProperties": {"type": "string"}})
-        for field, kind in BATCH_REQUEST_FIELDS.items()
-    },
-}
+
+
+def request_schema(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": {
+            field: _JSON_TYPES.get(kind, {"type": "object", "additionalProperties": {"type": "string"}})
+            for field, kind in fields.items()
+        },
+    }
+
+
+BATCH_REQUEST_SCHEMA = request_schema(BATCH_REQUEST_FIELDS, ["file"])
+SESSION_REQUEST_SCHEMA = request_schema(SESSION_REQUEST_FIELDS, [])
+SESSION_REQUEST_SCHEMA["properties"]["kind"] = {"type": "string", "enum": [*KNOWN_KINDS, *KIND_ALIASES]}
 
 # Response shapes for the OpenAPI description (the fuzz test holds the server to them). Routes
 # return plain dicts, not response models, so documenting costs nothing at run time.
@@ -90,20 +115,61 @@ BATCH_VIEW_SCHEMA = {
         "expiresAt": {"type": ["number", "null"]},
     },
 }
-BATCH_LIST_SCHEMA = {
+NULLABLE_INT = {"type": ["integer", "null"]}
+SESSION_VIEW_SCHEMA = {
     "type": "object",
-    "required": ["from", "total", "sessions"],
+    "required": [
+        "id",
+        "name",
+        "appId",
+        "owner",
+        "proxyUser",
+        "state",
+        "kind",
+        "appInfo",
+        "log",
+        *RESOURCE_FIELDS,
+        "conf",
+        "heartbeatTimeoutInSecond",
+        "ttl",
+        "idleTimeout",
+    ],
     "properties": {
-        "from": {"type": "integer", "minimum": 0},
-        "total": {"type": "integer", "minimum": 0},
-        "sessions": {"type": "array", "items": BATCH_VIEW_SCHEMA},
+        **BATCH_VIEW_SCHEMA["properties"],
+        "state": {"type": "string", "enum": list(SESSION_STATES)},
+        "kind": {"type": "string"},
+        **{field: NULLABLE_INT if BATCH_REQUEST_FIELDS[field] == INT else NULLABLE_STR for field in RESOURCE_FIELDS},
+        "conf": {"type": "object", "additionalProperties": {"type": "string"}},
+        "heartbeatTimeoutInSecond": {"type": "integer", "minimum": 0},
+        "ttl": NULLABLE_STR,
+        "idleTimeout": NULLABLE_STR,
+        "lastActivityAt": {"type": "number"},
     },
 }
-BATCH_STATE_SCHEMA = {
-    "type": "object",
-    "required": ["id", "state"],
-    "properties": {"id": {"type": "integer", "minimum": 0}, "state": {"type": "string", "enum": list(BATCH_STATES)}},
-}
+
+
+def list_schema(view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["from", "total", "sessions"],
+        "properties": {
+            "from": {"type": "integer", "minimum": 0},
+            "total": {"type": "integer", "minimum": 0},
+            "sessions": {"type": "array", "items": view},
+        },
+    }
+
+
+def state_schema(states: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "state"],
+        "properties": {"id": {"type": "integer", "minimum": 0}, "state": {"type": "string", "enum": list(states)}},
+    }
+
+
+BATCH_LIST_SCHEMA = list_schema(BATCH_VIEW_SCHEMA)
+BATCH_STATE_SCHEMA = state_schema(BATCH_STATES)
 BATCH_LOG_SCHEMA = {
     "type": "object",
     "required": ["id", "from", "total", "log"],
@@ -118,16 +184,18 @@ ERROR_TEXT = {
     400: "Rejected request (bad body, parameter or missing CSRF header)",
     401: "Authentication required (livy.server.auth.type = basic)",
     403: "Not allowed for this user (access control, impersonation)",
-    404: "No such batch",
+    404: "No such batch, session or statement",
+    409: "The session is not up (starting or ended): no statements",
     413: "Request body over livy.server.request.max-body-bytes",
-    503: "Busy or state store unavailable; retry after Retry-After seconds",
+    429: "The session's driver holds as many unfinished statements as it may keep; retry later",
+    503: "Busy, state store or session driver unavailable; retry after Retry-After seconds",
 }
 VERSION_SCHEMA = {
     "type": "object",
     "required": ["version"],
     "properties": {"version": {"type": "string"}, "livyApi": {"type": "string"}, "server": {"type": "string"}},
 }
-KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "batch id or name"}
+KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "id or name"}
 WAIT_PARAMETER = {
     "name": STATE_WAIT_PARAM,
     "in": "query",
@@ -137,12 +205,15 @@ WAIT_PARAMETER = {
 }
 
 
-def paging_parameters(size_low: int | None, size_high: int) -> list[dict[str, Any]]:
+def paging_parameters(size_low: int | None, size_high: int, from_low: int | None = 0) -> list[dict[str, Any]]:
     size_schema: dict[str, Any] = {"type": "integer", "maximum": size_high}
     if size_low is not None:
         size_schema["minimum"] = size_low
+    from_schema: dict[str, Any] = {"type": "integer", "maximum": 2**31}
+    if from_low is not None:
+        from_schema["minimum"] = from_low
     return [
-        {"name": "from", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 2**31}},
+        {"name": "from", "in": "query", "required": False, "schema": from_schema},
         {"name": "size", "in": "query", "required": False, "schema": size_schema},
     ]
 
@@ -204,20 +275,35 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise ApiError(400, f"Rejected, Reason: the body is not valid JSON: {str(err)[:200]}") from None
 
 
-def create_app(service: BatchService) -> FastAPI:
+@dataclass(frozen=True)
+class Family:
+    """What the shared routes need to know of one family of sessions."""
+
+    path: str  # /batches or /sessions
+    word: str  # batch or session, for messages
+    service: SessionService
+    view_schema: dict[str, Any]
+    request_schema: dict[str, Any]
+    states: tuple[str, ...]
+
+
+def create_app(service: SessionService, sessions: SessionService | None = None) -> FastAPI:
+    """The app for the batch service and, when given, the interactive one (`sessions`)."""
     config = service.config
-    metrics_registry = metrics.metrics_registry(service)
+    services = [service] if sessions is None else [service, sessions]
+    metrics_registry = metrics.metrics_registry(*services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        for each in services:
+            each.start()
         yield
-        await service.stop()
+        await asyncio.gather(*(each.stop() for each in services))
 
     app = FastAPI(
         title="airflow-provider-livy server",
         version=__version__,
-        description="Apache Livy compatible batch API that runs spark-submit and never hoards finished sessions.",
+        description="Apache Livy compatible batch and interactive session API that never hoards finished sessions.",
         lifespan=lifespan,
         docs_url=None,  # docs.py serves /docs and /redoc from local assets
         redoc_url=None,
@@ -226,35 +312,6 @@ def create_app(service: BatchService) -> FastAPI:
     policy = AccessPolicy.from_config(config)
     for problem in startup_warnings(config):
         log.warning(problem)
-
-    def user_of(request: Request) -> str | None:
-        return request.scope.get("state", {}).get("user")
-
-    def lookup(key: str) -> Batch:
-        batch = service.registry.lookup(key)
-        if batch is None:
-            raise not_found(key)
-        return batch
-
-    def with_proxy_user(body: dict[str, Any], user: str | None) -> dict[str, Any]:
-        """The body with the proxyUser the job may run as (see AccessPolicy.proxy_user)."""
-        requested = body.get("proxyUser")
-        if requested is not None and not isinstance(requested, str):
-            return body  # the request validation answers 400 for the wrong type
-        try:
-            proxy = policy.proxy_user(requested, user)
-        except ImpersonationDisabled as err:
-            raise ApiError(400, f"Rejected, Reason: {err}") from None
-        except AccessDenied as err:
-            raise ApiError(403, str(err)) from None
-        return body if proxy == requested else {**body, "proxyUser": proxy}
-
-    def viewable(key: str, request: Request) -> Batch:
-        batch = lookup(key)
-        user = user_of(request)
-        if not policy.can_view(user, batch.owner):
-            raise ApiError(403, f"User '{user}' is not allowed to view batch {batch.id}.")
-        return batch
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -279,7 +336,7 @@ def create_app(service: BatchService) -> FastAPI:
         responses={200: {"description": "OK", "content": {"application/json": {"schema": VERSION_SCHEMA}}}},
     )
     async def version() -> dict[str, str]:
-        return {"version": __version__, "livyApi": "0.8", "server": "airflow-provider-livy"}
+        return {"version": __version__, "livyApi": "0.9", "server": "airflow-provider-livy"}
 
     @app.get(
         "/metrics",
@@ -292,110 +349,13 @@ def create_app(service: BatchService) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(metrics_registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post(
-        "/batches",
-        status_code=201,
-        response_model=None,
-        responses=documented(BATCH_VIEW_SCHEMA, 400, 403, 413, 503, ok=201),
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BATCH_REQUEST_SCHEMA}}}},
-    )
-    async def create_batch(request: Request) -> JSONResponse:
-        body = await read_json_body(request, config.max_body_bytes)
-        user = user_of(request)
-        if isinstance(body, dict):
-            body = with_proxy_user(body, user)
-        try:
-            batch = await service.submit(body, user)
-        except BatchRequestError as err:
-            raise ApiError(400, f"Rejected, Reason: {err}") from None
-        except ServerBusy as err:
-            raise ApiError(503, str(err), {"Retry-After": str(err.retry_after)}) from None
-        except StoreUnavailable as err:
-            raise ApiError(503, f"the state store is unavailable, nothing was created: {err}", {"Retry-After": "5"}) from None
-        return JSONResponse(service.view(batch), status_code=201, headers={"Location": f"/batches/{batch.id}"})
+    add_family_routes(app, Family(BATCHES_PATH, "batch", service, BATCH_VIEW_SCHEMA, BATCH_REQUEST_SCHEMA, BATCH_STATES), policy)
+    if sessions is not None:
+        from airflow_provider_livy.server.api import statements  # it builds on this module's helpers
 
-    @app.get(
-        "/batches",
-        response_model=None,
-        responses=documented(BATCH_LIST_SCHEMA, 400, 403),
-        openapi_extra={"parameters": paging_parameters(0, MAX_LIST_PAGE)},
-    )
-    async def list_batches(request: Request) -> dict[str, Any]:
-        """With access control on, users who may not view every batch see (and count) their own only."""
-        start = query_int(request, "from", 0, 0, 2**31) or 0
-        size = query_int(request, "size", 100, 0, MAX_LIST_PAGE) or 0
-        user = user_of(request)
-        if policy.sees_all(user):
-            page, total = service.registry.page(start, size), len(service.registry)
-        else:
-            own = [b for b in service.registry.batches.values() if b.owner == user]
-            page, total = own[start : start + size], len(own)
-        return {"from": start, "total": total, "sessions": [service.view(b) for b in page]}
-
-    @app.get("/batches/{key}", response_model=None, responses=documented(BATCH_VIEW_SCHEMA, 400, 403, 404))
-    async def get_batch(key: str, request: Request) -> dict[str, Any]:
-        return dict(service.view(viewable(key, request)))
-
-    async def batch_state(request: Request) -> Response:
-        key = request.path_params["key"]
-        batch = service.registry.lookup(key)
-        if batch is None:
-            return error(404, f"Session '{key}' not found.")
-        if policy.enabled and not policy.can_view(user := user_of(request), batch.owner):
-            return error(403, f"User '{user}' is not allowed to view batch {batch.id}.")
-        if (
-            request.scope["query_string"]  # the common poll has none: skip parsing it
-            and (wait := request.query_params.get(STATE_WAIT_PARAM)) is not None
-            and batch.state not in TERMINAL_STATES
-        ):
-            try:
-                seconds = float(wait)
-            except ValueError:
-                seconds = -1.0
-            if not 0 <= seconds < float("inf"):
-                return error(400, f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {wait!r}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(seconds, service.config.state_wait_max)):
-                    await service.registry.changed(batch.id).wait()
-        return Response(b'{"id":%d,"state":"%s"}' % (batch.id, batch.state.encode()), media_type="application/json")
-
-    app.add_api_route(
-        "/batches/{key}/state",
-        batch_state,
-        methods=["GET"],
-        summary="Batch state (the polling call)",
-        response_model=None,
-        responses=documented(BATCH_STATE_SCHEMA, 400, 403, 404),
-        openapi_extra={"parameters": [KEY_PARAMETER, WAIT_PARAMETER]},
-    )
-    app.router.routes.insert(0, Route("/batches/{key}/state", batch_state, methods=["GET"]))
-
-    @app.get(
-        "/batches/{key}/log",
-        response_model=None,
-        responses=documented(BATCH_LOG_SCHEMA, 400, 403, 404),
-        openapi_extra={"parameters": paging_parameters(None, MAX_LOG_PAGE)},
-    )
-    async def batch_log(key: str, request: Request) -> dict[str, Any]:
-        batch = viewable(key, request)
-        start = query_int(request, "from", None, 0, 2**31)
-        size = query_int(request, "size", DEFAULT_LOG_PAGE, None, MAX_LOG_PAGE)
-        # A thread: the first page of a big finished log counts its lines once (about 0.1 s per 100 MB).
-        return await asyncio.to_thread(service.log_page, batch, start, DEFAULT_LOG_PAGE if size is None else size)
-
-    @app.delete("/batches/{key}", response_model=None, responses=documented(ERROR_SCHEMA, 400, 403, 404, 503))
-    async def delete_batch(key: str, request: Request) -> dict[str, str]:
-        batch = lookup(key)
-        user = user_of(request)
-        if not policy.can_modify(user, batch.owner):
-            raise ApiError(403, f"User '{user}' is not allowed to delete batch {batch.id}.")
-        try:
-            await service.delete(batch)
-        except StoreUnavailable as err:
-            raise ApiError(
-                503, f"the batch was killed but its record could not be removed: {err}", {"Retry-After": "5"}
-            ) from None
-        return {"msg": "deleted"}
+        family = Family(SESSIONS_PATH, "session", sessions, SESSION_VIEW_SCHEMA, SESSION_REQUEST_SCHEMA, SESSION_STATES)
+        add_family_routes(app, family, policy)
+        statements.add_statement_routes(app, sessions, policy, family_lookup(family, policy))
 
     def openapi() -> dict[str, Any]:
         """FastAPI's description, less the 422 answers it lists: validation errors answer 400 here."""
@@ -412,3 +372,179 @@ def create_app(service: BatchService) -> FastAPI:
     if needs_middleware(config):
         app.add_middleware(SecurityMiddleware, config=config)
     return app
+
+
+def user_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("user")
+
+
+def family_lookup(family: Family, policy: AccessPolicy) -> Callable[[str, Request, bool], Batch]:
+    """Find a session by id or name for a caller allowed to view it (or modify it). Every call on a
+    session is its client's heartbeat (heartbeatTimeoutInSecond), polling included."""
+    interactive = family.service.interactive
+
+    def lookup(key: str, request: Request, modify: bool = False) -> Batch:
+        batch = family.service.registry.lookup(key)
+        if batch is None:
+            raise not_found(key)
+        user = user_of(request)
+        if modify and not policy.can_modify(user, batch.owner):
+            raise ApiError(403, f"User '{user}' is not allowed to modify {family.word} {batch.id}.")
+        if not modify and not policy.can_view(user, batch.owner):
+            raise ApiError(403, f"User '{user}' is not allowed to view {family.word} {batch.id}.")
+        if interactive is not None:
+            interactive.heartbeat(batch)
+        return batch
+
+    return lookup
+
+
+def add_family_routes(app: FastAPI, family: Family, policy: AccessPolicy) -> None:
+    """Create, list, view, state (long-pollable), log and delete: the same for batches and sessions."""
+    service, path, word = family.service, family.path, family.word
+    config = service.config
+    lookup = family_lookup(family, policy)
+    interactive = service.interactive
+
+    def with_proxy_user(body: dict[str, Any], user: str | None) -> dict[str, Any]:
+        """The body with the proxyUser the job may run as (see AccessPolicy.proxy_user)."""
+        requested = body.get("proxyUser")
+        if requested is not None and not isinstance(requested, str):
+            return body  # the request validation answers 400 for the wrong type
+        try:
+            proxy = policy.proxy_user(requested, user)
+        except ImpersonationDisabled as err:
+            raise ApiError(400, f"Rejected, Reason: {err}") from None
+        except AccessDenied as err:
+            raise ApiError(403, str(err)) from None
+        return body if proxy == requested else {**body, "proxyUser": proxy}
+
+    async def create(request: Request) -> JSONResponse:
+        body = await read_json_body(request, config.max_body_bytes)
+        user = user_of(request)
+        if isinstance(body, dict):
+            body = with_proxy_user(body, user)
+        try:
+            batch = await service.submit(body, user)
+        except BatchRequestError as err:
+            raise ApiError(400, f"Rejected, Reason: {err}") from None
+        except ServerBusy as err:
+            raise ApiError(503, str(err), {"Retry-After": str(err.retry_after)}) from None
+        except StoreUnavailable as err:
+            raise ApiError(503, f"the state store is unavailable, nothing was created: {err}", {"Retry-After": "5"}) from None
+        return JSONResponse(service.view(batch), status_code=201, headers={"Location": f"{path}/{batch.id}"})
+
+    app.add_api_route(
+        path,
+        create,
+        methods=["POST"],
+        status_code=201,
+        response_model=None,
+        responses=documented(family.view_schema, 400, 403, 413, 503, ok=201),
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": family.request_schema}}}},
+    )
+
+    async def list_all(request: Request) -> dict[str, Any]:
+        """With access control on, users who may not view every session see (and count) their own only."""
+        start = query_int(request, "from", 0, 0, 2**31) or 0
+        size = query_int(request, "size", 100, 0, MAX_LIST_PAGE) or 0
+        user = user_of(request)
+        if policy.sees_all(user):
+            page, total = service.registry.page(start, size), len(service.registry)
+        else:
+            own = [b for b in service.registry.batches.values() if b.owner == user]
+            page, total = own[start : start + size], len(own)
+        return {"from": start, "total": total, "sessions": [service.view(b) for b in page]}
+
+    app.add_api_route(
+        path,
+        list_all,
+        methods=["GET"],
+        response_model=None,
+        responses=documented(list_schema(family.view_schema), 400, 403),
+        openapi_extra={"parameters": paging_parameters(0, MAX_LIST_PAGE)},
+    )
+
+    async def get_one(key: str, request: Request) -> dict[str, Any]:
+        return dict(service.view(lookup(key, request)))
+
+    app.add_api_route(
+        f"{path}/{{key}}", get_one, methods=["GET"], response_model=None, responses=documented(family.view_schema, 400, 403, 404)
+    )
+
+    async def state(request: Request) -> Response:
+        key = request.path_params["key"]
+        batch = service.registry.lookup(key)
+        if batch is None:
+            return error(404, f"Session '{key}' not found.")
+        if policy.enabled and not policy.can_view(user := user_of(request), batch.owner):
+            return error(403, f"User '{user}' is not allowed to view {word} {batch.id}.")
+        if interactive is not None:
+            interactive.heartbeat(batch)
+        if (
+            request.scope["query_string"]  # the common poll has none: skip parsing it
+            and (wait := request.query_params.get(STATE_WAIT_PARAM)) is not None
+            and batch.state not in TERMINAL_STATES
+        ):
+            try:
+                seconds = float(wait)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                return error(400, f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {wait!r}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(seconds, config.state_wait_max)):
+                    await service.registry.changed(batch.id).wait()
+        return Response(b'{"id":%d,"state":"%s"}' % (batch.id, batch.state.encode()), media_type="application/json")
+
+    app.add_api_route(
+        f"{path}/{{key}}/state",
+        state,
+        methods=["GET"],
+        summary=f"{word.capitalize()} state (the polling call)",
+        response_model=None,
+        responses=documented(state_schema(family.states), 400, 403, 404),
+        openapi_extra={"parameters": [KEY_PARAMETER, WAIT_PARAMETER]},
+    )
+    app.router.routes.insert(0, Route(f"{path}/{{key}}/state", state, methods=["GET"]))
+
+    async def log_page(key: str, request: Request) -> dict[str, Any]:
+        """Livy's paging: a missing or negative `from` means the last `size` lines; a negative `size` means all."""
+        batch = lookup(key, request)
+        start = query_int(request, "from", None, None, 2**31)
+        size = query_int(request, "size", DEFAULT_LOG_PAGE, None, MAX_LOG_PAGE)
+        start = None if start is None or start < 0 else start
+        # A thread: the first page of a big finished log counts its lines once (about 0.1 s per 100 MB).
+        return await asyncio.to_thread(service.log_page, batch, start, DEFAULT_LOG_PAGE if size is None else size)
+
+    app.add_api_route(
+        f"{path}/{{key}}/log",
+        log_page,
+        methods=["GET"],
+        response_model=None,
+        responses=documented(BATCH_LOG_SCHEMA, 400, 403, 404),
+        openapi_extra={"parameters": paging_parameters(None, MAX_LOG_PAGE, from_low=None)},
+    )
+
+    async def delete(key: str, request: Request) -> dict[str, str]:
+        batch = service.registry.lookup(key)
+        if batch is None:
+            raise not_found(key)
+        user = user_of(request)
+        if not policy.can_modify(user, batch.owner):
+            raise ApiError(403, f"User '{user}' is not allowed to delete {word} {batch.id}.")
+        try:
+            await service.delete(batch)
+        except StoreUnavailable as err:
+            raise ApiError(
+                503, f"the {word} was killed but its record could not be removed: {err}", {"Retry-After": "5"}
+            ) from None
+        return {"msg": "deleted"}
+
+    app.add_api_route(
+        f"{path}/{{key}}",
+        delete,
+        methods=["DELETE"],
+        response_model=None,
+        responses=documented(ERROR_SCHEMA, 400, 403, 404, 503),
+    )

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_LOG_PAGE, TERMINAL_STATES
 from airflow_provider_livy.server.security import AccessPolicy
-from airflow_provider_livy.server.sessions.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import SessionService
 
 HERE = Path(__file__).parent
 UI_PATH = "/ui"
@@ -68,7 +68,7 @@ class Kind:
         return UI_PATH + self.api_path
 
 
-def batch_kind(service: BatchService) -> Kind:
+def batch_kind(service: SessionService) -> Kind:
     registry = service.registry
 
     def summary(batch: Any) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def batch_kind(service: BatchService) -> Kind:
     )
 
 
-def kinds_of(service: BatchService) -> list[Kind]:
+def kinds_of(service: SessionService) -> list[Kind]:
     """Every kind of session the server holds; interactive sessions add theirs here."""
     return [batch_kind(service)]
 
@@ -209,7 +209,7 @@ def oldest_finished(kinds: list[Kind], scope: Scope) -> tuple[Kind, dict[str, An
     return kind, kind.summary(item)
 
 
-def retention(service: BatchService, held: int) -> dict[str, Any]:
+def retention(service: SessionService, held: int) -> dict[str, Any]:
     """The settings that decide how long sessions stay, and what looks dangerous about them."""
     config = service.config
     warnings = []
@@ -271,7 +271,7 @@ def problem(status: int, message: str, user: str | None) -> HTMLResponse:
     return render("problem.html", status, title=f"{status}", message=message, user=user, now=time.time())
 
 
-def install(app: FastAPI, service: BatchService, policy: AccessPolicy) -> None:
+def install(app: FastAPI, service: SessionService, policy: AccessPolicy) -> None:
     """Add / (a redirect), /ui, /ui/{batches|sessions}/{id} and the UI's static files to the app."""
     kinds = kinds_of(service)
     by_path = {kind.api_path.strip("/"): kind for kind in kinds}

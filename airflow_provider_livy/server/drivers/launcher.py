@@ -114,7 +114,8 @@ def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...], clu
     """
     whitelist = (*whitelist, str(EXAMPLE_JOBS_DIR))
     checked = dict(request)
-    checked["file"] = check_local_file(request["file"], whitelist, "file", cluster)
+    if "file" in request:  # an interactive session has none: its file is our REPL
+        checked["file"] = check_local_file(request["file"], whitelist, "file", cluster)
     for field in LIST_CONF_FIELDS:
         if field in request:
             checked[field] = [_check_list_entry(p, whitelist, field, cluster) for p in request[field]]

@@ -1,8 +1,14 @@
-"""The life of a batch: accepted, queued for a creation slot, launched, watched, ended, forgotten.
+"""The life of a session, batch or interactive: accepted, queued for a creation slot, launched,
+watched, ended, forgotten.
+
+One SessionService per family (batches; interactive sessions), each with its own registry, ids,
+store records and log directory, as in Livy; both share one Capacity (max-sessions held,
+max-creation drivers starting). What only interactive sessions do (the REPL channel, statements,
+the idle/ttl/heartbeat clocks) is in interactive.py, called from the few places that differ.
 
 Everything here runs on the server's event loop, so the registry needs no locks. Two background
 tasks drive it: the monitor (reads new driver output, notices exits) and the collector (sleeps
-until the next deadline, then forgets expired batches and kills overdue ones).
+until the next deadline, then forgets expired sessions and ends overdue ones).
 """
 
 from __future__ import annotations
@@ -23,18 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_livy.protocol import (
+    BATCH_STATES,
     DEAD,
     KILLED,
     RUNNING,
+    SESSION_STATES,
+    SHUTTING_DOWN,
     STARTING,
     SUCCESS,
     TERMINAL_STATES,
     BatchRequestError,
-    BatchView,
     validate_batch_request,
+    validate_session_request,
 )
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
+from airflow_provider_livy.server.sessions.interactive import SHUTDOWN_WAIT, Interactive
 from airflow_provider_livy.server.sessions.registry import Batch, Registry
 from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
 
@@ -44,6 +54,7 @@ MONITOR_INTERVAL = 0.2  # seconds between reads of active batches' driver output
 KILL_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
 CLUSTER_KILL_CONFIRM = 30.0  # how long a DELETE waits for the cluster to confirm a kill
 VIEW_LOG_LINES = 10
+BATCH, INTERACTIVE = "batch", "interactive"  # the families; also their store directories (v1/batch, v1/interactive)
 
 
 class ServerBusy(RuntimeError):
@@ -54,17 +65,60 @@ class ServerBusy(RuntimeError):
         self.retry_after = retry_after
 
 
-class BatchService:
-    """Owns the registry, the driver processes and the store writes."""
+class Capacity:
+    """What both families share: max-sessions counts batches and sessions together, and
+    max-creation bounds the drivers starting at once, whichever kind they are."""
 
-    def __init__(self, config: ServerConfig, store: StateStore | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.services: list[SessionService] = []
+
+    def held(self) -> int:
+        return sum(len(service.registry) for service in self.services)
+
+    def slot_free(self) -> bool:
+        return sum(len(service.launching) for service in self.services) < self.config.max_creation
+
+    def released(self) -> None:
+        """A creation slot came free: whichever family waits may launch."""
+        for service in self.services:
+            service.launch_pending()
+
+    def oldest_finished(self) -> SessionService | None:
+        """The family holding the session that finished first (eviction takes it), None if none finished."""
+        finished = [
+            ((oldest.finished_at or oldest.created_at), i)
+            for i, service in enumerate(self.services)
+            if (oldest := service.registry.oldest_finished()) is not None
+        ]
+        return self.services[min(finished)[1]] if finished else None
+
+
+class SessionService:
+    """Owns one family's registry, its driver processes and its store writes."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
+        family: str = BATCH,
+        capacity: Capacity | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
-        self.registry = Registry(config.state_retain, config.batch_ttl, clock)
+        self.family = family
+        self.interactive = Interactive(self) if family == INTERACTIVE else None
+        self.registry = Registry(
+            config.state_retain, self._live_deadline, clock, SESSION_STATES if self.interactive else BATCH_STATES
+        )
         self.store: StateStore = store or NullStore()
         self.writer = StoreWriter(self.store, self.registry.get, lambda: self.registry.next_id)
+        self.capacity = capacity or Capacity(config)
+        self.capacity.services.append(self)
         self.spark_home = launcher.resolve_spark_home(config)
-        self.log_dir = logs.default_log_dir(config)
+        log_dir = logs.default_log_dir(config)
+        self.log_dir = log_dir / INTERACTIVE if self.interactive else log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ui_host = config.host if config.host not in ("0.0.0.0", "::", "") else socket.gethostname()
         self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
@@ -98,7 +152,7 @@ class BatchService:
         self._tasks = [asyncio.create_task(t) for t in (self._monitor(), self._collect(), self.follower.run())]
         for batch in list(self.registry.batches.values()):
             self._follow(batch)
-        self._launch_pending()
+        self.launch_pending()
         for job in self.after_start:
             self._spawn(job())
 
@@ -107,7 +161,7 @@ class BatchService:
         self.registry.add(batch)
         if self._tasks:
             self._follow(batch)
-            self._launch_pending()
+            self.launch_pending()
 
     def _follow(self, batch: Batch) -> None:
         """A queued batch waits for a creation slot; a re-attached live driver is watched (and holds its slot);
@@ -120,6 +174,8 @@ class BatchService:
             if batch.state == STARTING:
                 self.launching.add(batch.id)
             self._watch(batch)
+            if self.interactive:
+                self.interactive.follow(batch)
 
     async def stop(self) -> None:
         """Graceful shutdown: with recovery on, drivers keep running for the next server; else they die."""
@@ -128,6 +184,8 @@ class BatchService:
         if not self.config.recovery:
             followed = [self.registry.batches[key] for key in self.follower.followed() if key in self.registry.batches]
             await asyncio.gather(*(self._kill(b) for b in [*self.watched.values(), *followed]))
+        if self.interactive:
+            await self.interactive.stop()
         self.store.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -147,7 +205,13 @@ class BatchService:
 
     # --- API operations ------------------------------------------------------------------
     async def submit(self, body: Any, owner: str | None) -> Batch:
-        request = validate_batch_request(body)
+        now = self.clock()
+        if self.interactive:
+            request = validate_session_request(body)
+            repl = self.interactive.prepare(request, now)
+            await self.interactive.warm()
+        else:
+            request, repl = validate_batch_request(body), None
         request = launcher.check_request_files(request, self.config.local_dir_whitelist, self.config.cluster_mode)
         name = request.get("name")
         if name and name in self.registry.names:
@@ -160,10 +224,12 @@ class BatchService:
             owner=owner,
             proxy_user=request.get("proxyUser"),
             state=STARTING,
-            created_at=self.clock(),
-            app_tag=f"livy-batch-{batch_id}-{secrets.token_hex(4)}",
-            tail=deque(maxlen=self.config.cache_log_size),
+            created_at=now,
+            app_tag=f"livy-{'session' if repl else 'batch'}-{batch_id}-{secrets.token_hex(4)}",
+            # An idle session's view reads its last lines from disk: memory per session stays small.
+            tail=None if repl else deque(maxlen=self.config.cache_log_size),
             request=request,
+            repl=repl,
         )
         self.registry.add(batch)
         try:
@@ -172,10 +238,9 @@ class BatchService:
             self.registry.remove(batch.id)
             raise
         self.registry.counters["created"] += 1
-        if self.config.batch_ttl:
-            self._wake.set()  # a new ttl deadline for the collector
+        self._wake.set()  # a new live deadline (ttl, idle) for the collector
         self.pending.append(batch.id)
-        self._launch_pending()
+        self.launch_pending()
         return batch
 
     async def delete(self, batch: Batch) -> None:
@@ -190,17 +255,18 @@ class BatchService:
         await removal
 
     def _make_room(self) -> None:
-        """At max-sessions the oldest finished batches go early; if all are active, refuse."""
-        while len(self.registry) >= self.config.max_sessions:
-            victim = self.registry.evict_oldest_finished()
-            if victim is None:
+        """At max-sessions (batches and sessions together) the oldest finished go early; if all are active, refuse."""
+        while (held := self.capacity.held()) >= self.config.max_sessions:
+            owner = self.capacity.oldest_finished()
+            victim = None if owner is None else owner.registry.evict_oldest_finished()
+            if owner is None or victim is None:
                 raise ServerBusy(
-                    f"the server holds {len(self.registry)} sessions, all still active "
+                    f"the server holds {held} sessions, all still active "
                     f"(livy.server.session.max-sessions = {self.config.max_sessions}); retry later"
                 )
-            self.registry.counters["evicted"] += 1
-            log.warning("evicted finished batch %s early to stay under max-sessions", victim.id)
-            self._forget([victim])
+            owner.registry.counters["evicted"] += 1
+            log.warning("evicted finished %s %s early to stay under max-sessions", owner.family, victim.id)
+            owner._forget([victim])
 
     def _forget(self, batches: list[Batch]) -> None:
         """The removal is sent now; waiting for it, then the log files, happen in the background:
@@ -224,21 +290,25 @@ class BatchService:
                     os.unlink(f"{directory}/{batch_id}{suffix}")
 
     # --- launching -------------------------------------------------------------------------
-    def _launch_pending(self) -> None:
-        while self.pending and len(self.launching) < self.config.max_creation:
+    def launch_pending(self) -> None:
+        while self.pending and self.capacity.slot_free():
             batch = self.registry.batches.get(self.pending.popleft())
             if batch is not None and batch.state == STARTING and batch.request is not None:
                 self._launch(batch)
 
     def _launch(self, batch: Batch) -> None:
         request, batch.request = batch.request or {}, None
+        env = launcher.spark_environment(request)
+        if self.interactive:
+            request = self.interactive.launch_request(batch, request)
+            env = self.interactive.environment(batch, env)
         server_conf = self.tracker.submit_conf(batch.app_tag) if self.tracker else None
         command = launcher.build_command(self.spark_home, request, self.config, server_conf)
         if self.tracker is not None:
             batch.cluster = self.tracker.coordinates
         log_path = self.log_path(batch.id)
         try:
-            proc = launcher.start(command, log_path, self.exit_path(batch.id), launcher.spark_environment(request))
+            proc = launcher.start(command, log_path, self.exit_path(batch.id), env)
         except OSError as err:
             self._append_log(batch, f"livy-server: could not start the driver: {err}")
             self._finish(batch, DEAD)
@@ -324,11 +394,11 @@ class BatchService:
                     batch.ui_url, changed = match.group(1), True
                 elif match := launcher.UI_PORT_RE.search(line):
                     batch.ui_url, changed = f"http://{self.ui_host}:{match.group(1)}", True
-            if batch.state == STARTING and launcher.DRIVER_STARTED_RE.search(line):
-                self._set_running(batch)
-                changed = False  # _set_running persisted already
-        if batch.state == STARTING and batch.app_id:
-            self._set_running(batch)
+            if batch.state == STARTING and batch.repl is None and launcher.DRIVER_STARTED_RE.search(line):
+                self.set_up(batch, RUNNING)
+                changed = False  # set_up persisted already
+        if batch.state == STARTING and batch.app_id and batch.repl is None:
+            self.set_up(batch, RUNNING)
         elif changed:
             self._persist(batch)
 
@@ -344,11 +414,14 @@ class BatchService:
             batch.app_id = str(body[0]["id"])
             self._persist(batch)
 
-    def _set_running(self, batch: Batch) -> None:
-        self.registry.set_state(batch, RUNNING)
-        self.launching.discard(batch.id)
-        self._launch_pending()
+    def set_up(self, batch: Batch, state: str) -> None:
+        """The driver is up (a batch running; a session idle or busy): its creation slot frees."""
+        self.registry.set_state(batch, state)
+        if batch.id in self.launching:
+            self.launching.discard(batch.id)
+            self.capacity.released()
         self._persist(batch)
+        self.rearm(batch)
 
     def _on_exit(self, batch: Batch) -> None:
         self.watched.pop(batch.id, None)
@@ -357,12 +430,14 @@ class BatchService:
             return
         if batch.kill_requested:
             state = KILLED
-        elif code == 0:
+        elif code == 0 and batch.repl is None:
             state = SUCCESS
         else:
-            state = DEAD
+            state = DEAD  # an interactive session never succeeds: its driver ending on its own is its death
             if code is None:
                 self._append_log(batch, "livy-server: the driver ended without reporting an exit code")
+            elif batch.repl is not None:
+                self._append_log(batch, f"livy-server: the session's driver exited on its own with code {code}")
         if batch.proc is not None:
             batch.proc.wait()
             batch.proc = None
@@ -472,10 +547,12 @@ class BatchService:
     def _finish(self, batch: Batch, state: str) -> None:
         self.launching.discard(batch.id)
         self.watched.pop(batch.id, None)
+        if self.interactive:
+            self.interactive.cancel_follower(batch)
         self.registry.set_state(batch, state)
         self._persist(batch)
         self._wake.set()
-        self._launch_pending()
+        self.capacity.released()
 
     async def _kill(self, batch: Batch) -> None:
         """SIGTERM to the driver's process group, SIGKILL after a grace period; waits until it is gone."""
@@ -490,6 +567,12 @@ class BatchService:
                 self._finish(batch, KILLED)
             return
         pgid = batch.pid
+        if self.interactive and batch.repl is not None and batch.repl.address:
+            self.registry.set_state(batch, SHUTTING_DOWN)
+            await self.interactive.shutdown(batch)  # Spark stops cleanly; the group is killed if it takes too long
+            deadline = time.monotonic() + SHUTDOWN_WAIT
+            while self._group_running(batch) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         launcher.signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
         while self._group_running(batch) and time.monotonic() < deadline:
@@ -530,6 +613,9 @@ class BatchService:
             self.registry.counters["collected"] += len(expired)
             self._forget(expired)
         for batch in list(self.registry.pop_overdue(now)):
+            if self.interactive:
+                self.interactive.overdue(batch, now)
+                continue
             self.registry.counters["ttl_killed"] += 1
             self._append_log(
                 batch, f"livy-server: killed after running longer than livy.server.batch.ttl ({self.config.batch_ttl:g}s)"
@@ -539,14 +625,30 @@ class BatchService:
     def wake_collector(self) -> None:
         self._wake.set()
 
+    def _live_deadline(self, batch: Batch) -> float | None:
+        """When an active session is ended whatever it does: a batch's livy.server.batch.ttl, a session's clocks."""
+        if self.interactive:
+            return self.interactive.deadline(batch)
+        return batch.created_at + self.config.batch_ttl if self.config.batch_ttl else None
+
+    def rearm(self, batch: Batch) -> None:
+        """A live deadline may have moved earlier (a session went idle): the collector must know."""
+        if self.registry.arm(batch):
+            self._wake.set()
+
+    def end(self, batch: Batch, line: str) -> None:
+        """End an active session for a reason the server has (a clock ran out), with a line in its log saying so."""
+        self._append_log(batch, line)
+        self._spawn(self._kill(batch))
+
     # --- views -----------------------------------------------------------------------------
     def recent_log(self, batch: Batch, count: int = VIEW_LOG_LINES) -> list[str]:
         if batch.tail is not None:
             return list(batch.tail)[-count:]
         return logs.tail_lines(self.log_path(batch.id), count)
 
-    def view(self, batch: Batch) -> BatchView:
-        return {
+    def view(self, batch: Batch) -> dict[str, Any]:
+        base = {
             "id": batch.id,
             "name": batch.name,
             "owner": batch.owner,
@@ -559,6 +661,7 @@ class BatchService:
             "finishedAt": batch.finished_at,
             "expiresAt": self.registry.expires_at(batch),
         }
+        return self.interactive.view(batch, base) if self.interactive else base
 
     def log_page(self, batch: Batch, start: int | None, size: int) -> dict[str, Any]:
         """Livy's semantics: no `from` means the last `size` lines; a negative size means all."""

@@ -39,7 +39,7 @@ import psutil
 from airflow_provider_livy.protocol import BATCH_STATES, DEAD, STARTING, SUCCESS, TERMINAL_STATES
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
-from airflow_provider_livy.server.sessions.lifecycle import BatchService
+from airflow_provider_livy.server.sessions.lifecycle import INTERACTIVE, SessionService
 from airflow_provider_livy.server.sessions.registry import Batch
 from airflow_provider_livy.server.stores import open_store
 from airflow_provider_livy.server.stores.base import RecoverableStore
@@ -55,18 +55,19 @@ STATE_NAMES = {state: state for state in BATCH_STATES}
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
-def recover_service(config: ServerConfig) -> BatchService:
-    """The batch service with the store's batches back in it; the bulk purge, started here, is awaited once serving."""
+def recover_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
+    """The batch and interactive services with the store's sessions back in them; the bulk purge,
+    started here, is awaited once serving."""
     store = open_store(config)
     try:
-        service = BatchService(config, store)
+        service = SessionService(config, store)
         recovery = Recovery(service, store)
         recovery.run_foreground()
     except BaseException:
         store.close()
         raise
     service.after_start.append(recovery.run_background)
-    return service
+    return service, SessionService(config, family=INTERACTIVE, capacity=service.capacity)
 
 
 def _number(value: Any) -> bool:
@@ -131,7 +132,7 @@ def batch_from_record(data: dict[str, Any], mtime: float) -> Batch:
 class Recovery:
     """One start-up's work: the plan from the index, the records read, what is left for after serving."""
 
-    def __init__(self, service: BatchService, store: RecoverableStore) -> None:
+    def __init__(self, service: SessionService, store: RecoverableStore) -> None:
         self.service = service
         self.store = store
         self.config = service.config

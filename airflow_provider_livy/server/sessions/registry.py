@@ -1,8 +1,11 @@
 """The session registry and its clock: what the server holds, and when it lets go.
 
-Every time is a wall-clock timestamp (seconds since the epoch), so it can be persisted and a
-restart neither extends nor shortens a retention. Deadlines sit in heaps, so the collector's
-work grows with the number of sessions expiring, never with the number held.
+One registry holds one family (batches, or interactive sessions: each has its own ids, as in
+Livy). Every time is a wall-clock timestamp (seconds since the epoch), so it can be persisted and
+a restart neither extends nor shortens a retention. Deadlines sit in heaps, so the collector's
+work grows with the number of sessions expiring, never with the number held. An active session's
+"live" deadline (a batch's ttl; a session's idle, ttl and heartbeat clocks) may move later: its
+heap entry is checked against the current deadline when it comes due and re-armed if early.
 """
 
 from __future__ import annotations
@@ -15,14 +18,21 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_livy.protocol import ACTIVE_STATES, BATCH_STATES, TERMINAL_STATES
+
+if TYPE_CHECKING:
+    from airflow_provider_livy.server.sessions.interactive import Repl
+
+# A function giving an active session's live deadline (epoch seconds), None for none.
+LiveDeadline = Callable[["Batch"], float | None]
 
 
 @dataclass(slots=True, eq=False)
 class Batch:
-    """One batch session. Finished batches hold no log lines: those stay on disk."""
+    """One session, batch or interactive (then `repl` holds what only it has). Finished ones hold
+    no log lines: those stay on disk."""
 
     id: int
     name: str | None
@@ -46,6 +56,8 @@ class Batch:
     cluster: dict[str, Any] | None = None  # deploy mode cluster: the tracker's coordinates (drivers.cluster)
     cluster_id: str | None = None  # the cluster's id for the driver, as spark-submit printed it
     driver_log_url: str | None = None
+    clock_at: float | None = None  # when its earliest live-deadline heap entry comes due
+    repl: Repl | None = None  # interactive sessions only
 
     @property
     def active(self) -> bool:
@@ -71,23 +83,31 @@ class Batch:
         }
         if self.cluster is not None:  # the driver runs in a cluster: how to find it again
             record.update(cluster=self.cluster, clusterId=self.cluster_id, driverLogUrl=self.driver_log_url)
+        if self.repl is not None:
+            record.update(self.repl.record())
         return record
 
 
 class Registry:
     """Batches by id and by name, the id counter, state counts and the expiry clock."""
 
-    def __init__(self, retain: float, ttl: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        retain: float,
+        live_deadline: LiveDeadline,
+        clock: Callable[[], float] = time.time,
+        states: tuple[str, ...] = BATCH_STATES,  # the states the metrics list even at 0
+    ) -> None:
         self.retain = retain
-        self.ttl = ttl
+        self.live_deadline = live_deadline
         self.clock = clock
         self.batches: dict[int, Batch] = {}
         self.names: dict[str, int] = {}
         self.next_id = 0
-        self.state_counts: Counter[str] = Counter({state: 0 for state in BATCH_STATES})
+        self.state_counts: Counter[str] = Counter({state: 0 for state in states})
         self.counters: Counter[str] = Counter({"created": 0, "deleted": 0, "collected": 0, "evicted": 0, "ttl_killed": 0})
         self._expiry: list[tuple[float, int]] = []  # (forget at, id) for finished batches
-        self._ttl: list[tuple[float, int]] = []  # (kill at, id) for active batches
+        self._live: list[tuple[float, int]] = []  # (end at, id) for active sessions with a live deadline
         self._changes: dict[int, asyncio.Event] = {}  # id -> set at its next state change (long polls)
 
     def __len__(self) -> int:
@@ -111,8 +131,18 @@ class Registry:
         self.next_id = max(self.next_id, batch.id + 1)
         if batch.state in TERMINAL_STATES:
             self._schedule_expiry(batch)
-        elif self.ttl:
-            heapq.heappush(self._ttl, (batch.created_at + self.ttl, batch.id))
+        else:
+            self.arm(batch)
+
+    def arm(self, batch: Batch) -> bool:
+        """Put an active session's live deadline in the heap, unless an entry at least as early is there.
+        True when the new entry is the earliest of all (the collector must wake up for it)."""
+        at = self.live_deadline(batch)
+        if at is None or (batch.clock_at is not None and batch.clock_at <= at):
+            return False
+        batch.clock_at = at
+        heapq.heappush(self._live, (at, batch.id))
+        return self._live[0][1] == batch.id
 
     def get(self, batch_id: int) -> Batch | None:
         return self.batches.get(batch_id)
@@ -173,15 +203,15 @@ class Registry:
     def next_deadline(self) -> float | None:
         """The earliest moment the collector has something to do."""
         self._drop_stale()
-        deadlines = [heap[0][0] for heap in (self._expiry, self._ttl) if heap]
+        deadlines = [heap[0][0] for heap in (self._expiry, self._live) if heap]
         return min(deadlines) if deadlines else None
 
     def _drop_stale(self) -> None:
         """Heap entries of batches already gone (deleted, or no longer in that phase) are skipped lazily."""
         while self._expiry and not self._is_finished(self._expiry[0][1]):
             heapq.heappop(self._expiry)
-        while self._ttl and not self._is_active(self._ttl[0][1]):
-            heapq.heappop(self._ttl)
+        while self._live and not self._is_active(self._live[0][1]):
+            heapq.heappop(self._live)
 
     def _is_finished(self, batch_id: int) -> bool:
         batch = self.batches.get(batch_id)
@@ -201,11 +231,20 @@ class Registry:
                     yield batch
 
     def pop_overdue(self, now: float) -> Iterator[Batch]:
-        """Active batches past livy.server.batch.ttl (they stay registered: the caller kills them)."""
-        while self._ttl and self._ttl[0][0] <= now:
-            _, batch_id = heapq.heappop(self._ttl)
-            if self._is_active(batch_id):
-                yield self.batches[batch_id]
+        """Active sessions past their live deadline (they stay registered: the caller ends them).
+        An entry that came due early (the deadline moved later, e.g. on activity) is re-armed."""
+        while self._live and self._live[0][0] <= now:
+            _, batch_id = heapq.heappop(self._live)
+            batch = self.batches.get(batch_id)
+            if batch is None or batch.state not in ACTIVE_STATES:
+                continue
+            batch.clock_at = None
+            at = self.live_deadline(batch)
+            if at is not None and at <= now:
+                yield batch
+            elif at is not None:
+                batch.clock_at = at
+                heapq.heappush(self._live, (at, batch_id))
 
     def oldest_finished(self) -> Batch | None:
         """The finished batch held longest (it expires first): what the UI points at when sessions pile up."""
