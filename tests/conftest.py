@@ -93,16 +93,37 @@ class LivyServer:
         return response.json()
 
     def wait_for(
-        self, batch_id: int, states: frozenset[str] | set[str] = TERMINAL_STATES, timeout: float = 120
+        self,
+        batch_id: int,
+        states: frozenset[str] | set[str] = TERMINAL_STATES,
+        timeout: float = 120,
+        path: str = "/batches",
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            view = self.get(f"/batches/{batch_id}").json()
+            view = self.get(f"{path}/{batch_id}").json()
             if view.get("state") in states:
                 return view
             if time.monotonic() > deadline:
-                raise AssertionError(f"batch {batch_id} still {view.get('state')} after {timeout}s: {view}")
+                raise AssertionError(f"{path}/{batch_id} still {view.get('state')} after {timeout}s: {view}")
             time.sleep(0.1)
+
+    def open_session(self, states: frozenset[str] | set[str] = frozenset({"idle"}), **body: Any) -> dict[str, Any]:
+        """POST /sessions and wait until the session is in one of `states` (idle by default)."""
+        response = self.post("/sessions", json=body)
+        assert response.status_code == 201, response.text
+        return self.wait_for(response.json()["id"], states, path="/sessions")
+
+    def run(self, session_id: int, code: str, timeout: float = 60, **extra: Any) -> dict[str, Any]:
+        """Run one statement through the server and wait (long polls) for its end."""
+        response = self.post(f"/sessions/{session_id}/statements", json={"code": code, **extra})
+        assert response.status_code == 201, response.text
+        statement = response.json()
+        deadline = time.monotonic() + timeout
+        while statement["state"] not in ("available", "cancelled"):
+            assert time.monotonic() < deadline, f"statement still {statement['state']} after {timeout}s: {statement}"
+            statement = self.get(f"/sessions/{session_id}/statements/{statement['id']}", params={"wait": 5}).json()
+        return statement
 
     def batch_ids(self) -> list[int]:
         return [s["id"] for s in self.get("/batches", params={"size": 10000}).json()["sessions"]]

@@ -1,0 +1,213 @@
+"""Interactive sessions through the real server, with the real REPL driver running as plain Python.
+
+The fake spark-submit execs server/repl/driver.py with LIVY_REPL_NO_SPARK=1: the channel, the
+statements, cancel, the clocks and the lifecycle are all real, only Spark is absent (a session
+is up in a fraction of a second). test_sessions_spark.py runs the same paths on real Spark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import LivyServer
+
+ENDED = {"killed", "dead", "error", "success"}
+
+
+def drivers_of(server: LivyServer, session_id: int) -> list[psutil.Process]:
+    """The live processes of a session's driver: the REPL launched with the session's callback."""
+    suffix = f"/internal/repl/{session_id}"
+    found = []
+    for proc in psutil.process_iter(["environ", "status"]):
+        try:
+            env = proc.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if env.get("LIVY_REPL_CALLBACK", "").endswith(suffix) and str(server.port) in env["LIVY_REPL_CALLBACK"]:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def metric(server: LivyServer, name: str) -> float:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_session_lifecycle_statements_and_delete(fake_server: LivyServer) -> None:
+    response = fake_server.post("/sessions", json={"kind": "python", "heartbeatTimeoutInSecond": 60, "driverMemory": "1g"})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    sid = created["id"]
+    assert response.headers["Location"] == f"/sessions/{sid}"
+    assert created["state"] in ("starting", "idle")
+    assert created["kind"] == "pyspark" and created["driverMemory"] == "1g" and created["heartbeatTimeoutInSecond"] == 60
+    for key in ("id", "name", "appId", "owner", "proxyUser", "state", "kind", "appInfo", "log", "ttl", "idleTimeout"):
+        assert key in created
+    view = fake_server.wait_for(sid, {"idle"}, path="/sessions", timeout=30)
+    assert view["createdAt"] <= view["lastActivityAt"] <= view["expiresAt"]
+    assert "secret" not in str(view).lower() and "LIVY_REPL" not in str(view)
+    assert fake_server.get(f"/sessions/{sid}/state").json() == {"id": sid, "state": "idle"}
+
+    # the name reaches spark-submit as --name (the supervisor's command line holds spark-submit's)
+    (supervisor,) = [p for p in drivers_of(fake_server, sid) if "supervisor.py" in " ".join(p.cmdline())]
+    command = supervisor.cmdline()
+    assert command[command.index("--name") + 1] == f"livy-session-{sid}"
+    assert not any("secret" in arg.lower() for arg in command)
+
+    # variables persist, errors have Livy's shape, magics and completion work
+    first = fake_server.run(sid, "x = 41\nprint('hello')\nx + 1")
+    assert first["state"] == "available"
+    assert first["output"] == {"status": "ok", "execution_count": 0, "data": {"text/plain": "hello\n42"}}
+    assert fake_server.run(sid, "x")["output"]["data"]["text/plain"] == "41"
+    failed = fake_server.run(sid, "1 / 0")["output"]
+    assert failed["status"] == "error" and failed["ename"] == "ZeroDivisionError"
+    assert failed["evalue"] and isinstance(failed["traceback"], list)
+    table = fake_server.run(sid, "rows = [{'a': 1, 'b': 'x'}]\n%table rows")["output"]["data"]
+    assert table["application/vnd.livy.table.v1+json"]["data"] == [[1, "x"]]
+    completion = fake_server.post(f"/sessions/{sid}/completion", json={"code": "x.bit_le", "kind": "pyspark"})
+    assert completion.status_code == 200 and "x.bit_length()" in completion.json()["candidates"]
+
+    listed = fake_server.get(f"/sessions/{sid}/statements", params={"order": "desc", "size": 2}).json()
+    assert listed["total_statements"] == 4
+    assert [s["id"] for s in listed["statements"]] == [3, 2]
+    assert fake_server.get(f"/sessions/{sid}/statements/99").status_code == 404
+    assert fake_server.get(f"/sessions/{sid}/statements/0", params={"wait": "soon"}).status_code == 400
+
+    # Livy's log paging: from=-1 (or none) is the last `size` lines; size=-1 is all
+    last = fake_server.get(f"/sessions/{sid}/log", params={"from": -1, "size": 1}).json()
+    assert last["total"] >= 3 and last["from"] == last["total"] - 1 and len(last["log"]) == 1
+    assert len(fake_server.get(f"/sessions/{sid}/log", params={"size": -1}).json()["log"]) == last["total"]
+
+    assert metric(fake_server, "livy_interactive_statements_run_total") >= 4
+    assert metric(fake_server, "livy_interactive_statements_failed_total") >= 1
+
+    # DELETE answers once the driver is gone
+    assert fake_server.delete(f"/sessions/{sid}").json() == {"msg": "deleted"}
+    assert not drivers_of(fake_server, sid)
+    assert fake_server.get(f"/sessions/{sid}").status_code == 404
+    assert fake_server.post(f"/sessions/{sid}/statements", json={"code": "1"}).status_code == 404
+
+
+def test_cancel_a_long_statement_and_keep_going(fake_server: LivyServer) -> None:
+    sid = fake_server.open_session()["id"]
+    started = fake_server.post(f"/sessions/{sid}/statements", json={"code": "import time\ntime.sleep(120)"}).json()
+    fake_server.wait_for(sid, {"busy"}, path="/sessions", timeout=10)
+    assert fake_server.post(f"/sessions/{sid}/statements/{started['id']}/cancel").json() == {"msg": "canceled"}
+    deadline = time.monotonic() + 20
+    while (statement := fake_server.get(f"/sessions/{sid}/statements/{started['id']}", params={"wait": 5}).json())[
+        "state"
+    ] != "cancelled":
+        assert time.monotonic() < deadline, statement
+    fake_server.wait_for(sid, {"idle"}, path="/sessions", timeout=10)
+    assert fake_server.run(sid, "2 * 21")["output"]["data"]["text/plain"] == "42"
+    assert metric(fake_server, "livy_interactive_statements_cancelled_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"kind": "cobol"}, 400, "unknown session kind"),
+        ({"kind": "spark"}, 400, "not supported"),
+        ({"kind": "shared"}, 400, "not supported"),
+        ({"kind": "sparkr"}, 400, "R interpreter"),
+        ({"file": "x.py"}, 400, "unknown field"),
+        ({"ttl": "10"}, 400, "duration"),
+        ({"jars": ["/etc/passwd"]}, 400, "not in an allowed directory"),
+        ({"pyFiles": ["/etc/hosts"]}, 400, "not in an allowed directory"),
+        ({"archives": ["/etc/hosts"]}, 400, "not in an allowed directory"),
+        ({"proxyUser": "root"}, 400, "impersonation"),
+    ],
+)
+def test_bad_session_requests_are_400(fake_server: LivyServer, body: dict, status: int, words: str) -> None:
+    response = fake_server.post("/sessions", json=body)
+    assert response.status_code == status, response.text
+    assert words.lower() in response.json()["msg"].lower()
+    assert fake_server.get("/sessions").json()["total"] == 0
+
+
+def test_idle_timeout_ends_an_idle_session_and_spares_a_busy_one(fake_server: LivyServer) -> None:
+    idle = fake_server.open_session(idleTimeout="2s")
+    busy = fake_server.open_session(idleTimeout="2s")
+    fake_server.post(f"/sessions/{busy['id']}/statements", json={"code": "import time\ntime.sleep(5)"})
+    time.sleep(3.5)  # both past 2 s since their last activity; the busy one runs on
+    assert fake_server.get(f"/sessions/{idle['id']}/state").json()["state"] in ENDED | {"shutting_down"}
+    assert fake_server.get(f"/sessions/{busy['id']}/state").json()["state"] == "busy"
+    ended = fake_server.wait_for(idle["id"], ENDED, path="/sessions", timeout=15)
+    assert ended["state"] == "killed"
+    assert not drivers_of(fake_server, idle["id"])
+    log = fake_server.get(f"/sessions/{idle['id']}/log", params={"size": -1}).json()["log"]
+    assert any("idle for 2s" in line for line in log)
+    # the busy one finishes at ~5 s, then is idle 2 s more, then ends: not before
+    fake_server.wait_for(busy["id"], {"idle"}, path="/sessions", timeout=10)
+    ended_busy = fake_server.wait_for(busy["id"], ENDED, path="/sessions", timeout=15)
+    statements = fake_server.get(f"/sessions/{busy['id']}").json()
+    assert ended_busy["state"] == "killed" and statements["lastActivityAt"] >= busy["createdAt"] + 5
+    assert metric(fake_server, 'livy_interactive_ended_total{reason="idle"}') == 2
+
+
+def test_heartbeat_less_session_is_ended_and_ttl_ends_a_polled_one(fake_server: LivyServer) -> None:
+    silent = fake_server.open_session(heartbeatTimeoutInSecond=2)
+    polled = fake_server.open_session(ttl="4s")
+    deadline = time.monotonic() + 20
+    while fake_server.get(f"/sessions/{polled['id']}/state").json()["state"] not in ENDED:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert time.time() >= polled["createdAt"] + 4
+    # the silent one was never polled after start: its heartbeat ran out at ~2 s
+    ended = fake_server.get(f"/sessions/{silent['id']}").json()
+    assert ended["state"] == "killed"
+    log = "\n".join(fake_server.get(f"/sessions/{silent['id']}/log", params={"size": -1}).json()["log"])
+    assert "heartbeatTimeoutInSecond" in log
+    assert metric(fake_server, 'livy_interactive_ended_total{reason="heartbeat"}') == 1
+    assert metric(fake_server, 'livy_interactive_ended_total{reason="ttl"}') == 1
+    assert not drivers_of(fake_server, silent["id"]) and not drivers_of(fake_server, polled["id"])
+
+
+def test_max_sessions_counts_batches_and_sessions(make_server: Callable[..., LivyServer], job_file: str) -> None:
+    server = make_server({"livy.server.session.max-sessions": "2"})
+    server.submit(file=job_file, args=["sleep=30"])
+    server.open_session()
+    refused = server.post("/sessions", json={})
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert server.post("/batches", json={"file": job_file}).status_code == 503
+
+
+def test_csrf_and_access_control_apply_to_sessions(make_server: Callable[..., LivyServer], tmp_path: Path) -> None:
+    from airflow_provider_livy.server.security import add_user
+
+    users = tmp_path / "users"
+    add_user(str(users), "alice", "a-pass")
+    add_user(str(users), "bob", "b-pass")
+    server = make_server(
+        {
+            "livy.server.auth.type": "basic",
+            "livy.server.auth.basic.users-file": str(users),
+            "livy.server.access-control.enabled": "true",
+            "livy.server.csrf-protection.enabled": "true",
+        }
+    )
+    server.session.auth = ("alice", "a-pass")
+    del server.session.headers["X-Requested-By"]
+    assert server.post("/sessions", json={}).status_code == 400  # CSRF
+    server.session.headers["X-Requested-By"] = "tests"
+    session = server.open_session()
+    assert session["owner"] == "alice"
+    assert server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"
+    server.session.auth = ("bob", "b-pass")
+    assert server.get(f"/sessions/{session['id']}").status_code == 403
+    assert server.post(f"/sessions/{session['id']}/statements", json={"code": "1"}).status_code == 403
+    assert server.get(f"/sessions/{session['id']}/statements").status_code == 403
+    assert server.delete(f"/sessions/{session['id']}").status_code == 403
+    assert server.get("/sessions").json()["total"] == 0
+    server.session.auth = None
+    assert server.get("/sessions").status_code == 401
+    # the driver's callback is not a user API: without the session's secret it is refused
+    assert server.post(f"/internal/repl/{session['id']}", json={"address": "http://127.0.0.1:1"}).status_code == 401
