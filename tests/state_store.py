@@ -19,8 +19,8 @@ from kazoo.exceptions import NoNodeError
 class StoreView(Protocol):
     settings: dict[str, str]
 
-    def records(self) -> dict[int, dict[str, Any]]: ...
-    def index(self) -> list[str]: ...
+    def records(self, family: str = "batch") -> dict[int, dict[str, Any]]: ...
+    def index(self, family: str = "batch") -> list[str]: ...
     def next_session_id(self) -> int: ...
     def write(self, key: str, data: bytes) -> None: ...
     def close(self) -> None: ...
@@ -35,13 +35,13 @@ class FileStoreView:
             "livy.server.recovery.state-store.url": str(root),
         }
 
-    def records(self) -> dict[int, dict[str, Any]]:
-        batch_dir = self.root / "v1" / "batch"
+    def records(self, family: str = "batch") -> dict[int, dict[str, Any]]:
+        batch_dir = self.root / "v1" / family
         names = os.listdir(batch_dir) if batch_dir.exists() else []
         return {int(n): json.loads((batch_dir / n).read_bytes()) for n in names if n.isdigit()}
 
-    def index(self) -> list[str]:
-        index_dir = self.root / "v1" / "batch-index"
+    def index(self, family: str = "batch") -> list[str]:
+        index_dir = self.root / "v1" / f"{family}-index"
         return sorted(os.listdir(index_dir)) if index_dir.exists() else []
 
     def next_session_id(self) -> int:
@@ -74,19 +74,19 @@ class ZooKeeperView:
         except NoNodeError:
             return []
 
-    def records(self) -> dict[int, dict[str, Any]]:
+    def records(self, family: str = "batch") -> dict[int, dict[str, Any]]:
         """Records as they are now; one deleted between the listing and its read is gone, not an error."""
         found = {}
-        for name in self._children("v1/batch"):
+        for name in self._children(f"v1/{family}"):
             if name.isdigit():
                 try:
-                    found[int(name)] = json.loads(self.client.get(f"/{self.prefix}/v1/batch/{name}")[0])
+                    found[int(name)] = json.loads(self.client.get(f"/{self.prefix}/v1/{family}/{name}")[0])
                 except NoNodeError:
                     continue
         return found
 
-    def index(self) -> list[str]:
-        return sorted(self._children("v1/batch-index"))
+    def index(self, family: str = "batch") -> list[str]:
+        return sorted(self._children(f"v1/{family}-index"))
 
     def next_session_id(self) -> int:
         return json.loads(self.client.get(f"/{self.prefix}/v1/batch/state")[0])["nextSessionId"]

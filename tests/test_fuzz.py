@@ -37,10 +37,15 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivyServer
             "livy.server.spark-home": str(FAKE_SPARK_HOME),
             "livy.server.session.state-retain.sec": "5s",
             "livy.server.batch.state-wait.max": "50ms",  # generated long polls of running batches stay short
+            # Generated POST /sessions each start a (Spark-less) REPL: a cap, and idle ones end soon.
+            "livy.server.session.max-sessions": "40",
+            "livy.server.session.timeout": "20s",
         },
     )
     for index in range(5):  # real batches, so that generated keys such as "0" meet one
         server.submit(file=str(work_dir / "job.py"), name=f"fuzz-{index}", args=["sleep=60" if index % 2 else "lines=20"])
+    for index in range(2):  # and real sessions, so statements are reached
+        server.open_session(name=f"fuzz-session-{index}", idleTimeout="1h")
     yield server
     server.stop()
 

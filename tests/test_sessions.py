@@ -7,6 +7,7 @@ is up in a fraction of a second). test_sessions_spark.py runs the same paths on 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import LivyServer
+from tests.state_store import StoreView
 
 ENDED = {"killed", "dead", "error", "success"}
 
@@ -28,9 +30,9 @@ def drivers_of(server: LivyServer, session_id: int) -> list[psutil.Process]:
             env = proc.info["environ"] or {}
         except psutil.Error:
             continue
-        if env.get("LIVY_REPL_CALLBACK", "").endswith(suffix) and str(server.port) in env["LIVY_REPL_CALLBACK"]:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
+        callback = env.get("LIVY_REPL_CALLBACK", "")
+        if callback.endswith(suffix) and f":{server.port}/" in callback and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
     return found
 
 
@@ -211,3 +213,46 @@ def test_csrf_and_access_control_apply_to_sessions(make_server: Callable[..., Li
     assert server.get("/sessions").status_code == 401
     # the driver's callback is not a user API: without the session's secret it is refused
     assert server.post(f"/internal/repl/{session['id']}", json={"address": "http://127.0.0.1:1"}).status_code == 401
+
+
+def test_kill_9_and_restart_bring_sessions_back(make_server: Callable[..., LivyServer], store: StoreView) -> None:
+    """Both stores: a live session comes back with its variables and history; one whose driver
+    died while the server was down ends dead, saying why; clocks keep their wall-clock times."""
+    server = make_server(store.settings)
+    live = server.open_session(name="notebook", idleTimeout="1h")
+    server.run(live["id"], "x = 6 * 7")
+    doomed = server.open_session()
+    record = store.records("interactive")[live["id"]]
+    assert record["kind"] == "pyspark" and record["replAddress"] and record["replSecret"]
+    assert {"id", "name", "appId", "appTag", "kind", "heartbeatTimeoutS", "owner", "proxyUser", "version"} <= set(record)
+    assert [n for n in store.index("interactive") if n.startswith(f"{live['id']}_")]
+    server.stop(signal.SIGKILL)
+    for proc in drivers_of(server, doomed["id"]):
+        proc.kill()
+
+    restarted = make_server(store.settings, port=server.port)
+    back = restarted.wait_for(live["id"], {"idle"}, path="/sessions", timeout=30)
+    assert back["name"] == "notebook" and back["createdAt"] == live["createdAt"]
+    assert restarted.get("/sessions/notebook").json()["id"] == live["id"]
+    assert restarted.run(live["id"], "x")["output"]["data"]["text/plain"] == "42"
+    history = restarted.get(f"/sessions/{live['id']}/statements").json()
+    assert [s["code"] for s in history["statements"]] == ["x = 6 * 7", "x"]
+    dead = restarted.wait_for(doomed["id"], {"dead"}, path="/sessions", timeout=30)
+    assert dead["state"] == "dead"
+    log = "\n".join(restarted.get(f"/sessions/{doomed['id']}/log", params={"size": -1}).json()["log"])
+    assert "was gone" in log or "ended with exit code" in log
+    # ids never go backwards, per family
+    assert restarted.open_session()["id"] == doomed["id"] + 1
+    assert restarted.delete(f"/sessions/{live['id']}").json() == {"msg": "deleted"}
+    assert not drivers_of(restarted, live["id"])
+
+
+def test_a_driver_exits_when_no_server_reaches_it(make_server: Callable[..., LivyServer]) -> None:
+    server = make_server({"livy.rsc.server.idle-timeout": "3s"})
+    session = server.open_session()
+    assert drivers_of(server, session["id"])
+    server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while drivers_of(server, session["id"]):
+        assert time.monotonic() < deadline, "the driver outlived livy.rsc.server.idle-timeout with no server"
+        time.sleep(0.2)

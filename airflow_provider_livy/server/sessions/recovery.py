@@ -36,10 +36,11 @@ from typing import Any
 
 import psutil
 
-from airflow_provider_livy.protocol import BATCH_STATES, DEAD, STARTING, SUCCESS, TERMINAL_STATES
+from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, IDLE, RECOVERING, STARTING, SUCCESS, TERMINAL_STATES
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
-from airflow_provider_livy.server.sessions.lifecycle import INTERACTIVE, SessionService
+from airflow_provider_livy.server.sessions.interactive import repl_from_record
+from airflow_provider_livy.server.sessions.lifecycle import BATCH, INTERACTIVE, SessionService
 from airflow_provider_livy.server.sessions.registry import Batch
 from airflow_provider_livy.server.stores import open_store
 from airflow_provider_livy.server.stores.base import RecoverableStore
@@ -56,18 +57,23 @@ TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "c
 
 
 def recover_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
-    """The batch and interactive services with the store's sessions back in them; the bulk purge,
-    started here, is awaited once serving."""
-    store = open_store(config)
+    """The batch and interactive services with the store's sessions back in them (each family in
+    its own store directory, as in Livy); the bulk purges, started here, are awaited once serving."""
+    services: list[SessionService] = []
+    stores: list[RecoverableStore] = []
     try:
-        service = SessionService(config, store)
-        recovery = Recovery(service, store)
-        recovery.run_foreground()
+        for family in (BATCH, INTERACTIVE):
+            stores.append(store := open_store(config, family))
+            capacity = services[0].capacity if services else None
+            services.append(service := SessionService(config, store, family=family, capacity=capacity))
+            recovery = Recovery(service, store)
+            recovery.run_foreground()
+            service.after_start.append(recovery.run_background)
     except BaseException:
-        store.close()
+        for store in stores:
+            store.close()
         raise
-    service.after_start.append(recovery.run_background)
-    return service, SessionService(config, family=INTERACTIVE, capacity=service.capacity)
+    return services[0], services[1]
 
 
 def _number(value: Any) -> bool:
@@ -89,7 +95,7 @@ def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
             raise ValueError(f"{key} is not a string")
     if "createdAt" not in data:
         return data  # Apache Livy's fields only
-    if data.get("state") not in BATCH_STATES:
+    if data.get("state") not in ALL_STATES:
         raise ValueError(f"unknown state {data.get('state')!r}")
     if not _number(data["createdAt"]):
         raise ValueError("createdAt is not a number")
@@ -199,6 +205,8 @@ class Recovery:
                 self.expired.append(batch_id)
                 continue
             batch = batch_from_record(data, mtime)
+            if self.service.interactive:
+                batch.repl = repl_from_record(data, self.config.session_timeout, batch.created_at)
             changed = batch_id not in indexed
             if batch.active:
                 changed = self._reattach(batch) or changed
@@ -220,7 +228,7 @@ class Recovery:
         """Follow a live driver again, or settle a gone one; True when the record must change."""
         log_path, exit_path = self.service.log_path(batch.id), self.service.exit_path(batch.id)
         if batch.pid is None and batch.state == STARTING and batch.request is not None and not log_path.exists():
-            batch.tail = deque(maxlen=self.config.cache_log_size)
+            batch.tail = None if batch.repl else deque(maxlen=self.config.cache_log_size)
             self.stats["queued again"] += 1
             return False
         changed = False
@@ -231,7 +239,10 @@ class Recovery:
             self.stats["followed in their cluster again"] += 1
             return True
         if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
-            batch.tail = deque(maxlen=self.config.cache_log_size)
+            if batch.repl is None:
+                batch.tail = deque(maxlen=self.config.cache_log_size)
+            elif batch.state in (IDLE, BUSY):
+                batch.state = RECOVERING  # until the driver's first /status says idle or busy
             self.stats["re-attached"] += 1
             return changed
         code = launcher.read_exit_code(exit_path)
@@ -242,7 +253,7 @@ class Recovery:
         else:
             self._note(batch, f"{driver} ended with exit code {code} while the server was down")
             batch.finished_at = exit_path.stat().st_mtime
-        batch.state = SUCCESS if code == 0 else DEAD
+        batch.state = SUCCESS if code == 0 and batch.repl is None else DEAD  # a session never succeeds
         if batch.app_id is None:  # printed just before the crash, before the server read it
             batch.app_id = launcher.find_app_id(log_path)
         self.stats["ended while down"] += 1

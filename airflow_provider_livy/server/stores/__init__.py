@@ -6,11 +6,12 @@ from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.stores.base import RecoverableStore
 
 
-def open_store(config: ServerConfig) -> RecoverableStore:
+def open_store(config: ServerConfig, family: str = "batch") -> RecoverableStore:
+    """The store of one family of sessions ("batch" or "interactive"), each under its own Livy directory."""
     if config.state_store == "zookeeper":
         from airflow_provider_livy.server.stores.zookeeper import ZooKeeperStore
 
-        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix)
+        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix, family=family)
     from airflow_provider_livy.server.stores.filesystem import FileSystemStore
 
-    return FileSystemStore(config.state_store_url)
+    return FileSystemStore(config.state_store_url, family)

@@ -26,8 +26,6 @@ from typing import Any
 
 from airflow_provider_livy.server.stores.base import RecordLookup, StoreUnavailable
 from airflow_provider_livy.server.stores.index import (
-    BATCH_DIR,
-    INDEX_DIR,
     STATE_KEY,
     Snapshot,
     build_snapshot,
@@ -37,6 +35,7 @@ from airflow_provider_livy.server.stores.index import (
     encode_state,
     entry_id,
     entry_name,
+    family_dirs,
 )
 
 log = logging.getLogger(__name__)
@@ -94,10 +93,11 @@ def write_atomic_many(items: list[tuple[Path, bytes]]) -> None:
 
 
 class FileSystemStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, family: str = "batch") -> None:
         root = store_path(url)
-        self.batch_dir = root / BATCH_DIR
-        self.index_dir = root / INDEX_DIR
+        records, index = family_dirs(family)
+        self.batch_dir = root / records
+        self.index_dir = root / index
         self.state_path = self.batch_dir / STATE_KEY
         for directory in (self.batch_dir, self.index_dir):
             directory.mkdir(parents=True, exist_ok=True)

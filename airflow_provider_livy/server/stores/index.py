@@ -14,9 +14,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-BATCH_DIR = "v1/batch"
-INDEX_DIR = "v1/batch-index"
 STATE_KEY = "state"  # {"nextSessionId": N}, as Livy writes it
+
+
+def family_dirs(family: str) -> tuple[str, str]:
+    """Records and index of a family: v1/batch + v1/batch-index, v1/interactive + v1/interactive-index (Livy's names)."""
+    return f"v1/{family}", f"v1/{family}-index"
 
 
 @dataclass

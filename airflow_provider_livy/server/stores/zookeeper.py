@@ -38,8 +38,6 @@ from kazoo.retry import KazooRetry
 
 from airflow_provider_livy.server.stores.base import RecordLookup, StoreUnavailable
 from airflow_provider_livy.server.stores.index import (
-    BATCH_DIR,
-    INDEX_DIR,
     STATE_KEY,
     Snapshot,
     build_snapshot,
@@ -49,6 +47,7 @@ from airflow_provider_livy.server.stores.index import (
     encode_state,
     entry_id,
     entry_name,
+    family_dirs,
 )
 from airflow_provider_livy.zookeeper_multi import Deletes, read_many
 
@@ -101,11 +100,14 @@ async def committed(sent: IAsyncResult) -> None:
 
 
 class ZooKeeperStore:
-    def __init__(self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT, family: str = "batch"
+    ) -> None:
         root = "/" + prefix.strip("/")
         self.hosts = hosts
-        self.batch_path = f"{root}/{BATCH_DIR}"
-        self.index_path = f"{root}/{INDEX_DIR}"
+        records, index = family_dirs(family)
+        self.batch_path = f"{root}/{records}"
+        self.index_path = f"{root}/{index}"
         self.state_path = f"{self.batch_path}/{STATE_KEY}"
         retry = {"delay": 0.1, "backoff": 2, "max_delay": 2.0}
         try:
