@@ -268,7 +268,7 @@ def test_unknown_routes_and_methods_answer_json(fake_server: LivyServer) -> None
         ("PUT", "/batches", 405),
         ("PATCH", "/batches/0", 405),
         ("POST", "/batches/0/state", 405),
-        ("GET", "/sessions", 404),
+        ("GET", "/sessions/0/nope", 404),
         ("GET", "/batches/0/state/extra", 404),
     ):
         response = fake_server.session.request(method, fake_server.url + path, timeout=10)

@@ -11,8 +11,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
-
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 30.0  # a driver busy with Python still answers its HTTP thread at once
 WAIT_SLACK = 5.0  # a long poll of S seconds may take S plus this before it counts as lost
@@ -34,7 +32,10 @@ class ReplChannel:
     """HTTP calls to drivers; one instance per server."""
 
     def __init__(self) -> None:
+        import httpx  # here, not at the top: 0.3-0.7 s of import that a server without sessions never pays at start
+
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would flood the server log
+        self._httpx = httpx
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=CONNECT_TIMEOUT),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=60),
@@ -56,6 +57,7 @@ class ReplChannel:
         wait: float = 0.0,
     ) -> bytes:
         """The driver's answer body; ReplRefused for its 4xx/5xx, ReplUnreachable when it does not answer."""
+        httpx = self._httpx
         try:
             response = await self.http.request(
                 method,

@@ -100,9 +100,7 @@ async def committed(sent: IAsyncResult) -> None:
 
 
 class ZooKeeperStore:
-    def __init__(
-        self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT, family: str = "batch"
-    ) -> None:
+    def __init__(self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT, family: str = "batch") -> None:
         root = "/" + prefix.strip("/")
         self.hosts = hosts
         records, index = family_dirs(family)
