@@ -64,6 +64,7 @@ from airflow_provider_livy.server.stores.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 MAX_LIST_PAGE = 10_000
+LIVY_API_VERSION = "0.9.0"
 MAX_LOG_PAGE = 1_000_000
 _JSON_TYPES = {
     STR: {"type": "string"},
@@ -193,7 +194,7 @@ ERROR_TEXT = {
 VERSION_SCHEMA = {
     "type": "object",
     "required": ["version"],
-    "properties": {"version": {"type": "string"}, "livyApi": {"type": "string"}, "server": {"type": "string"}},
+    "properties": {"version": {"type": "string"}, "server": {"type": "string"}, "serverVersion": {"type": "string"}},
 }
 KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "id or name"}
 WAIT_PARAMETER = {
@@ -336,7 +337,9 @@ def create_app(service: SessionService, sessions: SessionService | None = None) 
         responses={200: {"description": "OK", "content": {"application/json": {"schema": VERSION_SCHEMA}}}},
     )
     async def version() -> dict[str, str]:
-        return {"version": __version__, "livyApi": "0.9", "server": "airflow-provider-livy"}
+        """`version` is the Livy release whose API we speak: clients branch on it (pylivy treats anything
+        below 0.5.0 as a legacy Livy without sql sessions). Our own release is `serverVersion`."""
+        return {"version": LIVY_API_VERSION, "server": "airflow-provider-livy", "serverVersion": __version__}
 
     @app.get(
         "/metrics",

@@ -53,7 +53,7 @@ DRIVER_FILE = REPL_DIR / "driver.py"
 STATUS_WAIT_MAX = 30.0  # one /status long poll; well under the driver's idle-exit clock
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # after a failed /status
 SHUTDOWN_WAIT = 5.0  # after POST /shutdown, how long Spark may take to stop before the process group is killed
-TTL, HEARTBEAT = "ttl", "heartbeat"  # with IDLE: why the server ended a session (metrics, log lines)
+START, TTL, HEARTBEAT = "start", "ttl", "heartbeat"  # with IDLE: why the server ended a session (metrics, log lines)
 VIEW_SETTINGS = (*RESOURCE_FIELDS, "conf", "heartbeatTimeoutInSecond", "ttl", "idleTimeout")
 
 
@@ -80,10 +80,13 @@ class Repl:
     follower: asyncio.Task[None] | None = None
     ended_by: str | None = None
 
-    def deadline(self, state: str, created_at: float) -> tuple[float, str] | None:
-        """The earliest clock that will end the session, and which; idleness never ends a busy one."""
+    def deadline(self, state: str, created_at: float, start_timeout: float) -> tuple[float, str] | None:
+        """The earliest clock that will end the session, and which. Idleness never ends a busy one, and
+        counts only once the driver is up: a start is bounded by livy.server.session.timeout instead."""
         clocks = []
-        if state != BUSY:
+        if state == STARTING:
+            clocks.append((created_at + start_timeout, START))
+        elif state != BUSY:
             clocks.append((self.last_activity + self.idle_timeout, IDLE))
         if self.ttl:
             clocks.append((created_at + self.ttl, TTL))
@@ -153,7 +156,7 @@ class Interactive:
         self.config = service.config
         self._channel: ReplChannel | None = None  # made on first use, on the event loop
         self.counters = {"statements_run": 0, "statements_failed": 0, "statements_cancelled": 0}
-        self.ended = {IDLE: 0, TTL: 0, HEARTBEAT: 0}
+        self.ended = {START: 0, IDLE: 0, TTL: 0, HEARTBEAT: 0}
         self.status_wait = min(STATUS_WAIT_MAX, max(1.0, self.config.repl_idle_timeout / 3))
 
     async def warm(self) -> None:
@@ -215,6 +218,7 @@ class Interactive:
         if ui_url and batch.ui_url is None:
             batch.ui_url = ui_url
         if batch.state in (STARTING, RECOVERING):
+            batch.repl.last_activity = self.service.clock()  # connecting is activity (as in Livy): the idle clock starts now
             self.service.set_up(batch, IDLE)
         self.follow(batch)
 
@@ -275,7 +279,7 @@ class Interactive:
     def deadline(self, batch: Batch) -> float | None:
         if batch.repl is None:
             return None
-        due = batch.repl.deadline(batch.state, batch.created_at)
+        due = batch.repl.deadline(batch.state, batch.created_at, self.config.session_timeout)
         return None if due is None else due[0]
 
     def overdue(self, batch: Batch, now: float) -> None:
@@ -283,9 +287,10 @@ class Interactive:
         repl = batch.repl
         if repl is None or batch.kill_requested:
             return
-        due = repl.deadline(batch.state, batch.created_at)
+        due = repl.deadline(batch.state, batch.created_at, self.config.session_timeout)
         reason = due[1] if due else TTL
         why = {
+            START: f"its driver did not come up within {self.config.session_timeout:g}s (livy.server.session.timeout)",
             IDLE: f"idle for {repl.idle_timeout:g}s (idleTimeout, else livy.server.session.timeout)",
             TTL: f"older than its ttl of {repl.ttl or 0:g}s",
             HEARTBEAT: f"no client called /sessions/{batch.id} for {repl.heartbeat}s (heartbeatTimeoutInSecond)",
