@@ -18,6 +18,8 @@ say() { echo "[setup] $*"; }
 apt_packages=()
 command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
 if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
+# sparkmagic, one of the third-party clients the tests run in a venv of their own, builds pykerberos against it
+if $want_tests && ! dpkg -s libkrb5-dev >/dev/null 2>&1; then apt_packages+=(libkrb5-dev); fi
 # Playwright drives Debian's chromium: its own browser download cannot work on a host without internet access.
 if $want_tests && ! command -v chromium >/dev/null 2>&1; then apt_packages+=(chromium); fi
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then apt_packages+=(wrk); fi

@@ -38,32 +38,29 @@ def test_sessions_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> Non
     server = start_server(work_dir, settings)
     restarted: LivyServer | None = None
     try:
-        first = server.post("/sessions", json={"kind": "pyspark", "idleTimeout": "30s", "name": "real-notebook"}).json()
-        second = server.post("/sessions", json={"kind": "sql"}).json()
-        sid = first["id"]
+        first = server.post("/sessions", json={"kind": "pyspark", "name": "real-notebook"}).json()
+        second = server.post("/sessions", json={"kind": "sql", "idleTimeout": "30s"}).json()
+        sid, sql_id = first["id"], second["id"]
+
+        # sql: schema and data, in a sql session (idle for 30 s after this, it will be ended)
+        server.wait_for(sql_id, {"idle"}, path="/sessions", timeout=300)
+        answer = server.run(sql_id, "select 1 as n, 'a' as s")["output"]["data"]["application/json"]
+        assert [f["name"] for f in answer["schema"]["fields"]] == ["n", "s"]
+        assert answer["data"] == [[1, "a"]]
+        sql_processes = spark_processes(server, sql_id)
+        assert sql_processes
+
         view = server.wait_for(sid, {"idle"}, path="/sessions", timeout=300)
         assert view["appId"] and view["appId"].startswith("local-"), view
         assert view["appInfo"]["sparkUiUrl"].startswith("http://")
 
-        # variables persist across statements; Spark is there
+        # variables persist across statements; Spark is there; errors have Livy's shape; sql per statement
         assert server.run(sid, "x = spark.range(10).count()\nx")["output"]["data"]["text/plain"] == "10"
         assert server.run(sid, "x * 2")["output"]["data"]["text/plain"] == "20"
         error = server.run(sid, "spark.sql('select * from no_such_table')")["output"]
         assert error["status"] == "error" and error["ename"] and error["evalue"] and error["traceback"]
-
-        # sql: schema and data; in a sql session and as a per-statement kind
-        sql_id = server.wait_for(second["id"], {"idle"}, path="/sessions", timeout=300)["id"]
-        answer = server.run(sql_id, "select 1 as n, 'a' as s")["output"]["data"]["application/json"]
-        assert [f["name"] for f in answer["schema"]["fields"]] == ["n", "s"]
-        assert answer["data"] == [[1, "a"]]
         per_statement = server.run(sid, "select 2 as two", kind="sql")["output"]["data"]["application/json"]
         assert per_statement["data"] == [[2]]
-
-        # DELETE of a live session answers once its driver is gone
-        sql_processes = spark_processes(server, sql_id)
-        assert sql_processes
-        assert server.delete(f"/sessions/{sql_id}").json() == {"msg": "deleted"}
-        assert not [p for p in sql_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
         # a 120 s Spark job, cancelled; the session goes on
         long = server.post(
@@ -78,7 +75,7 @@ def test_sessions_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> Non
             "cancelled"
         ):
             assert time.monotonic() - started < 60, statement
-        assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=30)["state"] == "idle"
+        assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=60)["state"] == "idle"
         assert server.run(sid, "x + 1")["output"]["data"]["text/plain"] == "11"
 
         # kill -9 of the server, a restart: the session comes back with its variables and history
@@ -90,11 +87,16 @@ def test_sessions_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> Non
         codes = [s["code"] for s in restarted.get(f"/sessions/{sid}/statements").json()["statements"]]
         assert codes[0].startswith("x = spark.range") and codes[-1] == "x"
 
-        # idle for its idleTimeout (30 s, counted from when the driver was up): ended, its driver stopped
-        processes = spark_processes(restarted, sid)
-        ended = restarted.wait_for(sid, {"killed", "dead"}, path="/sessions", timeout=150)
+        # the sql session, idle for its idleTimeout (counted from its last statement): ended, its driver stopped
+        ended = restarted.wait_for(sql_id, {"killed", "dead"}, path="/sessions", timeout=120)
         assert ended["state"] == "killed"
         assert ended["finishedAt"] - ended["lastActivityAt"] >= 29.5
+        assert not [p for p in sql_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+        # DELETE of a live session answers once its driver is gone
+        processes = spark_processes(restarted, sid)
+        assert processes
+        assert restarted.delete(f"/sessions/{sid}").json() == {"msg": "deleted"}
         assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     finally:
         for each in (server, restarted):

@@ -244,6 +244,18 @@ def not_found(key: str) -> ApiError:
     return ApiError(404, f"Session '{key}' not found.")
 
 
+WAIT_ERROR = f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {{!r}}"
+
+
+def parse_wait(text: str) -> float | None:
+    """A long poll's ?wait=S: seconds >= 0; None for anything else (a 400)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
 def query_int(request: Request, name: str, default: int | None, low: int | None, high: int) -> int | None:
     text = request.query_params.get(name)
     if text is None:
@@ -489,12 +501,8 @@ def add_family_routes(app: FastAPI, family: Family, policy: AccessPolicy) -> Non
             and (wait := request.query_params.get(STATE_WAIT_PARAM)) is not None
             and batch.state not in TERMINAL_STATES
         ):
-            try:
-                seconds = float(wait)
-            except ValueError:
-                seconds = -1.0
-            if not 0 <= seconds < float("inf"):
-                return error(400, f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {wait!r}")
+            if (seconds := parse_wait(wait)) is None:
+                return error(400, WAIT_ERROR.format(wait))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(seconds, config.state_wait_max)):
                     await service.registry.changed(batch.id).wait()

@@ -26,10 +26,12 @@ from airflow_provider_livy.server.api.routes import (
     ERROR_SCHEMA,
     KEY_PARAMETER,
     MAX_LIST_PAGE,
+    WAIT_ERROR,
     WAIT_PARAMETER,
     ApiError,
     documented,
     paging_parameters,
+    parse_wait,
     query_int,
     read_json_body,
 )
@@ -156,13 +158,8 @@ def add_statement_routes(app: FastAPI, service: SessionService, policy: AccessPo
         """Long-pollable: with ?wait=S the answer comes when the statement's state changes, or after S seconds."""
         batch = lookup(key, request, False)
         wait = 0.0
-        if (text := request.query_params.get(STATE_WAIT_PARAM)) is not None:
-            try:
-                wait = float(text)
-            except ValueError:
-                wait = -1.0
-            if not 0 <= wait < float("inf"):
-                raise ApiError(400, f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {text!r}")
+        if (text := request.query_params.get(STATE_WAIT_PARAM)) is not None and (wait := parse_wait(text)) is None:
+            raise ApiError(400, WAIT_ERROR.format(text))
         wait = min(wait, config.state_wait_max)
         params = {STATE_WAIT_PARAM: f"{wait:g}"} if wait > 0 else None
         return json_bytes(await driver_call(batch, "GET", f"/statements/{sid}", params=params, wait=wait))
