@@ -181,6 +181,11 @@ class Interactive:
     # --- creating and launching ----------------------------------------------------------
     def prepare(self, request: dict[str, Any], now: float) -> Repl:
         check_kind(request["kind"])
+        if self.config.cluster_mode:
+            raise BatchRequestError(
+                "interactive sessions are not supported with livy.spark.deploy-mode = cluster yet "
+                "(the REPL's settings must reach the driver through a properties file); use client mode"
+            )
         return new_repl(request, self.config.session_timeout, now)
 
     def launch_request(self, batch: Batch, request: dict[str, Any]) -> dict[str, Any]:

@@ -466,7 +466,7 @@ class SessionService:
         )
         self._follow_in_cluster(batch)
         self._persist(batch)
-        self._launch_pending()
+        self.capacity.released()
         return True
 
     def _follow_in_cluster(self, batch: Batch) -> None:
@@ -494,7 +494,7 @@ class SessionService:
         if status.state in TERMINAL_STATES:
             self._spawn(self._cluster_end(batch, handle, status))
         elif status.state == RUNNING and batch.state != RUNNING:
-            self._set_running(batch)
+            self.set_up(batch, RUNNING)
         elif changed:
             self._persist(batch)
 

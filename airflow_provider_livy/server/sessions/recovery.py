@@ -52,7 +52,7 @@ FOREGROUND_READS = 2000  # records read before serving; further unindexed ones a
 READ_CHUNK = 1000
 SAVE_CHUNK = 500
 READ_RETRY_DELAY = 5.0
-STATE_NAMES = {state: state for state in BATCH_STATES}
+STATE_NAMES = {state: state for state in ALL_STATES}
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
