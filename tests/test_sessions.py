@@ -117,8 +117,6 @@ def test_cancel_a_long_statement_and_keep_going(fake_server: LivyServer) -> None
     ("body", "status", "words"),
     [
         ({"kind": "cobol"}, 400, "unknown session kind"),
-        ({"kind": "spark"}, 400, "not supported"),
-        ({"kind": "shared"}, 400, "not supported"),
         ({"kind": "sparkr"}, 400, "R interpreter"),
         ({"file": "x.py"}, 400, "unknown field"),
         ({"ttl": "10"}, 400, "duration"),

@@ -33,8 +33,6 @@ from airflow_provider_livy.protocol import (
     IDLE,
     RECOVERING,
     RESOURCE_FIELDS,
-    SHARED,
-    SPARK,
     SPARKR,
     STARTING,
     BatchRequestError,
@@ -109,10 +107,6 @@ class Repl:
 
 def check_kind(kind: str) -> None:
     """Kinds Livy has that our REPL does not run (yet): a 400 that says what is missing."""
-    if kind in (SPARK, SHARED):
-        raise BatchRequestError(
-            f"session kind '{kind}' (Scala) is not supported by this server yet; use 'pyspark' (per-statement 'sql' works in it)"
-        )
     if kind == SPARKR:
         r = shutil.which("Rscript")
         missing = "R (no Rscript on the server's PATH) and " if r is None else ""
