@@ -31,6 +31,7 @@ BENCHMARKS = {
     "e2e": "bench.bench_e2e",
     "repl": "bench.bench_repl",
     "ui": "bench.bench_ui",
+    "cluster": "bench.bench_cluster",
 }
 
 

@@ -8,6 +8,7 @@ runs only until the app id (`app-...`, printed by the driver) is known.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -67,13 +68,13 @@ class StandaloneTracker:
     def poll(self, handles: Iterable[Handle]) -> dict[str, Status]:
         response = self.session.get(f"{self.ui}/json/", timeout=HTTP_TIMEOUT)
         response.raise_for_status()
-        master = response.json()
-        workers = {w.get("id"): w.get("webuiaddress") for w in master.get("workers", ()) if isinstance(w, dict)}
-        drivers = {}
-        for section in ("completeddrivers", "activedrivers"):  # a relaunched driver: the active entry wins
-            for entry in master.get(section, ()):
-                if isinstance(entry, dict) and "id" in entry:
-                    drivers[entry["id"]] = entry
+        master = json.loads(response.content)  # bytes straight to the parser: no decoded copy of 10,000 drivers
+        try:
+            workers = {w["id"]: w.get("webuiaddress") for w in master.get("workers") or ()}
+            # One comprehension over both lists (a relaunched driver: the active entry comes last and wins).
+            drivers = {e["id"]: e for section in ("completeddrivers", "activedrivers") for e in master.get(section) or ()}
+        except (AttributeError, KeyError, TypeError) as err:
+            raise ValueError(f"the master's status at {self.ui}/json/ is not what Spark serves: {err!r}") from None
         statuses, lookups = {}, 0
         for handle in handles:
             entry = drivers.get(handle.cluster_id)

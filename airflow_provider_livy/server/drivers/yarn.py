@@ -83,7 +83,13 @@ class YarnTracker:
         return statuses
 
     def kill(self, handle: Handle) -> None:
-        self._request("PUT", f"/ws/v1/cluster/apps/{handle.cluster_id}/state", json={"state": "KILLED"})
+        app_id = handle.cluster_id
+        if not app_id.startswith("application_"):  # spark-submit never printed it: find the app by its tag
+            found = self.poll([handle]).get(handle.tag)
+            if found is None or not found.app_id:
+                return  # not in the cluster: the next poll says it is gone
+            app_id = found.app_id
+        self._request("PUT", f"/ws/v1/cluster/apps/{app_id}/state", json={"state": "KILLED"})
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Ask each ResourceManager in turn until one answers; the one that did is asked first next time."""

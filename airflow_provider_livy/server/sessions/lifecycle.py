@@ -451,8 +451,8 @@ class SessionService:
             batch.proc.wait()
             batch.proc = None
         tracker = self.follower.tracker(batch.cluster or {})
-        if batch.cluster_id is None and tracker.finds_by_tag and code == 0:
-            batch.cluster_id = batch.app_tag
+        if batch.cluster_id is None and tracker.finds_by_tag and (code == 0 or batch.kill_requested):
+            batch.cluster_id = batch.app_tag  # killed mid-submission, the app may be in the cluster: kill it there too
         if batch.cluster_id is None or (code != 0 and not batch.kill_requested):
             if code != 0 or batch.kill_requested:
                 return False  # the submission failed or was killed: it ends as a local driver does

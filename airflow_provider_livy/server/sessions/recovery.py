@@ -261,16 +261,20 @@ class Recovery:
 
     def _handed_over(self, batch: Batch, log_path: Path, exit_path: Path) -> bool:
         """Whether spark-submit handed the driver to its cluster (also while the server was down); then
-        the service follows it there. False while spark-submit still runs, or when it failed."""
+        the service follows it there. False while spark-submit still runs here, or when it failed before
+        naming a driver. A cluster id already in the record means the driver was submitted: it is followed
+        even when spark-submit's exit code is not on this host (a restart on another host)."""
         if batch.pid is not None:
-            if launcher.is_alive(batch.pid, batch.pid_start) or launcher.read_exit_code(exit_path) != 0:
+            if launcher.is_alive(batch.pid, batch.pid_start):
                 return False
-            tracker = self.service.follower.tracker(batch.cluster or {})
-            found = cluster.find_submitted_id(tracker, log_path) or (batch.app_tag if tracker.finds_by_tag else None)
-            batch.cluster_id = batch.cluster_id or found
-            if batch.cluster_id is not None:
-                batch.pid = batch.pid_start = None
-        return batch.pid is None and batch.cluster_id is not None
+            if batch.cluster_id is None and launcher.read_exit_code(exit_path) == 0:
+                tracker = self.service.follower.tracker(batch.cluster or {})
+                found = cluster.find_submitted_id(tracker, log_path)
+                batch.cluster_id = found or (batch.app_tag if tracker.finds_by_tag else None)
+            if batch.cluster_id is None:
+                return False
+            batch.pid = batch.pid_start = None
+        return batch.cluster_id is not None
 
     def _find_supervisor(self, exit_path: Path) -> psutil.Process | None:
         """A driver launched just before a crash, before its pid reached the store: found by its exit file argument."""
@@ -286,7 +290,8 @@ class Recovery:
         retain, ttl = self.config.state_retain, self.config.batch_ttl
         if batch.state in TERMINAL_STATES:
             return (batch.finished_at or batch.created_at) + retain <= self.now
-        if ttl and batch.created_at + ttl + retain <= self.now:
+        if ttl and batch.created_at + ttl + retain <= self.now and not (batch.cluster and batch.cluster_id and batch.pid is None):
+            # (a driver in a cluster is followed again instead, and the collector's ttl kills it there)
             if batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start):
                 launcher.signal_group(batch.pid, signal.SIGKILL)
             self._note(batch, f"killed at restart: it ran past livy.server.batch.ttl ({ttl:g}s) long ago")
