@@ -156,6 +156,7 @@ def waiting_spark_submit_rss(work_dir: Path) -> float | None:
     """RSS of a spark-submit JVM waiting for its driver on a real standalone cluster (bytes)."""
     from tests.spark_cluster import compile_sleeper, start_cluster
 
+    (work_dir / "cluster").mkdir(parents=True, exist_ok=True)
     jar = compile_sleeper(work_dir / "app")
     cluster = start_cluster(work_dir / "cluster")
     release = work_dir / "release"

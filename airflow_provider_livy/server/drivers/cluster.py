@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0
 GONE_AFTER_MISSES = 2  # polls in a row without the driver before it counts as unknown to the cluster
+Key = Hashable  # what the caller follows a driver for: a batch id; interactive sessions may use ("session", id)
 
 
 @dataclass(slots=True)
@@ -150,14 +152,18 @@ class Follower:
     driver that ended (or is unknown) is no longer followed when it is called.
     """
 
-    def __init__(self, config: ServerConfig, on_status: Callable[[int, Handle, Status | None], None]) -> None:
+    def __init__(self, config: ServerConfig, on_status: Callable[[Key, Handle, Status | None], None]) -> None:
         self.config = config
         self.interval = max(0.1, config.cluster_poll_interval)
         self.on_status = on_status
         self._trackers: dict[str, Tracker] = {}  # by coordinates
-        self._handles: dict[str, dict[int, Handle]] = {}  # coordinates -> key -> handle
-        self._where: dict[int, str] = {}  # key -> coordinates
+        # coordinates -> key -> handle; clusters are few, so finding a key's cluster is a short loop, and a
+        # followed driver costs one dict entry, not two
+        self._handles: dict[str, dict[Key, Handle]] = {}
         self._polls: dict[str, asyncio.Future[None]] = {}  # a poll under way per cluster, shared by who waits
+        # Polls run in one thread of their own: a poll parses a status of every driver (10,000 -> ~10 MB for a
+        # moment), and each thread that ever did has the C allocator keep that much for it (an arena per thread).
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="livy-cluster-poll")
 
     def tracker(self, coordinates: dict[str, Any]) -> Tracker:
         name = _coordinates_key(coordinates)
@@ -169,41 +175,42 @@ class Follower:
         """One coordinates object per cluster, for every batch in it (10,000 records parse into 10,000 copies)."""
         return self.tracker(coordinates).coordinates
 
-    def follow(self, key: int, coordinates: dict[str, Any], handle: Handle) -> None:
+    def follow(self, key: Key, coordinates: dict[str, Any], handle: Handle) -> None:
         name = _coordinates_key(coordinates)
         self.tracker(coordinates)
         self.unfollow(key)
         self._handles.setdefault(name, {})[key] = handle
-        self._where[key] = name
 
-    def unfollow(self, key: int) -> None:
-        name = self._where.pop(key, None)
-        if name is not None:
-            self._handles[name].pop(key, None)
+    def _cluster_of(self, key: Key) -> str | None:
+        return next((name for name, handles in self._handles.items() if key in handles), None)
 
-    def follows(self, key: int) -> bool:
-        return key in self._where
+    def unfollow(self, key: Key) -> None:
+        for handles in self._handles.values():
+            handles.pop(key, None)
 
-    def handle(self, key: int) -> tuple[Tracker, Handle] | None:
-        name = self._where.get(key)
+    def follows(self, key: Key) -> bool:
+        return self._cluster_of(key) is not None
+
+    def handle(self, key: Key) -> tuple[Tracker, Handle] | None:
+        name = self._cluster_of(key)
         if name is None:
             return None
         return self._trackers[name], self._handles[name][key]
 
-    def followed(self) -> list[int]:
-        return list(self._where)
+    def followed(self) -> list[Key]:
+        return [key for handles in self._handles.values() for key in handles]
 
     def __len__(self) -> int:
-        return len(self._where)
+        return sum(len(handles) for handles in self._handles.values())
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await asyncio.gather(*(self.poll(name) for name, handles in list(self._handles.items()) if handles))
 
-    async def poll_for(self, key: int) -> None:
+    async def poll_for(self, key: Key) -> None:
         """Poll the cluster of one followed driver now (a kill waiting for its confirmation)."""
-        if (name := self._where.get(key)) is not None:
+        if (name := self._cluster_of(key)) is not None:
             await self.poll(name)
 
     async def poll(self, name: str) -> None:
@@ -220,17 +227,18 @@ class Follower:
             future.set_result(None)
 
     async def _poll_once(self, name: str) -> None:
-        tracker, handles = self._trackers[name], dict(self._handles.get(name, {}))
+        following = self._handles.get(name, {})
+        tracker, handles = self._trackers[name], dict(following)
         started = time.monotonic()
         try:
-            statuses = await asyncio.to_thread(tracker.poll, handles.values())
+            statuses = await asyncio.get_running_loop().run_in_executor(self._executor, tracker.poll, handles.values())
         except (OSError, ValueError, requests.RequestException) as err:
             # The cluster manager is down or restarting: say so, keep following, try again next interval.
             log.warning("polling %s for %d drivers failed: %s", name, len(handles), err)
             return
         log.debug("polled %s for %d drivers in %.3fs", name, len(handles), time.monotonic() - started)
         for key, handle in handles.items():
-            if self._where.get(key) != name:
+            if following.get(key) is not handle:
                 continue  # unfollowed meanwhile
             status = statuses.get(handle.tag)
             if status is None:

@@ -37,6 +37,7 @@ STATE_NAMES = {name: name for name in STATES}
 APP_LOOKUPS_PER_POLL = 32  # drivers whose stderr is read for their app id in one poll, at most
 OUTPUT_BYTES = 1 << 20  # of each of stdout and stderr, copied into the batch log at the end
 LOOKUP_BYTES = 1 << 16
+APP_LOOKUP_MAX_BYTES = 1 << 20  # a driver that printed no app id in its first MB of stderr has none (no SparkContext)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StandaloneTracker:
     ui: str  # the master's web UI, e.g. http://master:8080
     rest: str = ""  # its REST submission server, e.g. http://master:6066 (spark.master.rest.enabled)
     session: requests.Session = field(default_factory=http_session, repr=False)
+    _shared: dict[tuple[str, str | None], Status] = field(default_factory=dict, repr=False)
     finds_by_tag = False  # the master knows drivers by id only
 
     @classmethod
@@ -82,9 +84,14 @@ class StandaloneTracker:
                 continue
             # Shared strings only (the state's name, the worker's URL): what is kept per driver stays small.
             state, worker = STATE_NAMES.get(entry.get("state"), "UNKNOWN"), workers.get(entry.get("worker"))
-            last = handle.status
-            if last is not None and last.detail is state and last.worker_url == worker and last.app_id == handle.app_id:
-                statuses[handle.tag] = last  # nothing changed: the same answer, at the cost of a few lookups
+            looking = STATES[state] == RUNNING and handle.app_id is None and handle.log_offset < APP_LOOKUP_MAX_BYTES
+            if handle.status is not None and not looking:
+                # Reported once with its own URLs and app id: from now on one Status object per (state, worker)
+                # stands for every such driver, so following one costs no Status of its own.
+                shared = self._shared.get((state, worker))
+                if shared is None:
+                    shared = self._shared[(state, worker)] = Status(STATES[state], state, worker_url=worker)
+                statuses[handle.tag] = shared
                 continue
             status = Status(
                 state=STATES[state],
@@ -93,7 +100,7 @@ class StandaloneTracker:
                 worker_url=worker,
                 driver_log_url=self._log_page(worker, handle.cluster_id, "stderr") if worker else None,
             )
-            if status.state == RUNNING and handle.app_id is None and worker and lookups < APP_LOOKUPS_PER_POLL:
+            if looking and worker and lookups < APP_LOOKUPS_PER_POLL:
                 lookups += 1
                 self._find_app(handle, worker, status)
             statuses[handle.tag] = status

@@ -235,9 +235,10 @@ class Recovery:
         if batch.pid is None and (found := self._find_supervisor(exit_path)) is not None:
             batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
         batch.request = None
+        submitting = batch.pid is not None
         if batch.cluster is not None and self._handed_over(batch, log_path, exit_path):
             self.stats["followed in their cluster again"] += 1
-            return True
+            return changed or submitting  # the record changes only if spark-submit ended while we were down
         if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
             if batch.repl is None:
                 batch.tail = deque(maxlen=self.config.cache_log_size)
