@@ -254,3 +254,20 @@ def test_a_driver_exits_when_no_server_reaches_it(make_server: Callable[..., Liv
     while drivers_of(server, session["id"]):
         assert time.monotonic() < deadline, "the driver outlived livy.rsc.server.idle-timeout with no server"
         time.sleep(0.2)
+
+
+def test_shared_and_spark_kinds(fake_server: LivyServer) -> None:
+    """A shared session's statements must name their kind (400 naming the choices); any session takes
+    per-statement pyspark, spark and sql. Scala needs Spark, which the fake driver lacks: it says so."""
+    shared = fake_server.open_session(kind="shared")
+    assert shared["kind"] == "shared"
+    no_kind = fake_server.post(f"/sessions/{shared['id']}/statements", json={"code": "1 + 1"})
+    assert no_kind.status_code == 400
+    assert all(kind in no_kind.json()["msg"] for kind in ("pyspark", "spark", "sql"))
+    assert fake_server.post(f"/sessions/{shared['id']}/statements", json={"code": "1", "kind": "shared"}).status_code == 400
+    assert fake_server.run(shared["id"], "1 + 1", kind="python")["output"]["data"]["text/plain"] == "2"
+    scala = fake_server.open_session(kind="scala")
+    assert scala["kind"] == "spark"
+    output = fake_server.run(scala["id"], "val x = 1")["output"]
+    assert (output["status"], output["evalue"]) == ("error", "spark needs Spark (LIVY_REPL_NO_SPARK is set)")
+    assert fake_server.run(scala["id"], "21 * 2", kind="pyspark")["output"]["data"]["text/plain"] == "42"
