@@ -1,0 +1,82 @@
+"""Scala and shared interactive sessions on real local Spark, through the real server over loopback.
+
+One server (recovery on, filesystem store) and ONE real `shared` session serve the module: a temp
+view made in Python is counted in Scala and queried in SQL (one SparkSession), a statement without
+a kind is a 400 naming the choices, a Scala statement is cancelled, and after a kill -9 of the
+server and a restart the Scala interpreter's state is still there (it lives in the driver).
+The Scala REPL's own outputs and errors are covered in test_repl_scala.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LivyServer, kill_drivers, start_server
+
+pytestmark = pytest.mark.spark
+SLOW = 300  # the first Scala statement compiles the REPL's prelude: tens of seconds on a loaded machine
+
+
+def text(server: LivyServer, session_id: int, code: str, kind: str) -> str:
+    output = server.run(session_id, code, timeout=SLOW, kind=kind)["output"]
+    assert output["status"] == "ok", output
+    return output["data"]["text/plain"]
+
+
+def test_shared_session_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> None:
+    work_dir = tmp_path_factory.mktemp("scala-sessions")
+    settings = {
+        "livy.spark.master": "local[1]",
+        "livy.server.recovery.mode": "recovery",
+        "livy.server.recovery.state-store": "filesystem",
+        "livy.server.recovery.state-store.url": str(work_dir / "store"),
+    }
+    server = start_server(work_dir, settings)
+    restarted: LivyServer | None = None
+    try:
+        created = server.post("/sessions", json={"kind": "shared"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=SLOW)["kind"] == "shared"
+
+        no_kind = server.post(f"/sessions/{sid}/statements", json={"code": "1 + 1"})
+        assert no_kind.status_code == 400
+        assert all(kind in no_kind.json()["msg"] for kind in ("pyspark", "spark", "sql"))
+
+        # one SparkSession: a view made in Python, counted in Scala, queried in SQL
+        assert text(server, sid, "spark.range(5).createOrReplaceTempView('five')", "pyspark") == ""
+        assert text(server, sid, 'val n = spark.table("five").count()', "spark") == "val n: Long = 5"
+        summed = server.run(sid, "SELECT sum(id) AS total FROM five", kind="sql")["output"]["data"]["application/json"]
+        assert summed["data"] == [[10]]
+        assert text(server, sid, "spark.table('five').count() * 2", "python") == "10"
+
+        # a Scala statement blocked in a Spark job is cancelled; the interpreter goes on
+        long = server.post(
+            f"/sessions/{sid}/statements",
+            json={"code": "sc.parallelize(1 to 2, 2).map { i => Thread.sleep(120000); i }.count()", "kind": "spark"},
+        ).json()
+        server.wait_for(sid, {"busy"}, path="/sessions", timeout=30)
+        time.sleep(2)
+        started = time.monotonic()
+        assert server.post(f"/sessions/{sid}/statements/{long['id']}/cancel").json() == {"msg": "canceled"}
+        while (statement := server.get(f"/sessions/{sid}/statements/{long['id']}", params={"wait": 5}).json())["state"] != (
+            "cancelled"
+        ):
+            assert time.monotonic() - started < 60, statement
+        assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=60)["state"] == "idle"
+
+        # kill -9 of the server and a restart: Scala's state is still in the driver
+        server.stop(signal.SIGKILL)
+        restarted = start_server(work_dir, settings, port=server.port)
+        assert restarted.wait_for(sid, {"idle"}, path="/sessions", timeout=60)["kind"] == "shared"
+        assert text(restarted, sid, "n + 1", "scala").endswith(": Long = 6")
+        assert restarted.delete(f"/sessions/{sid}").json() == {"msg": "deleted"}
+    finally:
+        for each in (server, restarted):
+            if each is not None:
+                each.stop()
+        kill_drivers(Path(work_dir))
