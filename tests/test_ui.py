@@ -300,3 +300,46 @@ def test_basic_auth_asks_and_users_see_their_own(
     victor.goto(f"{server.url}/ui/batches/{own['bob']}")
     assert victor.locator("#delete").count() == 0, "a view user may look but not delete"
     assert requests.get(server.url + "/ui/static/ui.js", timeout=10).status_code == 401
+
+
+def test_interactive_session_page_statements_and_delete(
+    fake_server: LivyServer, job_file: str, open_browser: Callable[..., Browser], tmp_path: Path
+) -> None:
+    """Sessions and batches in one overview; a session's page shows its statements' outputs (text,
+    table, error) as text, picks up new ones while it is up, and deletes through DELETE /sessions/{id}.
+    The REPL is the real driver as plain Python (the fake spark-submit runs it without Spark)."""
+    batch = fake_server.submit(file=job_file, name="a-batch", args=["lines=1"])
+    created = fake_server.post("/sessions", json={"kind": "pyspark", "name": "notebook"})
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    fake_server.wait_for(sid, {"idle"}, path="/sessions", timeout=60)
+    fake_server.wait_for(batch["id"])
+    fake_server.run(sid, "x = 41\nprint('<b>hello</b>')\nx + 1")
+    fake_server.run(sid, "rows = [{'a': 1, 'b': '<i>x</i>'}]\n%table rows")
+    fake_server.run(sid, "1 / 0")
+
+    browser = open_browser()
+    page = browser.page()
+    page.goto(fake_server.url + "/ui")
+    session_row = page.locator(f'table.sessions tr[data-id="{sid}"][data-kind="session"]')
+    assert "session (pyspark)" in session_row.inner_text() and "idle" in session_row.inner_text()
+    assert session_row.locator("td").nth(8).inner_text(), "an idle session's 'expires in' (its idle timeout)"
+    assert row(page, batch["id"]).count() == 1, "batches and sessions in one list"
+    session_row.get_by_role("link", name="notebook").click()
+    assert urlsplit(page.url).path == f"/ui/sessions/{sid}"
+    statements = page.locator("#statements")
+    assert statements.locator("article.statement").count() == 3
+    assert "<b>hello</b>\n42" in statements.locator('article[data-statement="0"] pre.output').inner_text()
+    assert statements.locator('article[data-statement="1"] table.result td').all_inner_texts() == ["1", "<i>x</i>"]
+    assert "ZeroDivisionError" in statements.locator('article[data-statement="2"] pre.error').inner_text()
+    save(page, tmp_path, "ui-session")
+
+    fake_server.run(sid, "x * 2")  # arrives while the page is open: the statements section refreshes
+    statements.locator('article[data-statement="3"]').get_by_text("82").wait_for()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#delete").click()
+    page.wait_for_url(re.compile(r"/ui$"))
+    assert fake_server.get(f"/sessions/{sid}").status_code == 404
+    assert browser.errors == []
+    assert browser.foreign_requests() == []

@@ -382,7 +382,7 @@ def create_app(service: SessionService, sessions: SessionService | None = None) 
 
     app.openapi = openapi  # type: ignore[method-assign]
     docs.install(app)
-    ui.install(app, service, policy)
+    ui.install(app, services, policy)
 
     if needs_middleware(config):
         app.add_middleware(SecurityMiddleware, config=config)

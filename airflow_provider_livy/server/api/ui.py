@@ -10,8 +10,9 @@ another host. With authentication on, the SecurityMiddleware asks for the same c
 API, and a user sees exactly what GET /batches would show them.
 
 Held sessions are read only through the accessor functions of a Kind (items, counts, summary,
-view, log page), so a second kind of session joins by adding one Kind in `kinds_of`; the
-overview merges kinds newest first, lazily, without copying the registry.
+view, log page, statements), one per family of sessions (batches; interactive sessions), built
+from that family's service in `kind_of`; the overview merges the families newest first, lazily,
+without copying a registry.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import asyncio
 import datetime
 import heapq
 import itertools
+import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -32,15 +34,19 @@ from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_LOG_PAGE, TERMINAL_STATES
+from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_LOG_PAGE, SESSIONS_PATH, TERMINAL_STATES
+from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.security import AccessPolicy
+from airflow_provider_livy.server.sessions.interactive import SessionNotReady
 from airflow_provider_livy.server.sessions.lifecycle import SessionService
+from airflow_provider_livy.server.sessions.repl_client import ReplRefused, ReplUnreachable
 
 HERE = Path(__file__).parent
 UI_PATH = "/ui"
 STATIC_PATH = f"{UI_PATH}/static"
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 LOG_PAGE_MAX = 1000
+STATEMENTS_SHOWN = 50  # the newest statements on a session's page
 DAY = 86400.0
 CROWDED = 0.8  # of max-sessions: the banner warns above this
 _templates = jinja2.Environment(
@@ -52,8 +58,8 @@ _templates = jinja2.Environment(
 class Kind:
     """One kind of held session, as the UI reads it. Each field is a small accessor over the registry."""
 
-    name: str  # "batch"
-    api_path: str  # "/batches"
+    name: str  # "batch", "session"
+    api_path: str  # "/batches", "/sessions"
     items: Callable[[], Mapping[int, Any]]  # id -> held item, in ascending id (= creation) order
     counts: Callable[[], Mapping[str, int]]  # held items by state
     summary: Callable[[Any], dict[str, Any]]  # the overview's fields, from memory only (no log read)
@@ -61,34 +67,52 @@ class Kind:
     log_page: Callable[[Any, int | None, int], dict[str, Any]]  # as GET {api_path}/{id}/log answers
     lookup: Callable[[str], Any]
     oldest_finished: Callable[[], Any]  # the finished item held longest, or None
-    statements: Callable[[Any], list[dict[str, Any]]] | None = None  # interactive kinds: code and outputs
+    # interactive sessions: the newest statements (newest first), or why they cannot be read
+    statements: Callable[[Any], Awaitable[list[dict[str, Any]] | str]] | None = None
 
     @property
     def ui_path(self) -> str:
         return UI_PATH + self.api_path
 
 
-def batch_kind(service: SessionService) -> Kind:
-    registry = service.registry
+def kind_of(service: SessionService) -> Kind:
+    """The accessors for one family of sessions."""
+    registry, interactive = service.registry, service.interactive
 
-    def summary(batch: Any) -> dict[str, Any]:
-        finished = batch.finished_at
+    def summary(item: Any) -> dict[str, Any]:
+        finished, repl = item.finished_at, item.repl
+        expires = registry.expires_at(item)
+        if expires is None and interactive is not None:
+            expires = interactive.expires_at(item)  # idleness or ttl will end it
         return {
-            "id": batch.id,
-            "name": batch.name,
-            "owner": batch.owner,
-            "state": batch.state,
-            "appId": batch.app_id,
-            "sparkUiUrl": batch.ui_url,
-            "createdAt": batch.created_at,
+            "id": item.id,
+            "name": item.name,
+            "owner": item.owner,
+            "state": item.state,
+            "sessionKind": None if repl is None else repl.kind,
+            "appId": item.app_id,
+            "sparkUiUrl": item.ui_url,
+            "createdAt": item.created_at,
             "finishedAt": finished,
-            "expiresAt": registry.expires_at(batch),
-            "lastActivity": finished,  # a batch is idle only once it has finished
+            "expiresAt": expires,
+            # idle since it finished; an interactive session also while it waits for statements
+            "lastActivity": finished if finished is not None or repl is None else repl.last_activity,
         }
 
+    async def statements(item: Any) -> list[dict[str, Any]] | str:
+        assert interactive is not None
+        try:
+            newest = {"from": 0, "size": STATEMENTS_SHOWN, "order": "desc"}
+            raw = await interactive.call(item, "GET", "/statements", params=newest)
+            return json.loads(raw)["statements"]
+        except (SessionNotReady, ReplRefused, ReplUnreachable) as err:
+            return f"Statements cannot be read: {err}"
+        except (ValueError, KeyError, TypeError):
+            return "Statements cannot be read: the session's driver answered something else than a statement list"
+
     return Kind(
-        name="batch",
-        api_path=BATCHES_PATH,
+        name="batch" if interactive is None else "session",
+        api_path=BATCHES_PATH if interactive is None else SESSIONS_PATH,
         items=lambda: registry.batches,
         counts=lambda: registry.state_counts,
         summary=summary,
@@ -96,12 +120,8 @@ def batch_kind(service: SessionService) -> Kind:
         log_page=service.log_page,
         lookup=registry.lookup,
         oldest_finished=registry.oldest_finished,
+        statements=None if interactive is None else statements,
     )
-
-
-def kinds_of(service: SessionService) -> list[Kind]:
-    """Every kind of session the server holds; interactive sessions add theirs here."""
-    return [batch_kind(service)]
 
 
 # What the overview reads of every held item; each kind's items have these attributes.
@@ -172,9 +192,10 @@ def newest_first(kinds: list[Kind], scope: Scope, state: str | None) -> Iterator
             items = (item for item in items if state_of(item) == state)
         return zip(itertools.repeat(kind), items)  # no Python frame per item: a deep page skips at C speed
 
-    if len(kinds) == 1:
-        return tagged(kinds[0])
-    return heapq.merge(*(tagged(kind) for kind in kinds), key=lambda pair: created_of(pair[1]), reverse=True)
+    held = [kind for kind in kinds if kind.items()]
+    if len(held) <= 1:  # the common case: no merge, whose key costs a Python call per item skipped
+        return tagged(held[0]) if held else iter(())
+    return heapq.merge(*(tagged(kind) for kind in held), key=lambda pair: created_of(pair[1]), reverse=True)
 
 
 def state_counts(kinds: list[Kind], scope: Scope) -> dict[str, int]:
@@ -209,9 +230,8 @@ def oldest_finished(kinds: list[Kind], scope: Scope) -> tuple[Kind, dict[str, An
     return kind, kind.summary(item)
 
 
-def retention(service: SessionService, held: int) -> dict[str, Any]:
+def retention(config: ServerConfig, held: int) -> dict[str, Any]:
     """The settings that decide how long sessions stay, and what looks dangerous about them."""
-    config = service.config
     warnings = []
     for key, seconds in (
         ("livy.server.session.state-retain.sec", config.state_retain),
@@ -271,9 +291,10 @@ def problem(status: int, message: str, user: str | None) -> HTMLResponse:
     return render("problem.html", status, title=f"{status}", message=message, user=user, now=time.time())
 
 
-def install(app: FastAPI, service: SessionService, policy: AccessPolicy) -> None:
+def install(app: FastAPI, services: list[SessionService], policy: AccessPolicy) -> None:
     """Add / (a redirect), /ui, /ui/{batches|sessions}/{id} and the UI's static files to the app."""
-    kinds = kinds_of(service)
+    kinds = [kind_of(service) for service in services]
+    config = services[0].config
     by_path = {kind.api_path.strip("/"): kind for kind in kinds}
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="ui-static")
 
@@ -314,7 +335,7 @@ def install(app: FastAPI, service: SessionService, policy: AccessPolicy) -> None
             total=total,
             held=held,
             oldest=oldest_finished(kinds, scope),
-            retention=retention(service, sum(sum(kind.counts().values()) for kind in kinds)),
+            retention=retention(config, sum(sum(kind.counts().values()) for kind in kinds)),
             own_only=not scope.sees_all,
         )
 
@@ -334,6 +355,7 @@ def install(app: FastAPI, service: SessionService, policy: AccessPolicy) -> None
             return problem(400, str(err), scope.user)
         view = dict(kind.view(item))
         page = await asyncio.to_thread(kind.log_page, item, start, size)
+        statements = None if kind.statements is None else await kind.statements(item)
         return render(
             "detail.html",
             title=f"{kind.name} {view['id']}",
@@ -346,5 +368,6 @@ def install(app: FastAPI, service: SessionService, policy: AccessPolicy) -> None
             size=size,
             following=start is None and view["state"] not in TERMINAL_STATES,
             can_delete=policy.can_modify(scope.user, owner_of(item)),
-            statements=None if kind.statements is None else kind.statements(item),
+            statements=statements,
+            active=view["state"] not in TERMINAL_STATES,
         )
