@@ -121,6 +121,9 @@ def test_overview_detail_log_delete_and_docs(
     server.wait_for(failed["id"])
     running = server.submit(file=job_file, name="long-aggregation", args=["sleep=60", "app=app-20261130120000-0002"])
     server.wait_for(running["id"], {"running"})
+    session = server.post("/sessions", json={"kind": "pyspark", "name": "analyst-notebook"})
+    assert session.status_code == 201, session.text
+    server.wait_for(session.json()["id"], {"idle"}, path="/sessions", timeout=60)
 
     browser = open_browser()
     page = browser.page()
@@ -147,8 +150,8 @@ def test_overview_detail_log_delete_and_docs(
     page.goto(server.url + "/ui?size=2")
     assert page.locator("table.sessions tbody tr").count() == 2
     page.get_by_role("link", name="older").click()
-    assert page.locator("table.sessions tbody tr").count() == 1
-    assert "3-3 of 3" in page.locator(".pager").inner_text()
+    assert page.locator("table.sessions tbody tr").count() == 2
+    assert "3-4 of 4" in page.locator(".pager").inner_text()
 
     # the finished batch: fields and its driver log
     page.goto(server.url + "/ui")
