@@ -11,6 +11,7 @@ bookkeeping (the fake spark-submit prints the line a real one prints) and the st
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import urllib.parse
@@ -304,3 +305,36 @@ def _wait_for_record(store: FileStoreView, batch_id: int) -> dict[str, Any]:
             return record
         assert time.monotonic() < deadline, record
         time.sleep(0.1)
+
+
+def test_a_restart_on_another_port_follows_yarn_apps_again_from_the_record(
+    make_server, stand_in: tuple[StandIn, str], job_file: str, tmp_path: Path
+) -> None:
+    """The record names the cluster (the ResourceManagers) and the app: the new server needs no YARN config at all."""
+    state, url = stand_in
+    store = FileStoreView(tmp_path / "store")
+    settings = {
+        **store.settings,
+        "livy.spark.master": "yarn",
+        "livy.spark.deploy-mode": "cluster",
+        "livy.server.yarn.rm-addresses": url,
+        "livy.server.cluster.poll-interval": "200ms",
+    }
+    first = make_server(settings)
+    ids = {}
+    for n, name in enumerate(("ends", "vanishes"), 1):
+        app_id = f"application_1700000000000_002{n}"
+        state.apps[app_id] = yarn_app(app_id, "RUNNING")
+        ids[name] = first.submit(file=job_file, args=[f"Submitted application {app_id}"])["id"]
+    for batch_id in ids.values():
+        first.wait_for(batch_id, {"running"}, timeout=30)
+    assert store.records()[ids["ends"]]["cluster"] == {"kind": "yarn", "rm": [url]}
+    first.stop(signal.SIGKILL)
+    state.apps["application_1700000000000_0021"].update(state="FINISHED", finalStatus="SUCCEEDED")
+    del state.apps["application_1700000000000_0022"]
+
+    second = make_server({**store.settings, "livy.server.cluster.poll-interval": "200ms"})  # local master, no YARN keys
+    assert second.port != first.port
+    assert second.wait_for(ids["ends"], timeout=30)["state"] == "success"
+    assert second.wait_for(ids["vanishes"], timeout=30)["state"] == "dead"
+    assert any("no longer knows driver application_1700000000000_0022" in line for line in full_log(second, ids["vanishes"]))
