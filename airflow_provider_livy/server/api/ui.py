@@ -18,7 +18,6 @@ without copying a registry.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import heapq
 import itertools
 import json
@@ -148,9 +147,10 @@ def duration(seconds: float | None) -> str:
 
 
 def timestamp(epoch: float | None) -> str:
+    """UTC to the second. time.strftime: a tenth of datetime's cost, and a page formats 100 of these."""
     if epoch is None:
         return ""
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
 def web_url(url: str | None) -> str | None:
