@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 REPL_DIR = Path(__file__).resolve().parent.parent / "repl"
 DRIVER_FILE = REPL_DIR / "driver.py"
 STATUS_WAIT_MAX = 30.0  # one /status long poll; well under the driver's idle-exit clock
+KEEPALIVE_MAX = 60.0  # seconds between keep-alive pings of a resting session's driver
+KEEPALIVE_BATCH = 64  # pings in flight at once
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # after a failed /status
 SHUTDOWN_WAIT = 5.0  # after POST /shutdown, how long Spark may take to stop before the process group is killed
 START, TTL, HEARTBEAT = "start", "ttl", "heartbeat"  # with IDLE: why the server ended a session (metrics, log lines)
@@ -76,6 +78,7 @@ class Repl:
     version: int = -1  # the driver's /status version last seen
     counts: tuple[int, int, int] = (0, 0, 0)  # statements run, failed, cancelled, as the driver last said
     follower: asyncio.Task[None] | None = None
+    poll_again: bool = False  # a statement went to the driver: its follower must look again before it rests
     ended_by: str | None = None
 
     def deadline(self, state: str, created_at: float, start_timeout: float) -> tuple[float, str] | None:
@@ -149,6 +152,8 @@ class Interactive:
         self.service = service
         self.config = service.config
         self._channel: ReplChannel | None = None  # made on first use, on the event loop
+        self._keepalive: asyncio.Task[None] | None = None
+        self.keepalive_interval = min(KEEPALIVE_MAX, max(1.0, self.config.repl_idle_timeout / 3))
         self.counters = {"statements_run": 0, "statements_failed": 0, "statements_cancelled": 0}
         self.ended = {START: 0, IDLE: 0, TTL: 0, HEARTBEAT: 0}
         self.status_wait = min(STATUS_WAIT_MAX, max(1.0, self.config.repl_idle_timeout / 3))
@@ -166,6 +171,8 @@ class Interactive:
         return self._channel
 
     async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         for batch in list(self.service.registry.batches.values()):
             if batch.repl is not None and batch.repl.follower is not None:
                 batch.repl.follower.cancel()
@@ -226,21 +233,26 @@ class Interactive:
         repl = batch.repl
         if repl is not None and repl.address and (repl.follower is None or repl.follower.done()):
             repl.follower = asyncio.create_task(self._follow(batch))
+        self._ensure_keepalive()
 
     async def _follow(self, batch: Batch) -> None:
-        """One /status long poll after another while the session lives; the driver says idle or busy."""
+        """/status long polls while the session is busy (or just came up); it rests once the driver says
+        idle, since only a statement sent through this server makes it busy again (call() wakes it).
+        An idle session thus holds no connection and no task: the keep-alive pings it now and then."""
         repl = batch.repl
         assert repl is not None
         failures = 0
         while batch.active and not batch.kill_requested and repl.address:
+            repl.poll_again = False
+            wait = self.status_wait if batch.state == BUSY else 0.0
             try:
                 status = await self.channel.call_json(
                     repl.address,
                     repl.secret,
                     "GET",
                     "/status",
-                    params={"wait": f"{self.status_wait:g}", "version": repl.version},
-                    wait=self.status_wait,
+                    params={"wait": f"{wait:g}", "version": repl.version},
+                    wait=wait,
                 )
             except (ReplUnreachable, ReplRefused) as err:
                 if failures == 0:
@@ -251,6 +263,43 @@ class Interactive:
             failures = 0
             if isinstance(status, dict):
                 self._apply(batch, status)
+            if batch.state == IDLE and not repl.poll_again:
+                return
+
+    def _ensure_keepalive(self) -> None:
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """Every third of livy.rsc.server.idle-timeout (at most a minute), one /status to each resting
+        session: its driver knows the server is there (else it exits, as it should when the server is gone
+        for good), and the server learns its latest activity and whether it is still there."""
+        while True:
+            await asyncio.sleep(self.keepalive_interval)
+            resting = [
+                b
+                for b in list(self.service.registry.batches.values())
+                if b.repl is not None
+                and b.repl.address
+                and b.active
+                and not b.kill_requested
+                and (b.repl.follower is None or b.repl.follower.done())
+            ]
+            for start in range(0, len(resting), KEEPALIVE_BATCH):
+                await asyncio.gather(*(self._ping(b) for b in resting[start : start + KEEPALIVE_BATCH]))
+
+    async def _ping(self, batch: Batch) -> None:
+        repl = batch.repl
+        assert repl is not None and repl.address
+        try:
+            status = await self.channel.call_json(repl.address, repl.secret, "GET", "/status")
+        except (ReplUnreachable, ReplRefused) as err:
+            log.warning("session %s: keep-alive: %s", batch.id, err)
+            return
+        if isinstance(status, dict):
+            self._apply(batch, status)
+            if batch.state != IDLE:
+                self.follow(batch)
 
     def _apply(self, batch: Batch, status: dict[str, Any]) -> None:
         repl = batch.repl
@@ -271,7 +320,6 @@ class Interactive:
         if state in (IDLE, BUSY) and batch.active and not batch.kill_requested and state != batch.state:
             self.service.set_up(batch, state)
         elif changed:
-            self.service._persist(batch)
             self.service.rearm(batch)
 
     # --- the clocks ------------------------------------------------------------------------
@@ -294,15 +342,42 @@ class Interactive:
             TTL: f"older than its ttl of {repl.ttl or 0:g}s",
             HEARTBEAT: f"no client called /sessions/{batch.id} for {repl.heartbeat}s (heartbeatTimeoutInSecond)",
         }[reason]
-        repl.ended_by = reason
+        if reason == IDLE and repl.address:
+            self.service._spawn(self._end_if_still_idle(batch, why))
+            return
+        self._end(batch, reason, why)
+
+    def _end(self, batch: Batch, reason: str, why: str) -> None:
+        assert batch.repl is not None
+        batch.repl.ended_by = reason
         self.ended[reason] += 1
         self.service.end(batch, f"livy-server: session ended: {why}")
 
+    async def _end_if_still_idle(self, batch: Batch, why: str) -> None:
+        """Idleness is confirmed with the driver first: a statement it runs, or finished just now, spares it."""
+        repl = batch.repl
+        assert repl is not None and repl.address
+        with contextlib.suppress(ReplUnreachable, ReplRefused):
+            status = await self.channel.call_json(repl.address, repl.secret, "GET", "/status")
+            if isinstance(status, dict):
+                self._apply(batch, status)
+        due = repl.deadline(batch.state, batch.created_at, self.config.session_timeout)
+        if batch.active and not batch.kill_requested and due is not None and due[0] <= self.service.clock():
+            if due[1] == IDLE:
+                self._end(batch, IDLE, why)
+            else:
+                self.overdue(batch, self.service.clock())
+        else:
+            self.service.rearm(batch)
+            if batch.state == BUSY:
+                self.follow(batch)
+
     def touch(self, batch: Batch) -> None:
-        """Activity (create, statement submitted, cancel, completion): the idle clock starts again."""
+        """Activity (statement submitted, cancel, completion): the idle clock starts again. Not written to
+        the store each time: the driver keeps the time of its last statement activity, and a restarted
+        server takes it from the driver's first /status (only a completion since the last write is lost)."""
         if batch.repl is not None:
             batch.repl.last_activity = self.service.clock()
-            self.service._persist(batch)
 
     def heartbeat(self, batch: Batch) -> None:
         """Any call on /sessions/{id}...: the client is alive. Stored at most every quarter timeout,
@@ -336,11 +411,12 @@ class Interactive:
     async def call(self, batch: Batch, method: str, path: str, *, activity: bool = False, **kwargs: Any) -> bytes:
         """A statement call passed to the driver; its answer bytes come back untouched."""
         address, secret = self._live(batch)
-        if activity:
-            self.touch(batch)
         raw = await self.channel.call(address, secret, method, path, **kwargs)
         if activity:
             self.touch(batch)
+        if method == "POST" and path.startswith("/statements") and batch.repl is not None:
+            batch.repl.poll_again = True  # busy now, or soon: follow it until it is idle again
+            self.follow(batch)
         return raw
 
     @staticmethod

@@ -30,7 +30,9 @@ from typing import Any
 
 from airflow_provider_livy.protocol import (
     BATCH_STATES,
+    BUSY,
     DEAD,
+    IDLE,
     KILLED,
     RUNNING,
     SESSION_STATES,
@@ -54,6 +56,7 @@ MONITOR_INTERVAL = 0.2  # seconds between reads of active batches' driver output
 KILL_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
 CLUSTER_KILL_CONFIRM = 30.0  # how long a DELETE waits for the cluster to confirm a kill
 VIEW_LOG_LINES = 10
+UP_STATES = frozenset({IDLE, BUSY})
 BATCH, INTERACTIVE = "batch", "interactive"  # the families; also their store directories (v1/batch, v1/interactive)
 
 
@@ -415,12 +418,15 @@ class SessionService:
             self._persist(batch)
 
     def set_up(self, batch: Batch, state: str) -> None:
-        """The driver is up (a batch running; a session idle or busy): its creation slot frees."""
+        """The driver is up (a batch running; a session idle or busy): its creation slot frees. A session
+        going between idle and busy is not written: a restart asks its driver, which knows."""
+        moved_between_up_states = batch.state in UP_STATES and state in UP_STATES
         self.registry.set_state(batch, state)
         if batch.id in self.launching:
             self.launching.discard(batch.id)
             self.capacity.released()
-        self._persist(batch)
+        if not moved_between_up_states:
+            self._persist(batch)
         self.rearm(batch)
 
     def _on_exit(self, batch: Batch) -> None:

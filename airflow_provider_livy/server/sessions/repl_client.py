@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 CONNECT_TIMEOUT = 5.0
@@ -36,9 +37,15 @@ class ReplChannel:
 
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would flood the server log
         self._httpx = httpx
+        # TCP_NODELAY: a POST's headers and body leave as two writes; with Nagle the second waits for the
+        # driver's delayed ACK (40 ms on Linux), which measured as +40 ms on every statement submitted.
+        transport = httpx.AsyncHTTPTransport(
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=5),
+        )
         self.http = httpx.AsyncClient(
+            transport=transport,
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=60),
             trust_env=False,  # a proxy setting must never route the secret elsewhere
         )
 
