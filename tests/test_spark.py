@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from airflow_provider_livy.example_jobs import PI_JOB
-from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
-from tests.conftest import LivyServer, free_port
+from tests.conftest import LivyServer
+from tests.spark_cluster import start_cluster
 
 pytestmark = pytest.mark.spark
 
@@ -72,59 +69,9 @@ def _pgid(proc: psutil.Process) -> int | None:
 @pytest.fixture
 def standalone_master(tmp_path: Path) -> Iterator[str]:
     """A Spark standalone master and one worker on loopback, from the pyspark package."""
-    spark_home = resolve_spark_home(ServerConfig())
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path)}
-    port, ui_port, worker_ui = free_port(), free_port(), free_port()
-    spark_class = str(spark_home / "bin" / "spark-class")
-    master = subprocess.Popen(
-        [
-            spark_class,
-            "org.apache.spark.deploy.master.Master",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--webui-port",
-            str(ui_port),
-        ],
-        env=env,
-        stdout=open(tmp_path / "master.log", "wb"),  # noqa: SIM115 - lives as long as the process
-        stderr=subprocess.STDOUT,
-    )
-    url = f"spark://127.0.0.1:{port}"
-    worker = subprocess.Popen(
-        [
-            spark_class,
-            "org.apache.spark.deploy.worker.Worker",
-            url,
-            "--host",
-            "127.0.0.1",
-            "--webui-port",
-            str(worker_ui),
-            "--cores",
-            "1",
-            "--memory",
-            "1g",
-        ],
-        env=env,
-        stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{ui_port}/json/", timeout=2).json().get("aliveworkers", 0) >= 1:
-                    break
-            except (requests.RequestException, ValueError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "master.log").read_text()
-            time.sleep(0.5)
-        yield url
-    finally:
-        for proc in (worker, master):
-            proc.terminate()
-            proc.wait(30)
+    cluster = start_cluster(tmp_path)
+    yield cluster.master_url
+    cluster.stop()
 
 
 def test_standalone_cluster_reports_app_id(make_server, standalone_master: str) -> None:
