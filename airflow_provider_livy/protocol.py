@@ -117,6 +117,26 @@ SESSION_REQUEST_FIELDS: dict[str, str] = {
     "ttl": DURATION,  # absolute lifetime (Livy 0.9 meaning)
     "idleTimeout": DURATION,  # else livy.server.session.timeout
 }
+# LivySessionOperator argument -> request field; the operator's signature follows this table.
+SESSION_OPERATOR_ARGUMENTS: dict[str, str] = {
+    "kind": "kind",
+    "proxy_user": "proxyUser",
+    "jars": "jars",
+    "py_files": "pyFiles",
+    "files": "files",
+    "archives": "archives",
+    "driver_memory": "driverMemory",
+    "driver_cores": "driverCores",
+    "executor_memory": "executorMemory",
+    "executor_cores": "executorCores",
+    "num_executors": "numExecutors",
+    "queue": "queue",
+    "name": "name",
+    "conf": "conf",
+    "heartbeat_timeout_in_second": "heartbeatTimeoutInSecond",
+    "ttl": "ttl",
+    "idle_timeout": "idleTimeout",
+}
 RESOURCE_FIELDS = ("driverMemory", "driverCores", "executorMemory", "executorCores", "numExecutors", "queue")
 DEFAULT_SESSION_NAME = "livy-session-{id}"  # the Spark application name when the request has none
 
@@ -343,6 +363,24 @@ def validate_completion_request(body: Any) -> dict[str, Any]:
 
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def output_value(output: StatementOutput | None) -> Any:
+    """What a successful statement produced, as a client wants it: the application/json value (sql
+    results: {"schema", "data"}), else the text/plain string, else the %table value, else None."""
+    data = (output or {}).get("data") or {}
+    for mime in (APPLICATION_JSON, TEXT_PLAIN, TABLE_JSON):
+        if mime in data:
+            return data[mime]
+    return None
+
+
+def output_error(output: StatementOutput | None) -> str | None:
+    """`ename: evalue` and the traceback of a failed statement; None for a good one."""
+    if not output or output.get("status") != OUTPUT_ERROR:
+        return None
+    traceback = "".join(line if line.endswith("\n") else line + "\n" for line in output.get("traceback") or [])
+    return f"{output.get('ename') or 'Error'}: {output.get('evalue') or ''}" + (f"\n{traceback.rstrip()}" if traceback else "")
 
 
 def duration_seconds(text: str) -> float | None:

@@ -14,6 +14,9 @@ from airflow_provider_livy import __version__
 
 CONN_TYPE = "livy_batch"
 HOOK_CLASS = "airflow_provider_livy.hooks.livy.LivyHook"
+# Spark SQL for Airflow's SQL operators: its own type, since get_hook() maps one type to one hook class.
+SQL_CONN_TYPE = "livy_sql"
+SQL_HOOK_CLASS = "airflow_provider_livy.hooks.livy_sql.LivySqlHook"
 INTEGRATION = "Livy batch server"
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -73,6 +76,15 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
 }
 
+SQL_CONN_FIELDS: dict[str, dict[str, Any]] = {
+    **CONN_FIELDS,
+    "session_conf": {
+        "label": "Spark conf for SQL sessions",
+        "description": 'JSON object of Spark settings for every sql session, e.g. {"spark.sql.shuffle.partitions": "8"}.',
+        "schema": {"type": ["object", "null"], "format": "json"},
+    },
+}
+
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": [],
     "relabeling": {"schema": "Scheme"},
@@ -94,7 +106,12 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [{"integration-name": INTEGRATION, "external-doc-url": "https://livy.apache.org/", "tags": ["apache"]}],
         "operators": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_livy.operators.livy"]}],
         "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_livy.sensors.livy"]}],
-        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_livy.hooks.livy"]}],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_livy.hooks.livy", "airflow_provider_livy.hooks.livy_sql"],
+            }
+        ],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_livy.triggers.livy"]}],
         "connection-types": [
             {
@@ -103,6 +120,13 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": CONN_TYPE,
                 "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
-            }
+            },
+            {
+                "hook-class-name": SQL_HOOK_CLASS,
+                "hook-name": "Livy Spark SQL (airflow-provider-livy)",
+                "connection-type": SQL_CONN_TYPE,
+                "conn-fields": SQL_CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            },
         ],
     }

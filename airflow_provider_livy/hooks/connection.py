@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_PORT
+from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_PORT, SESSIONS_PATH, STATE_WAIT_PARAM
 
 DEFAULT_CONN_ID = "livy_default"
 DEFAULT_TIMEOUT = 30.0
@@ -28,7 +28,7 @@ RETRY_AFTER_CAP = 120.0
 AUTH_KINDS = ("basic", "none", "class")
 KNOWN_EXTRAS = frozenset(
     {"verify", "ca_bundle", "auth_kind", "auth_class", "auth_kwargs", "headers", "endpoint_prefix", "timeout"}
-    | {"zookeeper_hosts", "zookeeper_prefix"}
+    | {"zookeeper_hosts", "zookeeper_prefix", "session_conf"}
 )
 USER_AGENT = "airflow-provider-livy"
 
@@ -197,10 +197,30 @@ def retry_delay(attempt: int, retry_after: str | None = None, now: float | None 
     return min(BACKOFF_BASE * 2**attempt, BACKOFF_CAP)
 
 
-def batch_path(key: int | str, action: str = "") -> str:
-    """/batches/<id or name>[/state|/log]. A name is quoted: Livy looks up non-numeric keys by name."""
+def family_path(family: str, key: int | str, action: str = "") -> str:
+    """/batches or /sessions, then /<id or name>[/state|/log|/statements...]. A name is quoted: Livy
+    looks up non-numeric keys by name."""
     suffix = f"/{action}" if action else ""
-    return f"{BATCHES_PATH}/{quote(str(key), safe='')}{suffix}"
+    return f"{family}/{quote(str(key), safe='')}{suffix}"
+
+
+def batch_path(key: int | str, action: str = "") -> str:
+    return family_path(BATCHES_PATH, key, action)
+
+
+def session_path(key: int | str, action: str = "") -> str:
+    return family_path(SESSIONS_PATH, key, action)
+
+
+def statement_path(session_id: int | str, statement_id: int | None = None, action: str = "") -> str:
+    """/sessions/<id>/statements[/<sid>[/cancel]]."""
+    tail = "statements" + ("" if statement_id is None else f"/{int(statement_id)}") + (f"/{action}" if action else "")
+    return session_path(session_id, tail)
+
+
+def wait_params(wait: float | None) -> dict[str, str]:
+    """The long-poll query (our server holds the answer until a change or `wait` s; Livy ignores it)."""
+    return {} if wait is None else {STATE_WAIT_PARAM: f"{wait:g}"}
 
 
 def log_step(page: Mapping[str, Any], offset: int) -> tuple[list[str], int, bool]:

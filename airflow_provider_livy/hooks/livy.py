@@ -29,22 +29,28 @@ from airflow_provider_livy.hooks.connection import (
     LivyConfigError,
     LivyError,
     LivySettings,
-    batch_path,
     default_headers,
     describe,
     error_message,
+    family_path,
     load_auth_class,
     log_step,
     retry_delay,
     settings_from_connection,
+    statement_path,
+    wait_params,
 )
+from airflow_provider_livy.hooks.waiting import WaitTimeout, drive, session_up, statement_done
 from airflow_provider_livy.protocol import (
     BATCHES_PATH,
     DEFAULT_LOG_PAGE,
     SESSIONS_PATH,
-    STATE_WAIT_PARAM,
     BatchView,
+    SessionView,
+    Statement,
     validate_batch_request,
+    validate_session_request,
+    validate_statement_request,
 )
 
 LIST_PAGE = 100
@@ -52,7 +58,7 @@ POOL_SIZE = 4
 
 
 class LivyHook(BaseHook):
-    """Talks to a Livy-compatible server (ours or Apache Livy) about batches.
+    """Talks to a Livy-compatible server (ours or Apache Livy) about batches and interactive sessions.
 
     :param livy_conn_id: a `livy_batch` connection, or any connection with a host (the official
         provider's `livy` type works unchanged).
@@ -172,42 +178,20 @@ class LivyHook(BaseHook):
         except ValueError:
             raise LivyError(f"Livy {method} {path} answered {response.status_code} with a body that is not JSON") from None
 
-    # --- the batch API -----------------------------------------------------------------------------
-    def submit_batch(self, body: dict[str, Any]) -> BatchView:
-        """POST /batches with a validated body; returns the new batch's view."""
-        clean = validate_batch_request(body)
-        return self._json("POST", BATCHES_PATH, json=clean, expect=(200, 201))
+    # --- what batches and sessions share -------------------------------------------------------
+    def _get(self, family: str, key: int | str) -> dict[str, Any]:
+        return self._json("GET", family_path(family, key))
 
-    def get_batch(self, key: int | str) -> BatchView:
-        """GET /batches/{id}, or by name for a non-numeric key."""
-        return self._json("GET", batch_path(key))
-
-    def find_batch(self, key: int | str) -> BatchView | None:
-        """Like get_batch, but None when the server does not hold it."""
+    def _find(self, family: str, key: int | str) -> dict[str, Any] | None:
         try:
-            return self.get_batch(key)
+            return self._get(family, key)
         except LivyError as err:
             if err.status == 404:
                 return None
             raise
 
-    def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
-        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        params = {} if wait is None else {STATE_WAIT_PARAM: f"{wait:g}"}
-        return self._json("GET", batch_path(key, "state"), params=params, held=wait or 0.0)["state"]
-
-    def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
-        """Every batch the server holds, fetched a page at a time."""
-        return self._list(BATCHES_PATH, page_size)
-
-    def list_sessions(self, page_size: int = LIST_PAGE) -> Iterator[dict[str, Any]]:
-        """Every interactive session (Apache Livy's GET /sessions). Our server has none and answers 404."""
-        return self._list(SESSIONS_PATH, page_size)
-
-    def delete_session(self, session_id: int) -> bool:
-        """DELETE /sessions/{id}: stop an interactive session and forget it. False when it was already gone."""
-        response = self._call("DELETE", f"{SESSIONS_PATH}/{int(session_id)}", expect=(200, 204, 404))
-        return response.status_code != 404
+    def _state(self, family: str, key: int | str, wait: float | None) -> str:
+        return self._json("GET", family_path(family, key, "state"), params=wait_params(wait), held=wait or 0.0)["state"]
 
     def _list(self, path: str, page_size: int) -> Iterator[Any]:
         start = 0
@@ -219,27 +203,147 @@ class LivyHook(BaseHook):
             if not sessions or start >= int(page.get("total", 0)):
                 return
 
-    def get_log_page(self, key: int | str, start: int | None = None, size: int = DEFAULT_LOG_PAGE) -> dict[str, Any]:
-        """GET /batches/{id}/log. Without `start`, Livy returns the last `size` lines."""
+    def _log_page(self, family: str, key: int | str, start: int | None, size: int) -> dict[str, Any]:
         params = {"size": size} if start is None else {"from": start, "size": size}
-        return self._json("GET", batch_path(key, "log"), params=params)
+        return self._json("GET", family_path(family, key, "log"), params=params)
 
-    def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
-        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+    def _read_log(self, family: str, key: int | str, offset: int, page_size: int) -> tuple[list[str], int]:
         lines: list[str] = []
         while True:
-            new, offset, done = log_step(self.get_log_page(key, offset, page_size), offset)
+            new, offset, done = log_step(self._log_page(family, key, offset, page_size), offset)
             lines.extend(new)
             if done:
                 return lines, offset
+
+    def _delete(self, family: str, key: int | str) -> bool:
+        return self._call("DELETE", family_path(family, key), expect=(200, 204, 404)).status_code != 404
+
+    # --- the batch API -----------------------------------------------------------------------------
+    def submit_batch(self, body: dict[str, Any]) -> BatchView:
+        """POST /batches with a validated body; returns the new batch's view."""
+        clean = validate_batch_request(body)
+        return self._json("POST", BATCHES_PATH, json=clean, expect=(200, 201))
+
+    def get_batch(self, key: int | str) -> BatchView:
+        """GET /batches/{id}, or by name for a non-numeric key."""
+        return self._get(BATCHES_PATH, key)
+
+    def find_batch(self, key: int | str) -> BatchView | None:
+        """Like get_batch, but None when the server does not hold it."""
+        return self._find(BATCHES_PATH, key)
+
+    def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
+        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
+        return self._state(BATCHES_PATH, key, wait)
+
+    def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
+        """Every batch the server holds, fetched a page at a time."""
+        return self._list(BATCHES_PATH, page_size)
+
+    def get_log_page(self, key: int | str, start: int | None = None, size: int = DEFAULT_LOG_PAGE) -> dict[str, Any]:
+        """GET /batches/{id}/log. Without `start`, Livy returns the last `size` lines."""
+        return self._log_page(BATCHES_PATH, key, start, size)
+
+    def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+        return self._read_log(BATCHES_PATH, key, offset, page_size)
 
     def tail_log(self, key: int | str, count: int = 20) -> list[str]:
         return list(self.get_log_page(key, None, count).get("log") or [])
 
     def delete_batch(self, key: int | str) -> bool:
         """DELETE /batches/{id}: kill it if running, then forget it. False when it was already gone."""
-        response = self._call("DELETE", batch_path(key), expect=(200, 204, 404))
-        return response.status_code != 404
+        return self._delete(BATCHES_PATH, key)
+
+    # --- the interactive session API -------------------------------------------------------------
+    def create_session(self, body: dict[str, Any]) -> SessionView:
+        """POST /sessions with a validated body (kind defaults to pyspark); returns the new session's view."""
+        clean = validate_session_request(body)
+        return self._json("POST", SESSIONS_PATH, json=clean, expect=(200, 201))
+
+    def get_session(self, key: int | str) -> SessionView:
+        """GET /sessions/{id}, or by name for a non-numeric key."""
+        return self._get(SESSIONS_PATH, key)
+
+    def find_session(self, key: int | str) -> SessionView | None:
+        """Like get_session, but None when the server does not hold it."""
+        return self._find(SESSIONS_PATH, key)
+
+    def get_session_state(self, key: int | str, wait: float | None = None) -> str:
+        """The session's state; with `wait`, a long poll as for batches."""
+        return self._state(SESSIONS_PATH, key, wait)
+
+    def list_sessions(self, page_size: int = LIST_PAGE) -> Iterator[SessionView]:
+        """Every interactive session (GET /sessions), a page at a time. A server without them answers 404."""
+        return self._list(SESSIONS_PATH, page_size)
+
+    def delete_session(self, key: int | str) -> bool:
+        """DELETE /sessions/{id}: stop an interactive session and forget it. False when it was already gone."""
+        return self._delete(SESSIONS_PATH, key)
+
+    def read_session_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        """The session driver's log lines after line `offset`, and the new offset."""
+        return self._read_log(SESSIONS_PATH, key, offset, page_size)
+
+    def submit_statement(self, session_id: int, code: str, kind: str | None = None) -> Statement:
+        """POST /sessions/{id}/statements; `kind` (pyspark or sql) overrides the session's for this statement."""
+        clean = validate_statement_request({"code": code, "kind": kind})
+        return self._json("POST", statement_path(session_id), json=clean, expect=(200, 201))
+
+    def get_statement(self, session_id: int, statement_id: int, wait: float | None = None) -> Statement:
+        """The statement; with `wait`, our server answers at its next state change or after `wait` seconds."""
+        return self._json("GET", statement_path(session_id, statement_id), params=wait_params(wait), held=wait or 0.0)
+
+    def cancel_statement(self, session_id: int, statement_id: int) -> None:
+        """POST .../statements/{sid}/cancel: interrupt a waiting or running statement."""
+        self._json("POST", statement_path(session_id, statement_id, "cancel"))
+
+    def wait_for_session(self, session_id: int, polling_interval: float = 10.0, timeout: float | None = None) -> str:
+        """Long-poll until the session has come up (idle) or ended; returns that state. WaitTimeout at `timeout`."""
+        waiter = session_up(session_id, polling_interval, timeout)
+        return drive(waiter, lambda wait: self.get_session_state(session_id, wait), self._sleep)
+
+    def run_statement(
+        self,
+        session_id: int,
+        code: str,
+        kind: str | None = None,
+        *,
+        polling_interval: float = 10.0,
+        timeout: float | None = None,
+        on_progress: Callable[[Statement], None] | None = None,
+    ) -> Statement:
+        """Submit a statement and long-poll it until it is available or cancelled; returns it.
+
+        At `timeout` the statement is cancelled and WaitTimeout raised. `on_progress` sees every poll's answer.
+        """
+        statement = self.submit_statement(session_id, code, kind)
+        return self.wait_for_statement(
+            session_id, statement, polling_interval=polling_interval, timeout=timeout, on_progress=on_progress
+        )
+
+    def wait_for_statement(
+        self,
+        session_id: int,
+        statement: Statement,
+        *,
+        polling_interval: float = 10.0,
+        timeout: float | None = None,
+        on_progress: Callable[[Statement], None] | None = None,
+    ) -> Statement:
+        """Long-poll a submitted statement until it is available or cancelled; cancel it at `timeout`."""
+        waiter = statement_done(session_id, statement, polling_interval, timeout, on_progress)
+        try:
+            return drive(waiter, lambda wait: self.get_statement(session_id, statement["id"], wait), self._sleep)
+        except WaitTimeout:
+            self.cancel_quietly(session_id, statement["id"])
+            raise
+
+    def cancel_quietly(self, session_id: int, statement_id: int) -> None:
+        try:
+            self.cancel_statement(session_id, statement_id)
+        except LivyError as err:
+            self.log.warning("Could not cancel statement %s of session %s: %s", statement_id, session_id, err)
 
     def test_connection(self) -> tuple[bool, str]:
         """The connections UI's Test button: can we list batches? One try, so a dead server is reported at once

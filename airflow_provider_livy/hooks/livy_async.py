@@ -1,12 +1,14 @@
 """LivyAsyncHook: the calls the trigger makes, on httpx, with the same settings and retry policy as LivyHook.
 
-Only reads and DELETE are needed asynchronously (a trigger never submits), so every call here is
-safe to repeat. A connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
+A trigger never submits anything (a restarted triggerer would submit it twice), so only
+reads, DELETE and a statement's cancel are here, and every call is safe to repeat. A
+connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,12 +24,17 @@ from airflow_provider_livy.hooks.connection import (
     default_headers,
     describe,
     error_message,
+    family_path,
     load_auth_class,
     log_step,
     retry_delay,
+    session_path,
     settings_from_connection,
+    statement_path,
+    wait_params,
 )
-from airflow_provider_livy.protocol import STATE_WAIT_PARAM, BatchView
+from airflow_provider_livy.hooks.waiting import adrive, session_up, statement_done
+from airflow_provider_livy.protocol import BATCHES_PATH, SESSIONS_PATH, BatchView, SessionView, Statement
 
 
 class LivyAsyncHook(BaseHook):
@@ -96,24 +103,78 @@ class LivyAsyncHook(BaseHook):
             await asyncio.sleep(retry_delay(attempt, retry_after))
             attempt += 1
 
-    async def get_batch(self, key: int | str) -> BatchView:
-        return (await self._call("GET", batch_path(key))).json()
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise LivyError(f"Livy {method} {path} answered {response.status_code} with a body that is not JSON") from None
 
-    async def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
-        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        params = {} if wait is None else {STATE_WAIT_PARAM: f"{wait:g}"}
-        return (await self._call("GET", batch_path(key, "state"), params=params, held=wait or 0.0)).json()["state"]
+    # --- what batches and sessions share -------------------------------------------------------
+    async def _state(self, family: str, key: int | str, wait: float | None) -> str:
+        return (await self._json("GET", family_path(family, key, "state"), params=wait_params(wait), held=wait or 0.0))["state"]
 
-    async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
-        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+    async def _read_log(self, family: str, key: int | str, offset: int, page_size: int) -> tuple[list[str], int]:
         lines: list[str] = []
         while True:
-            page = (await self._call("GET", batch_path(key, "log"), params={"from": offset, "size": page_size})).json()
+            page = await self._json("GET", family_path(family, key, "log"), params={"from": offset, "size": page_size})
             new, offset, done = log_step(page, offset)
             lines.extend(new)
             if done:
                 return lines, offset
 
+    async def _delete(self, family: str, key: int | str) -> bool:
+        """False when it was already gone, which counts as success."""
+        return (await self._call("DELETE", family_path(family, key), expect=(200, 204, 404))).status_code != 404
+
+    # --- batches -------------------------------------------------------------------------------------
+    async def get_batch(self, key: int | str) -> BatchView:
+        return await self._json("GET", batch_path(key))
+
+    async def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
+        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
+        return await self._state(BATCHES_PATH, key, wait)
+
+    async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        """The driver log lines after line `offset`, paging until caught up, and the new offset."""
+        return await self._read_log(BATCHES_PATH, key, offset, page_size)
+
     async def delete_batch(self, key: int | str) -> bool:
-        """False when the batch was already gone, which counts as success."""
-        return (await self._call("DELETE", batch_path(key), expect=(200, 204, 404))).status_code != 404
+        return await self._delete(BATCHES_PATH, key)
+
+    # --- interactive sessions (a trigger waits and cleans up; it never submits) ------------------------
+    async def get_session(self, key: int | str) -> SessionView:
+        return await self._json("GET", session_path(key))
+
+    async def get_session_state(self, key: int | str, wait: float | None = None) -> str:
+        return await self._state(SESSIONS_PATH, key, wait)
+
+    async def read_session_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
+        return await self._read_log(SESSIONS_PATH, key, offset, page_size)
+
+    async def delete_session(self, key: int | str) -> bool:
+        return await self._delete(SESSIONS_PATH, key)
+
+    async def get_statement(self, session_id: int, statement_id: int, wait: float | None = None) -> Statement:
+        return await self._json("GET", statement_path(session_id, statement_id), params=wait_params(wait), held=wait or 0.0)
+
+    async def cancel_statement(self, session_id: int, statement_id: int) -> None:
+        await self._json("POST", statement_path(session_id, statement_id, "cancel"))
+
+    async def wait_for_session(self, session_id: int, polling_interval: float = 10.0, timeout: float | None = None) -> str:
+        """As LivyHook.wait_for_session: the same waiter, awaited."""
+        waiter = session_up(session_id, polling_interval, timeout)
+        return await adrive(waiter, lambda wait: self.get_session_state(session_id, wait))
+
+    async def wait_for_statement(
+        self,
+        session_id: int,
+        statement: Statement,
+        *,
+        polling_interval: float = 10.0,
+        timeout: float | None = None,
+        on_progress: Callable[[Statement], None] | None = None,
+    ) -> Statement:
+        """As LivyHook.wait_for_statement (the caller decides what a timeout means: the trigger deletes the session)."""
+        waiter = statement_done(session_id, statement, polling_interval, timeout, on_progress)
+        return await adrive(waiter, lambda wait: self.get_statement(session_id, statement["id"], wait))

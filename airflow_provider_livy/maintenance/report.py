@@ -64,8 +64,9 @@ def _natural(name: str) -> tuple[str, int, str]:
     return (head, int(tail), "") if tail.isdigit() else (head, -1, tail)
 
 
-def verdict(reports: list[dict[str, Any]], live: int | None, max_sessions_alert: int) -> list[str]:
-    """Why the run must fail, if it must: errors in either sweep, or too many sessions still held."""
+def verdict(reports: list[dict[str, Any]], live: int | None, max_sessions_alert: int, idle_over_day: int = 0) -> list[str]:
+    """Why the run must fail, if it must: errors in either sweep, too many sessions still held, or
+    interactive sessions idle for over a day (a client forgot them; they hold a Spark driver each)."""
     problems = [
         f"{report['sweep']} sweep: {report['errors']} error(s): {'; '.join(report['error_messages'][:3])}"
         for report in reports
@@ -75,5 +76,10 @@ def verdict(reports: list[dict[str, Any]], live: int | None, max_sessions_alert:
         problems.append(
             f"the Livy server still holds {live} sessions after the sweep, more than max_sessions_alert={max_sessions_alert}: "
             "clients are not deleting their batches or the server keeps finished ones too long; it will run out of memory"
+        )
+    if idle_over_day:
+        problems.append(
+            f"{idle_over_day} interactive session(s) have been idle for over a day: a client forgot to delete them and "
+            "each holds a Spark driver; set max_idle_seconds to end them, or lower the server's session timeout"
         )
     return problems

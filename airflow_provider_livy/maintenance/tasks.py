@@ -49,6 +49,7 @@ class SweepSettings:
     zookeeper_prefix: str | None
     max_sessions_alert: int
     untouched: float
+    max_idle: float | None  # None: idle interactive sessions are left to the server's own timeout
 
 
 def _number(params: Mapping[str, Any], name: str, default: float) -> float:
@@ -85,14 +86,26 @@ def settings_from(params: Mapping[str, Any] | None) -> SweepSettings:
         zookeeper_prefix=(str(params.get("zookeeper_prefix") or "").strip() or None),
         max_sessions_alert=int(_number(params, "max_sessions_alert", DEFAULT_MAX_SESSIONS_ALERT)),
         untouched=_number(params, "untouched_seconds", DEFAULT_UNTOUCHED),
+        max_idle=_optional_number(params, "max_idle_seconds"),
     )
+
+
+def _optional_number(params: Mapping[str, Any], name: str) -> float | None:
+    value = params.get(name)
+    return None if value is None or value == "" else _number(params, name, 0.0)
 
 
 def hook_kinds(hook: LivyHook) -> list[Kind]:
     """Batches, and interactive sessions where the server has them (GET /sessions)."""
     return [
         Kind("batch", functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.delete_batch),
-        Kind("session", functools.partial(hook.list_sessions, page_size=LIST_PAGE), hook.delete_session, optional=True),
+        Kind(
+            "session",
+            functools.partial(hook.list_sessions, page_size=LIST_PAGE),
+            hook.delete_session,
+            optional=True,
+            state=hook.get_session_state,
+        ),
     ]
 
 
@@ -128,15 +141,23 @@ def _save_record(conn_id: str, before: str | None, record: terminal_since.Record
 
 
 def rest_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Delete finished sessions older than min_age_seconds through the server's API."""
+    """Delete finished sessions older than min_age_seconds, and interactive sessions idle longer than
+    max_idle_seconds (when set), through the server's API."""
     settings = settings_from(params)
     hook = LivyHook(settings.conn_id, retries=HTTP_RETRIES)
     before, previous = _load_record(settings.conn_id)
     try:
-        outcome = sweep_rest(hook_kinds(hook), settings.min_age, settings.dry_run, previous)
+        outcome = sweep_rest(hook_kinds(hook), settings.min_age, settings.dry_run, previous, max_idle=settings.max_idle)
     finally:
         hook.close()
     _save_record(settings.conn_id, before, outcome.record)
+    extra = outcome.report.extra
+    log.info(
+        "interactive sessions by kind: %s; idle ones ended: %d; idle over a day: %d",
+        extra["sessions_by_kind"] or "none",
+        extra["idle_ended"],
+        extra["idle_over_day"],
+    )
     return _publish(outcome.report)
 
 
@@ -213,9 +234,15 @@ def check(params: Mapping[str, Any] | None = None, ti: Any = None) -> dict[str, 
     reports = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in (REST_TASK, ZOOKEEPER_TASK)}
     problems = [f"task {task_id} failed before reporting (see its log)" for task_id, r in reports.items() if r is None]
     found = [r for r in reports.values() if r is not None]
-    live = reports[REST_TASK].get("held_after") if reports[REST_TASK] else None
-    problems += verdict(found, live, settings.max_sessions_alert)
-    summary = {"live_sessions": live, "max_sessions_alert": settings.max_sessions_alert, "problems": problems}
+    rest = reports[REST_TASK] or {}
+    live = rest.get("held_after")
+    problems += verdict(found, live, settings.max_sessions_alert, rest.get("idle_over_day") or 0)
+    summary = {
+        "live_sessions": live,
+        "sessions_by_kind": rest.get("sessions_by_kind"),
+        "max_sessions_alert": settings.max_sessions_alert,
+        "problems": problems,
+    }
     if problems:
         raise MaintenanceError("Livy maintenance found problems:\n- " + "\n- ".join(problems))
     log.info("Livy maintenance: all clear; the server holds %s sessions (alert above %d)", live, settings.max_sessions_alert)

@@ -1,9 +1,11 @@
-"""Since when a session has been seen terminal, for servers whose views carry no timestamps (Apache Livy).
+"""Since when a session has been seen terminal (or, for an interactive session, idle), for servers
+whose views carry no timestamps (Apache Livy).
 
-The record maps `<kind>:<id>` to `[first seen terminal (epoch s), fingerprint]`. The fingerprint
+The record maps `<kind>:<id>` to `[first seen terminal (epoch s), fingerprint]`, and
+`<kind>:<id>:idle` to `[first seen idle, fingerprint]`. The fingerprint
 (name and appId) tells a reused id apart: a Livy restarted without recovery counts from 0 again,
 and its new batch 3 must not inherit the old batch 3's age. Ids that disappeared or are no longer
-terminal are pruned on every update, so the record stays as small as the server's finished set.
+terminal are pruned on every update, so the record stays as small as the server's finished (and idle) set.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ def variable_key(conn_id: str) -> str:
 
 def key(kind: str, session_id: int) -> str:
     return f"{kind}:{session_id}"
+
+
+def idle_key(kind: str, session_id: int) -> str:
+    return f"{kind}:{session_id}:idle"
 
 
 def fingerprint(view: Mapping[str, Any]) -> str:

@@ -32,6 +32,7 @@ from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     FAILED_STATES,
     INT,
+    NON_NEGATIVE_INT,
     OPERATOR_ARGUMENTS,
     STR_LIST,
     STR_MAP,
@@ -48,6 +49,16 @@ _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:+@=-]+")
 # Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart.
 ATTRIBUTES = {arg: "livy_queue" if arg == "queue" else arg for arg in OPERATOR_ARGUMENTS}
 FAIL_METHOD = "__fail__"  # what Airflow resumes a deferred task with when its trigger timed out or failed
+
+
+def __getattr__(name: str) -> Any:
+    """LivySessionOperator lives in its own module and is importable from here too (imported on first use,
+    as its module builds on this one)."""
+    if name == "LivySessionOperator":
+        from airflow_provider_livy.operators.livy_session import LivySessionOperator
+
+        return LivySessionOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def batch_name(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
@@ -69,10 +80,9 @@ def _conf_value(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) else value
 
 
-def _coerce(field: str, value: Any) -> Any:
+def _coerce(kind: str, value: Any) -> Any:
     """Accept what templating and Python habits produce (numbers as strings, numbers in conf)."""
-    kind = BATCH_REQUEST_FIELDS[field]
-    if kind == INT and isinstance(value, str) and value.strip().isdigit():
+    if kind in (INT, NON_NEGATIVE_INT) and isinstance(value, str) and value.strip().isdigit():
         return int(value)
     if kind == STR_LIST and isinstance(value, (tuple, list)):
         return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
@@ -81,10 +91,29 @@ def _coerce(field: str, value: Any) -> Any:
     return value
 
 
+def request_body(arguments: dict[str, Any], table: dict[str, str], fields: dict[str, str]) -> dict[str, Any]:
+    """Operator arguments -> request fields (`table` maps one to the other), coerced, not yet validated."""
+    return {table[arg]: _coerce(fields[table[arg]], value) for arg, value in arguments.items()}
+
+
 def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
     """Operator arguments -> a validated POST /batches body. Raises BatchRequestError."""
-    body = {OPERATOR_ARGUMENTS[arg]: _coerce(OPERATOR_ARGUMENTS[arg], value) for arg, value in arguments.items()}
-    return validate_batch_request(body)
+    return validate_batch_request(request_body(arguments, OPERATOR_ARGUMENTS, BATCH_REQUEST_FIELDS))
+
+
+def execution_deadline(execution_timeout: timedelta | None, context: Context) -> float | None:
+    """When the task must end (epoch s). execution_timeout does not cover deferred time in Airflow 3,
+    so the trigger enforces it."""
+    if execution_timeout is None:
+        return None
+    start = getattr(context["ti"], "start_date", None)
+    started = start.timestamp() if start is not None else time.time()
+    return started + execution_timeout.total_seconds()
+
+
+def defer_timeout(deadline: float | None) -> timedelta | None:
+    """Airflow's own deferral timeout: a backstop behind the trigger's deadline."""
+    return None if deadline is None else timedelta(seconds=max(deadline - time.time(), 0) + DEFER_TIMEOUT_GRACE)
 
 
 class LivyBatchOperator(BaseOperator):
@@ -296,16 +325,10 @@ class LivyBatchOperator(BaseOperator):
 
     # --- deferral ----------------------------------------------------------------------------------
     def _deadline(self, context: Context) -> float | None:
-        """execution_timeout does not cover deferred time in Airflow 3, so the trigger enforces it."""
-        if self.execution_timeout is None:
-            return None
-        start = getattr(context["ti"], "start_date", None)
-        started = start.timestamp() if start is not None else time.time()
-        return started + self.execution_timeout.total_seconds()
+        return execution_deadline(self.execution_timeout, context)
 
     def _defer_timeout(self, context: Context) -> timedelta | None:
-        deadline = self._deadline(context)
-        return None if deadline is None else timedelta(seconds=max(deadline - time.time(), 0) + DEFER_TIMEOUT_GRACE)
+        return defer_timeout(self._deadline(context))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
         batch_id = self.batch_id = int(event["batch_id"])

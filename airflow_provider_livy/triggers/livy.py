@@ -1,4 +1,4 @@
-"""LivyBatchTrigger: waits for a batch on the triggerer, so a deferred task holds no worker slot.
+"""LivyBatchTrigger and LivySessionTrigger: wait on the triggerer, so a deferred task holds no worker slot.
 
 It polls adaptively (quick at first, then every `polling_interval`), logs new driver lines as
 they arrive (Airflow shows trigger logs in the task log) and carries them in its event. At its
@@ -20,6 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
+from airflow_provider_livy.hooks.waiting import ProgressLog, WaitTimeout
 from airflow_provider_livy.polling import LOG_INTERVAL, Poller
 from airflow_provider_livy.protocol import TERMINAL_STATES
 
@@ -119,5 +120,94 @@ class LivyBatchTrigger(BaseTrigger):
         try:
             if await hook.delete_batch(self.batch_id):
                 self.log.info("deleted Livy batch %s because the task was killed", self.batch_id)
+        finally:
+            await hook.aclose()
+
+
+class LivySessionTrigger(BaseTrigger):
+    """Waits on the triggerer for an interactive session to come up (no `statement_id`) or for one of
+    its statements to finish, long-polling either; fires once:
+    {"status": "up" | "finished" | "timeout" | "error", "session_id", "index", "state", "statement", "message"}.
+
+    It never submits: the operator submits each statement on a worker and defers again, so a
+    restarted triggerer, which rebuilds the trigger from its stored arguments, only waits again.
+    At `deadline` (epoch seconds: the execution timeout or the statement's) and when the user kills
+    the deferred task, it deletes the session.
+    """
+
+    def __init__(
+        self,
+        session_id: int,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        polling_interval: float = 10.0,
+        *,
+        statement_id: int | None = None,
+        index: int = 0,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.livy_conn_id = livy_conn_id
+        self.polling_interval = polling_interval
+        self.statement_id = statement_id
+        self.index = index
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "session_id": self.session_id,
+                "livy_conn_id": self.livy_conn_id,
+                "polling_interval": self.polling_interval,
+                "statement_id": self.statement_id,
+                "index": self.index,
+                "deadline": self.deadline,
+            },
+        )
+
+    def _event(self, status: str, state: str | None = None, statement: Any = None, message: str = "") -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "session_id": self.session_id,
+                "index": self.index,
+                "state": state,
+                "statement": statement,
+                "message": message,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = LivyAsyncHook(self.livy_conn_id)
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.time())
+        try:
+            if self.statement_id is None:
+                state = await hook.wait_for_session(self.session_id, self.polling_interval, timeout)
+                yield self._event("up", state)
+                return
+            progress = ProgressLog(self.log, self.session_id, self.index)
+            statement = await hook.get_statement(self.session_id, self.statement_id)
+            statement = await hook.wait_for_statement(
+                self.session_id, statement, polling_interval=self.polling_interval, timeout=timeout, on_progress=progress
+            )
+            yield self._event("finished", statement["state"], statement)
+        except WaitTimeout as err:
+            message = f"{err} at the deadline"
+            if await hook.delete_session(self.session_id):
+                message += f"; deleted session {self.session_id}"
+            self.log.warning(message)
+            yield self._event("timeout", message=message)
+        except LivyError as err:
+            yield self._event("error", message=str(err))
+        finally:
+            await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task (mark failed, clear): end the session and its Spark driver."""
+        hook = LivyAsyncHook(self.livy_conn_id, retries=2)
+        try:
+            if await hook.delete_session(self.session_id):
+                self.log.info("deleted Livy session %s because the task was killed", self.session_id)
         finally:
             await hook.aclose()

@@ -51,7 +51,7 @@ class DagRunner:
             f"""
             from datetime import datetime, timedelta
             from airflow.sdk import DAG, task
-            from airflow_provider_livy.operators.livy import LivyBatchOperator
+            from airflow_provider_livy.operators.livy import LivyBatchOperator, LivySessionOperator
             from airflow_provider_livy.sensors.livy import LivyBatchSensor
 
             dag = DAG({dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=False)

@@ -1,0 +1,208 @@
+"""LivySessionOperator, LivySessionTrigger and LivySqlHook in real Airflow (dag.test in a subprocess)
+against the real server.
+
+The first two cases run real local Spark (each session is a Spark driver, ~10-20 s): several
+assertions share one DAG run. The crash/retry and kill cases use the quick fake spark-submit,
+which runs the same REPL as plain Python: they are about bookkeeping (which session exists when),
+the path the real-Spark cases cover end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from datetime import UTC, datetime
+
+import pytest
+from airflow.jobs.triggerer_job_runner import TriggerRunner
+from airflow.sdk.exceptions import TaskDeferralTimeout
+
+from airflow_provider_livy.operators.livy import FAIL_METHOD
+from airflow_provider_livy.operators.livy_session import LivySessionOperator, session_name
+from airflow_provider_livy.triggers.livy import LivySessionTrigger
+from tests.airflow.conftest import DagRunner, connection_env, wait_until
+from tests.airflow.test_deferral import TRIGGER_ID, task_context
+from tests.conftest import LivyServer
+
+
+def sessions(server: LivyServer) -> list[dict]:
+    return server.get("/sessions", params={"size": 1000}).json()["sessions"]
+
+
+def created_sessions(server: LivyServer) -> int:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("livy_interactive_created_total"):
+            return int(float(line.split()[1]))
+    raise AssertionError("no livy_interactive_created_total in /metrics")
+
+
+@pytest.fixture(scope="module")
+def spark_server(tmp_path_factory: pytest.TempPathFactory):
+    """One server running real local Spark for the module's DAG runs."""
+    from tests.conftest import kill_drivers, start_server
+
+    work_dir = tmp_path_factory.mktemp("spark-sessions")
+    server = start_server(work_dir, {"livy.spark.master": "local[1]", "livy.rsc.sql.num-rows": "1000"})
+    yield server
+    server.stop()
+    kill_drivers(work_dir)
+
+
+@pytest.mark.spark
+def test_session_operator_with_real_spark(spark_server: LivyServer, dag_runner: DagRunner) -> None:
+    """Sync and deferrable, pyspark and sql, success and a failing statement: one DAG run, zero sessions after."""
+    server = spark_server
+    dag = dag_runner.write_dag(
+        "livy_sessions",
+        """
+        LivySessionOperator(task_id="state", statements=["x = 21", "y = x * 2", "print('y is', y)\\ny",
+                            {{"code": "select {{{{ params.n }}}} as n", "kind": "sql"}}, "import time; time.sleep(7); y"],
+                            params={{"n": 5}}, conf={{"spark.ui.enabled": False}}, polling_interval=2, dag=dag)
+        LivySessionOperator(task_id="sql", kind="sql", statements=["select 1 as a, 'x' as b"], polling_interval=2, dag=dag)
+        LivySessionOperator(task_id="fails", statements=["z = 1", "print('before'); 1/0", "print('never ran')"],
+                            polling_interval=2, dag=dag)
+        LivySessionOperator(task_id="deferred", statements=["a = 'kept'", "import time; time.sleep(2); a * 2"],
+                            deferrable=True, polling_interval=2, dag=dag)
+        LivySessionOperator(task_id="deferred_fails", statements=["raise ValueError('bad value here')", "print('never ran')"],
+                            deferrable=True, polling_interval=2, dag=dag)
+        LivySessionOperator(task_id="invalid", statements=["1", {{"code": "1", "kind": "cobol"}}], dag=dag)
+        """,
+    )
+    outcome = dag_runner.run(dag, "livy_sessions", connection_env(server))
+    out = outcome.output
+    states = {t: outcome.task(t)["state"] for t in ("state", "sql", "fails", "deferred", "deferred_fails", "invalid")}
+    assert states == {
+        "state": "success",
+        "sql": "success",
+        "fails": "failed",
+        "deferred": "success",
+        "deferred_fails": "failed",
+        "invalid": "failed",
+    }, out[-5000:]
+
+    state = outcome.task("state")["xcom"]
+    assert state["return_value"] == "42", "the last statement's text/plain, with state kept across statements"
+    assert isinstance(state["session_id"], int) and state["app_id"]
+    assert "y is 42" in out, "each statement's output reaches the task log"
+    assert '"data":[[5]]' in out, "a sql statement in a pyspark session, templated from params"
+    assert "% done" in out, "a long statement logs its progress"
+
+    sql = outcome.task("sql")["xcom"]["return_value"]
+    assert sql["data"] == [[1, "x"]]
+    assert [(f["name"], f["type"]) for f in sql["schema"]["fields"]] == [("a", "integer"), ("b", "string")]
+
+    assert "ZeroDivisionError: division by zero" in out and "statement 1 failed" in out
+    assert "never ran" not in out
+    assert outcome.task("deferred")["xcom"]["return_value"] == "'keptkept'"
+    assert "ValueError: bad value here" in out
+    assert "invalid statements for task invalid: statement 1: unknown session kind 'cobol'" in out
+    assert sessions(server) == [], "every session deleted, after success and after failure"
+    assert created_sessions(server) == 5, "the invalid task sent nothing"
+
+
+def test_retry_after_worker_crash_deletes_the_earlier_session_and_kill_deletes_the_new(
+    fake_server: LivyServer, dag_runner: DagRunner
+) -> None:
+    """Try 1 runs a statement and its worker dies (SIGKILL: no cleanup). The retry finds that session
+    by its deterministic name and deletes it before creating its own: one session at a time, never two.
+    Then Airflow stops the retry (SIGTERM) and on_kill deletes its session."""
+    server = fake_server
+    dag = dag_runner.write_dag(
+        "livy_session_crash",
+        'LivySessionOperator(task_id="repl", statements=["import time; time.sleep(300)"], polling_interval=1, dag=dag)\n',
+    )
+    logical_date = datetime.now(UTC).isoformat()
+    env = connection_env(server)
+
+    def busy() -> list[dict]:
+        return [s for s in sessions(server) if s["state"] == "busy"]
+
+    worker = dag_runner.start(dag, "livy_session_crash", env, logical_date)
+    (first,) = wait_until(busy, 240, "the first try's statement to run")
+    worker.proc.kill()
+    worker.proc.wait()
+    assert [s["id"] for s in sessions(server)] == [first["id"]], "the crash left its session behind"
+
+    retry = dag_runner.start(dag, "livy_session_crash", env, logical_date)  # same dag, task and run_id: a retry
+    line = retry.wait_for_output("that an earlier try left behind", timeout=240)
+    assert f"Deleting session {first['id']} ({first['name']}, busy)" in line
+    (second,) = wait_until(busy, 240, "the retry's statement to run")
+    assert [s["id"] for s in sessions(server)] == [second["id"]] != [first["id"]], "one session, not two"
+    assert second["name"] == first["name"], "the retry starts afresh under the same deterministic name"
+    retry.proc.send_signal(signal.SIGTERM)  # what Airflow's supervisor sends a task it stops
+    outcome = retry.outcome(timeout=120)
+    assert f"Deleted Livy session {second['id']} because the task was killed" in outcome.output, outcome.output[-3000:]
+    assert sessions(server) == []
+    assert created_sessions(server) == 2
+
+
+async def _run_until_polling_then_cancel(trigger: LivySessionTrigger, server: LivyServer, by_user: bool) -> list:
+    """Run the trigger in Airflow's TriggerRunner until it long-polls, then cancel it as the triggerer would."""
+    runner = TriggerRunner()
+    task = asyncio.create_task(runner.run_trigger(TRIGGER_ID, trigger))
+    runner.triggers[TRIGGER_ID] = {"task": task, "name": f"test (ID {TRIGGER_ID})", "events": 0, "is_watcher": False}
+    await asyncio.sleep(2)  # several long polls of up to 1 s each
+    assert not task.done(), task.exception()
+    if by_user:
+        runner.to_cancel.append(TRIGGER_ID)
+        await runner.cancel_triggers()  # mark failed / clear in the UI ends here: on_kill runs
+    else:
+        task.cancel()  # a triggerer shutting down cancels its triggers without a message
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return list(runner.events)
+
+
+def test_deferred_statement_kill_restart_timeout_and_deferral_timeout(
+    fake_server: LivyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_livy.hooks.livy import LivyHook
+
+    server = fake_server
+    for key, value in connection_env(server).items():
+        monkeypatch.setenv(key, value)
+    hook = LivyHook(retries=1)
+    op = LivySessionOperator(task_id="repl", statements=["import time; time.sleep(300)"], deferrable=True)
+    context = task_context("livy_session_deferral", "repl", "manual__2026-01-01T00:00:00+00:00")
+    name = op.session_request(context)["name"]
+    assert name == session_name("livy_session_deferral", "repl", "manual__2026-01-01T00:00:00+00:00")
+
+    def running_session() -> tuple[int, int]:
+        session_id = hook.create_session({"name": name})["id"]
+        assert hook.wait_for_session(session_id, 1, 120) == "idle"
+        return session_id, hook.submit_statement(session_id, "import time; time.sleep(300)")["id"]
+
+    session_id, statement_id = running_session()
+    stored = LivySessionTrigger(session_id, polling_interval=1, statement_id=statement_id, index=0).serialize()
+    assert json.loads(json.dumps(stored[1]))["statement_id"] == statement_id
+
+    def rebuilt() -> LivySessionTrigger:  # as the triggerer builds it from what was stored at deferral
+        return TriggerRunner().get_trigger_by_classpath(stored[0])(**json.loads(json.dumps(stored[1])))
+
+    assert asyncio.run(_run_until_polling_then_cancel(rebuilt(), server, by_user=False)) == []
+    assert hook.get_session_state(session_id) == "busy", "a triggerer restart keeps the session"
+    assert asyncio.run(_run_until_polling_then_cancel(rebuilt(), server, by_user=True)) == []
+    assert sessions(server) == [], "a user's kill while deferred deletes the session"
+
+    # the trigger's own deadline (execution_timeout or statement_timeout) deletes the session too
+    session_id, statement_id = running_session()
+    deadline = datetime.now(UTC).timestamp() + 1.5
+
+    async def first_event() -> dict:
+        trigger = LivySessionTrigger(session_id, polling_interval=1, statement_id=statement_id, deadline=deadline)
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "timeout" and f"deleted session {session_id}" in event["message"]
+    assert sessions(server) == []
+
+    # Airflow's deferral timeout resumes the task with __fail__: the session is found by name and deleted
+    session_id, _ = running_session()
+    with pytest.raises(TaskDeferralTimeout):
+        op.resume_execution(FAIL_METHOD, {"error": "Trigger timeout"}, context)
+    assert sessions(server) == []
+    assert created_sessions(server) == 3
