@@ -206,3 +206,42 @@ def test_bad_params_get_a_readable_error() -> None:
         tasks.settings_from({"dry_run": "maybe"})
     settings = tasks.settings_from({"min_age_seconds": "30", "dry_run": "true", "zookeeper_hosts": " "})
     assert settings.min_age == 30 and settings.dry_run and settings.zookeeper_hosts is None
+
+
+def test_idle_sessions_are_timed_ended_past_max_idle_and_alerted_after_a_day(make_server, hook_for) -> None:
+    """The fake spark-submit runs the real REPL as plain Python, so sessions go idle and busy for real."""
+    from airflow_provider_livy.maintenance.report import verdict
+    from airflow_provider_livy.maintenance.rest_sweep import IDLE_ALERT, KEPT_ACTIVE
+
+    server = make_server()
+    hook = hook_for(server)
+    idle, busy = (hook.create_session({"kind": kind})["id"] for kind in ("pyspark", "sql"))
+    for session_id in (idle, busy):
+        assert hook.wait_for_session(session_id, 1, 60) == "idle"
+    hook.submit_statement(busy, "import time; time.sleep(600)", kind="pyspark")
+    deadline = time.monotonic() + 30
+    while hook.get_session_state(busy) != "busy":
+        assert time.monotonic() < deadline, "the statement never ran"
+        time.sleep(0.1)
+    view = hook.get_session(idle)
+    now = view["lastActivityAt"] + 10
+
+    untouched = sweep_rest(tasks.hook_kinds(hook), MIN_AGE, now=now)  # max_idle off: idleness is only counted
+    assert untouched.report.deleted == [] and untouched.report.kept == {KEPT_ACTIVE: 2}
+    assert untouched.report.extra["sessions_by_kind"] == {"pyspark": 1, "sql": 1}
+    assert untouched.record == {}, "our server's lastActivityAt needs no record"
+
+    day_later = sweep_rest(tasks.hook_kinds(hook), MIN_AGE, dry_run=True, now=view["lastActivityAt"] + IDLE_ALERT + 1)
+    assert day_later.report.extra["idle_over_day"] == 1, "the busy one is not idle, however old"
+    problems = verdict([day_later.report.as_dict()], 2, 100, day_later.report.extra["idle_over_day"])
+    assert problems == [
+        "1 interactive session(s) have been idle for over a day: a client forgot to delete them and each holds a "
+        "Spark driver; set max_idle_seconds to end them, or lower the server's session timeout"
+    ]
+
+    below = sweep_rest(tasks.hook_kinds(hook), MIN_AGE, now=now, max_idle=10.5)
+    assert below.report.deleted == [] and below.report.extra["idle_ended"] == 0
+    ended = sweep_rest(tasks.hook_kinds(hook), MIN_AGE, now=now, max_idle=9.5)
+    assert ended.report.deleted == [f"session/{idle}"] and ended.report.extra["idle_ended"] == 1
+    assert ended.report.kept == {KEPT_ACTIVE: 1} and ended.held == 1
+    assert [s["id"] for s in hook.list_sessions()] == [busy] and hook.get_session_state(busy) == "busy"

@@ -1,9 +1,10 @@
 """Livy maintenance: sweep expired sessions through the REST API and stale recovery state out of ZooKeeper.
 
 Hourly by default, one run at a time. `rest_sweep` deletes finished sessions older than
-`min_age_seconds`; `zookeeper_sweep` removes recovery records no server will use again; `check`
-fails the run when either found errors or the server still holds more than `max_sessions_alert`
-sessions. With `dry_run` nothing is deleted and the task logs and XComs say what would be. The
+`min_age_seconds`, and with `max_idle_seconds` set, interactive sessions idle for longer than that
+(a busy one is never touched); `zookeeper_sweep` removes recovery records no server will use
+again; `check` fails the run when either found errors, the server still holds more than
+`max_sessions_alert` sessions, or interactive sessions have been idle for over a day. With `dry_run` nothing is deleted and the task logs and XComs say what would be. The
 logic lives in `airflow_provider_livy.maintenance`; this module only wires it up.
 """
 
@@ -31,6 +32,7 @@ def livy_maintenance_dag(
     zookeeper_prefix: str | None = None,
     max_sessions_alert: int = tasks.DEFAULT_MAX_SESSIONS_ALERT,
     untouched_seconds: float = tasks.DEFAULT_UNTOUCHED,
+    max_idle_seconds: float | None = None,
     **dag_args: Any,
 ) -> DAG:
     """The maintenance DAG. The keyword arguments are the defaults of its params (a manual run can
@@ -67,6 +69,12 @@ def livy_maintenance_dag(
             type="number",
             minimum=0,
             description="With the server unreachable, delete ZooKeeper records not written for this long.",
+        ),
+        "max_idle_seconds": Param(
+            max_idle_seconds,
+            type=["null", "number"],
+            minimum=0,
+            description="End interactive sessions idle for longer than this (busy ones never); empty: off.",
         ),
     }
     with DAG(dag_id=dag_id, schedule=schedule, params=params, **settings) as dag:

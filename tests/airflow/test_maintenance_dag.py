@@ -166,10 +166,10 @@ def test_server_down_deletes_only_the_unambiguous(dag_runner: DagRunner, mainten
 
 
 class _LivyLikeProxy(BaseHTTPRequestHandler):
-    """Forwards to our server and strips the timestamps from its views: batches as Apache Livy shows them."""
+    """Forwards to our server and strips the timestamps from its views: sessions as Apache Livy shows them."""
 
     upstream = ""
-    STRIP = ("createdAt", "finishedAt", "expiresAt")
+    STRIP = ("createdAt", "finishedAt", "expiresAt", "lastActivityAt")
 
     def _forward(self) -> None:
         answer = requests.request(self.command, self.upstream + self.path, headers={"X-Requested-By": "proxy"}, timeout=30)
@@ -237,3 +237,80 @@ def test_without_timestamps_the_age_is_remembered_between_runs(
     assert rest["deleted_sample"] == sorted(f"batch/{i}" for i in done) and rest["kept"] == {"not finished": 1}
     assert server.batch_ids() == [running]
     assert terminal_since.parse(Variable.get(terminal_since.variable_key(conn_id))) == {}, "deleted and vanished ids are pruned"
+
+
+MAX_IDLE = 3
+
+
+def start_idle_and_busy(server: LivyServer) -> tuple[int, int]:
+    """Two interactive sessions (the fake spark-submit runs the real REPL as plain Python): one left
+    idle, one running a long statement."""
+    idle, busy = (server.post("/sessions", json={"kind": "pyspark"}).json()["id"] for _ in range(2))
+    for session_id in (idle, busy):
+        wait_for_state(server, session_id, "idle")
+    assert server.post(f"/sessions/{busy}/statements", json={"code": "import time; time.sleep(600)"}).status_code == 201
+    wait_for_state(server, busy, "busy")
+    return idle, busy
+
+
+def wait_for_state(server: LivyServer, session_id: int, state: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while server.get(f"/sessions/{session_id}/state").json()["state"] != state:
+        assert time.monotonic() < deadline, f"session {session_id} never became {state}"
+        time.sleep(0.1)
+
+
+def session_ids(server: LivyServer) -> list[int]:
+    return [s["id"] for s in server.get("/sessions").json()["sessions"]]
+
+
+def test_idle_sessions_past_max_idle_end_on_our_server_and_zookeeper_loses_their_records(
+    make_server, dag_runner: DagRunner, maintenance_dag: Path, zk: ZooKeeperView
+) -> None:
+    server = make_server(zk.settings)
+    env = with_extra(
+        connection_env(server), zookeeper_hosts=zk.settings["livy.server.recovery.state-store.url"], zookeeper_prefix=zk.prefix
+    )
+    idle, busy = start_idle_and_busy(server)
+    zk.write("v1/interactive/900", livy_record(900))  # a session record no server holds
+    time.sleep(max(MAX_IDLE, MIN_AGE))
+    assert {f"interactive/{idle}", f"interactive/{busy}"} <= set(znodes(zk)), "our server records its sessions"
+
+    outcome = dag_runner.run(maintenance_dag, DAG_ID, env, conf={"min_age_seconds": MIN_AGE, "max_idle_seconds": MAX_IDLE})
+    rest, zoo = report(outcome, "rest_sweep"), report(outcome, "zookeeper_sweep")
+    assert rest["deleted_sample"] == [f"session/{idle}"] and rest["idle_ended"] == 1
+    assert rest["sessions_by_kind"] == {"pyspark": 2} and rest["idle_over_day"] == 0
+    assert session_ids(server) == [busy], "a busy session is never touched, however long it has been busy"
+    assert server.get(f"/sessions/{busy}/state").json()["state"] == "busy"
+    assert "interactive/900" in zoo["deleted_sample"] and f"interactive/{busy}" not in zoo["deleted_sample"]
+    left = set(znodes(zk))
+    assert f"interactive/{busy}" in left and "interactive/900" not in left and f"interactive/{idle}" not in left
+    assert outcome.result is not None and outcome.result["state"] == "success", outcome.output[-3000:]
+    assert "interactive sessions by kind: {'pyspark': 2}; idle ones ended: 1" in outcome.output
+
+
+def test_without_timestamps_idleness_is_timed_from_the_first_sweep_that_saw_it(
+    dag_runner: DagRunner, maintenance_dag: Path, livy_like: tuple[LivyServer, int]
+) -> None:
+    from airflow.models.variable import Variable
+
+    server, port = livy_like
+    conn_id = "livy_like_sessions"
+    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "livy", "host": "127.0.0.1", "port": port})}
+    idle, busy = start_idle_and_busy(server)
+    assert "lastActivityAt" not in requests.get(f"http://127.0.0.1:{port}/sessions/{idle}", timeout=10).json()
+    time.sleep(MAX_IDLE)  # idle long enough by the server's clock, but a Livy view cannot say so
+    conf = {"livy_conn_id": conn_id, "max_idle_seconds": MAX_IDLE}
+
+    first = dag_runner.run(maintenance_dag, DAG_ID, env, conf=conf)
+    rest = report(first, "rest_sweep")
+    assert rest["deleted"] == 0 and rest["kept"] == {"not finished": 2}
+    record = terminal_since.parse(Variable.get(terminal_since.variable_key(conn_id)))
+    assert list(record) == [f"session:{idle}:idle"] and record[f"session:{idle}:idle"][0] == rest["swept_at"]
+    time.sleep(MAX_IDLE)
+
+    second = dag_runner.run(maintenance_dag, DAG_ID, env, conf=conf)
+    rest = report(second, "rest_sweep")
+    assert rest["deleted_sample"] == [f"session/{idle}"] and rest["kept"] == {"not finished": 1}
+    assert session_ids(server) == [busy]
+    assert terminal_since.parse(Variable.get(terminal_since.variable_key(conn_id))) == {}, "an ended session is pruned"

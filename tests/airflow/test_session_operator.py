@@ -70,7 +70,7 @@ def test_session_operator_with_real_spark(spark_server: LivyServer, dag_runner: 
         LivySessionOperator(task_id="invalid", statements=["1", {{"code": "1", "kind": "cobol"}}], dag=dag)
         """,
     )
-    outcome = dag_runner.run(dag, "livy_sessions", connection_env(server))
+    outcome = dag_runner.start(dag, "livy_sessions", connection_env(server)).outcome(timeout=1500)
     out = outcome.output
     states = {t: outcome.task(t)["state"] for t in ("state", "sql", "fails", "deferred", "deferred_fails", "invalid")}
     assert states == {
@@ -83,7 +83,7 @@ def test_session_operator_with_real_spark(spark_server: LivyServer, dag_runner: 
     }, out[-5000:]
 
     state = outcome.task("state")["xcom"]
-    assert state["return_value"] == "42", "the last statement's text/plain, with state kept across statements"
+    assert str(state["return_value"]) == "42", "the last statement's text/plain, with state kept across statements"
     assert isinstance(state["session_id"], int) and state["app_id"]
     assert "y is 42" in out, "each statement's output reaches the task log"
     assert '"data":[[5]]' in out, "a sql statement in a pyspark session, templated from params"
@@ -206,3 +206,35 @@ def test_deferred_statement_kill_restart_timeout_and_deferral_timeout(
         op.resume_execution(FAIL_METHOD, {"error": "Trigger timeout"}, context)
     assert sessions(server) == []
     assert created_sessions(server) == 3
+
+
+@pytest.mark.spark
+def test_sql_operators_through_livy_sql_hook(spark_server: LivyServer, dag_runner: DagRunner) -> None:
+    """Airflow's own SQL operators on a livy_sql connection: get_hook() finds LivySqlHook, each run is one
+    sql session on real Spark, parameters arrive as literals (quotes, backslashes and all), nothing is left."""
+    server = spark_server
+    before = created_sessions(server)
+    tricky = "it's a \\\\ test'; select 'injected"
+    dag = dag_runner.write_dag(
+        "livy_sql_operators",
+        """
+        from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator, SQLValueCheckOperator
+
+        SQLExecuteQueryOperator(
+            task_id="query", conn_id="livy_sql", dag=dag,
+            sql="select %(s)s as s, %(n)s as n, cast(%(d)s as string) as d union all select 'b', 2, null order by n",
+            parameters={{"s": {tricky!r}, "n": 1, "d": datetime(2026, 1, 2).date()}},
+        )
+        SQLValueCheckOperator(task_id="check", conn_id="livy_sql", sql="select count(*) from range(5)", pass_value=5, dag=dag)
+        SQLValueCheckOperator(task_id="check_fails", conn_id="livy_sql", sql="select 4", pass_value=5, dag=dag)
+        """,
+        tricky=tricky,
+    )
+    env = connection_env(server, "livy_sql", "livy_sql")
+    outcome = dag_runner.start(dag, "livy_sql_operators", env).outcome(timeout=1200)
+    states = {t: outcome.task(t)["state"] for t in ("query", "check", "check_fails")}
+    assert states == {"query": "success", "check": "success", "check_fails": "failed"}, outcome.output[-5000:]
+    assert outcome.task("query")["xcom"]["return_value"] == [[tricky, 1, "2026-01-02"], ["b", 2, None]]
+    assert "Deleted Livy sql session" in outcome.output
+    assert sessions(server) == [], "every connection's session deleted when Airflow closed it"
+    assert created_sessions(server) - before == 3
