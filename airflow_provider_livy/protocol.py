@@ -67,25 +67,14 @@ BATCH_REQUEST_FIELDS: dict[str, str] = {
 MEMORY_FIELDS = ("driverMemory", "executorMemory")
 POSITIVE_INT_FIELDS = ("driverCores", "executorCores", "numExecutors")
 
+
+def argument_name(field: str) -> str:
+    """A request field as a Python argument: pyFiles -> py_files, heartbeatTimeoutInSecond -> heartbeat_timeout_in_second."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
+
+
 # LivyBatchOperator argument -> request field; the operator's signature follows this table.
-OPERATOR_ARGUMENTS: dict[str, str] = {
-    "file": "file",
-    "class_name": "className",
-    "args": "args",
-    "conf": "conf",
-    "jars": "jars",
-    "py_files": "pyFiles",
-    "files": "files",
-    "archives": "archives",
-    "driver_memory": "driverMemory",
-    "driver_cores": "driverCores",
-    "executor_memory": "executorMemory",
-    "executor_cores": "executorCores",
-    "num_executors": "numExecutors",
-    "queue": "queue",
-    "name": "name",
-    "proxy_user": "proxyUser",
-}
+OPERATOR_ARGUMENTS: dict[str, str] = {argument_name(field): field for field in BATCH_REQUEST_FIELDS}
 
 # --- interactive sessions ---------------------------------------------------------------
 # Session kinds. Livy's aliases are accepted and mean the same interpreter.
@@ -118,25 +107,7 @@ SESSION_REQUEST_FIELDS: dict[str, str] = {
     "idleTimeout": DURATION,  # else livy.server.session.timeout
 }
 # LivySessionOperator argument -> request field; the operator's signature follows this table.
-SESSION_OPERATOR_ARGUMENTS: dict[str, str] = {
-    "kind": "kind",
-    "proxy_user": "proxyUser",
-    "jars": "jars",
-    "py_files": "pyFiles",
-    "files": "files",
-    "archives": "archives",
-    "driver_memory": "driverMemory",
-    "driver_cores": "driverCores",
-    "executor_memory": "executorMemory",
-    "executor_cores": "executorCores",
-    "num_executors": "numExecutors",
-    "queue": "queue",
-    "name": "name",
-    "conf": "conf",
-    "heartbeat_timeout_in_second": "heartbeatTimeoutInSecond",
-    "ttl": "ttl",
-    "idle_timeout": "idleTimeout",
-}
+SESSION_OPERATOR_ARGUMENTS: dict[str, str] = {argument_name(field): field for field in SESSION_REQUEST_FIELDS}
 RESOURCE_FIELDS = ("driverMemory", "driverCores", "executorMemory", "executorCores", "numExecutors", "queue")
 DEFAULT_SESSION_NAME = "livy-session-{id}"  # the Spark application name when the request has none
 

@@ -4,8 +4,9 @@ Hourly by default, one run at a time. `rest_sweep` deletes finished sessions old
 `min_age_seconds`, and with `max_idle_seconds` set, interactive sessions idle for longer than that
 (a busy one is never touched); `zookeeper_sweep` removes recovery records no server will use
 again; `check` fails the run when either found errors, the server still holds more than
-`max_sessions_alert` sessions, or interactive sessions have been idle for over a day. With `dry_run` nothing is deleted and the task logs and XComs say what would be. The
-logic lives in `airflow_provider_livy.maintenance`; this module only wires it up.
+`max_sessions_alert` sessions, or interactive sessions have been idle for over a day. With
+`dry_run` nothing is deleted and the task logs and XComs say what would be. The logic lives in
+`airflow_provider_livy.maintenance`; this module only wires it up.
 """
 
 from __future__ import annotations
