@@ -204,6 +204,12 @@ def family_path(family: str, key: int | str, action: str = "") -> str:
     return f"{family}/{quote(str(key), safe='')}{suffix}"
 
 
+def retryable(method: str, status: int, retry_after: str | None) -> bool:
+    """Whether an answer may be retried: a gateway's or a busy server's refusal, and for a POST (which
+    may have created something) only our server's 503 with Retry-After, sent when it refused before creating."""
+    return status in RETRY_STATUSES and (method != "POST" or (status == 503 and retry_after is not None))
+
+
 def batch_path(key: int | str, action: str = "") -> str:
     return family_path(BATCHES_PATH, key, action)
 

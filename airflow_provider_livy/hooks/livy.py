@@ -25,7 +25,6 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
-    RETRY_STATUSES,
     LivyConfigError,
     LivyError,
     LivySettings,
@@ -36,6 +35,7 @@ from airflow_provider_livy.hooks.connection import (
     load_auth_class,
     log_step,
     retry_delay,
+    retryable,
     settings_from_connection,
     statement_path,
     wait_params,
@@ -145,10 +145,7 @@ class LivyHook(BaseHook):
                 if response.status_code in expect:
                     return response
                 retry_after = response.headers.get("Retry-After")
-                retryable = response.status_code in RETRY_STATUSES and (
-                    method != "POST" or (response.status_code == 503 and retry_after is not None)
-                )
-                if not retryable or attempt >= self.retries:
+                if not retryable(method, response.status_code, retry_after) or attempt >= self.retries:
                     raise self._error(method, url, response)
                 self.log.warning(
                     "Livy %s %s answered %d%s; retry %d of %d",

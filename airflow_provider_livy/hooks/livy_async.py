@@ -1,8 +1,8 @@
 """LivyAsyncHook: the calls the trigger makes, on httpx, with the same settings and retry policy as LivyHook.
 
-A trigger never submits anything (a restarted triggerer would submit it twice), so only
-reads, DELETE and a statement's cancel are here, and every call is safe to repeat. A
-connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
+The retry policy is LivyHook's: reads, DELETE and a cancel are repeated, a POST that may have
+created something is not. (Our triggers never create nor submit: a restarted triggerer would do it
+twice.) A connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from airflow.sdk import BaseHook
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
-    RETRY_STATUSES,
     LivyError,
     LivySettings,
     batch_path,
@@ -28,13 +27,24 @@ from airflow_provider_livy.hooks.connection import (
     load_auth_class,
     log_step,
     retry_delay,
+    retryable,
     session_path,
     settings_from_connection,
     statement_path,
     wait_params,
 )
-from airflow_provider_livy.hooks.waiting import adrive, session_up, statement_done
-from airflow_provider_livy.protocol import BATCHES_PATH, SESSIONS_PATH, BatchView, SessionView, Statement
+from airflow_provider_livy.hooks.waiting import WaitTimeout, adrive, session_up, statement_done
+from airflow_provider_livy.protocol import (
+    BATCHES_PATH,
+    SESSIONS_PATH,
+    BatchView,
+    SessionView,
+    Statement,
+    validate_session_request,
+    validate_statement_request,
+)
+
+LIST_PAGE = 100
 
 
 class LivyAsyncHook(BaseHook):
@@ -86,14 +96,15 @@ class LivyAsyncHook(BaseHook):
             try:
                 response = await client.request(method, path, **kwargs)
             except httpx.TransportError as err:
-                if attempt >= self.retries:
+                never_sent = isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout))
+                if (method == "POST" and not never_sent) or attempt >= self.retries:
                     raise LivyError(f"Livy {method} {client.base_url}{path} failed: {err!r}") from err
                 self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, err, attempt + 1, self.retries)
             else:
                 if response.status_code in expect:
                     return response
                 retry_after = response.headers.get("Retry-After")
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                if not retryable(method, response.status_code, retry_after) or attempt >= self.retries:
                     try:
                         body = response.json()
                     except ValueError:
@@ -142,7 +153,45 @@ class LivyAsyncHook(BaseHook):
     async def delete_batch(self, key: int | str) -> bool:
         return await self._delete(BATCHES_PATH, key)
 
-    # --- interactive sessions (a trigger waits and cleans up; it never submits) ------------------------
+    # --- interactive sessions ------------------------------------------------------------------------
+    async def create_session(self, body: dict[str, Any]) -> SessionView:
+        """POST /sessions with a validated body, as LivyHook.create_session."""
+        return await self._json("POST", SESSIONS_PATH, json=validate_session_request(body), expect=(200, 201))
+
+    async def list_sessions(self, page_size: int = LIST_PAGE) -> list[SessionView]:
+        """Every interactive session, fetched a page at a time."""
+        found: list[SessionView] = []
+        while True:
+            page = await self._json("GET", SESSIONS_PATH, params={"from": len(found), "size": page_size})
+            views = page.get("sessions") or []
+            found.extend(views)
+            if not views or len(found) >= int(page.get("total", 0)):
+                return found
+
+    async def submit_statement(self, session_id: int, code: str, kind: str | None = None) -> Statement:
+        clean = validate_statement_request({"code": code, "kind": kind})
+        return await self._json("POST", statement_path(session_id), json=clean, expect=(200, 201))
+
+    async def run_statement(
+        self,
+        session_id: int,
+        code: str,
+        kind: str | None = None,
+        *,
+        polling_interval: float = 10.0,
+        timeout: float | None = None,
+        on_progress: Callable[[Statement], None] | None = None,
+    ) -> Statement:
+        """Submit and wait, as LivyHook.run_statement: cancelled and WaitTimeout at `timeout`."""
+        statement = await self.submit_statement(session_id, code, kind)
+        try:
+            return await self.wait_for_statement(
+                session_id, statement, polling_interval=polling_interval, timeout=timeout, on_progress=on_progress
+            )
+        except WaitTimeout:
+            await self.cancel_statement(session_id, statement["id"])
+            raise
+
     async def get_session(self, key: int | str) -> SessionView:
         return await self._json("GET", session_path(key))
 

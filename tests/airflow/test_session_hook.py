@@ -75,31 +75,38 @@ def test_sync_hook_session_lifecycle(hook: LivyHook, fake_server: LivyServer) ->
     assert err.value.status == 404
 
 
-def test_async_hook_waits_the_same_way(hook: LivyHook, fake_server: LivyServer) -> None:
-    session_id = hook.create_session({"kind": "python"})["id"]  # Livy's alias for pyspark
-
-    async def scenario() -> tuple[str, dict, dict]:
+def test_async_hook_session_lifecycle(fake_server: LivyServer, hook: LivyHook) -> None:
+    async def scenario() -> tuple[str, dict, dict, list, list]:
         ahook = LivyAsyncHook(retries=1)
         try:
+            session_id = (await ahook.create_session({"kind": "python"}))["id"]  # Livy's alias for pyspark
             state = await ahook.wait_for_session(session_id, polling_interval=1, timeout=60)
-            submitted = hook.submit_statement(session_id, "import time; time.sleep(0.5); 6 * 7")
+            listed = await ahook.list_sessions()
             seen: list[str] = []
-            done = await ahook.wait_for_statement(
-                session_id, submitted, polling_interval=1, on_progress=lambda s: seen.append(s["state"])
+            done = await ahook.run_statement(
+                session_id,
+                "import time; time.sleep(0.5); 6 * 7",
+                polling_interval=1,
+                on_progress=lambda s: seen.append(s["state"]),
             )
-            slow = hook.submit_statement(session_id, "import time; time.sleep(30)")
+            assert seen[-1] == "available"
+            slow = await ahook.submit_statement(session_id, "import time; time.sleep(30)")
             await ahook.cancel_statement(session_id, slow["id"])
             cancelled = await ahook.wait_for_statement(session_id, slow, polling_interval=1, timeout=30)
-            assert seen[-1] == "available"
-            assert await ahook.delete_session(session_id) is True
-            return state, done, cancelled
+            with pytest.raises(WaitTimeout):
+                await ahook.run_statement(session_id, "import time; time.sleep(30)", polling_interval=1, timeout=1)
+            lines, _ = await ahook.read_session_log(session_id)
+            assert lines and await ahook.delete_session(session_id) is True
+            assert await ahook.delete_session(session_id) is False
+            return state, done, cancelled, listed, await ahook.list_sessions()
         finally:
             await ahook.aclose()
 
-    state, done, cancelled = asyncio.run(scenario())
-    assert state == "idle" and output_value(done["output"]) == "42"
+    state, done, cancelled, listed, after = asyncio.run(scenario())
+    assert state == "idle" and [v["kind"] for v in listed] == ["pyspark"]
+    assert output_value(done["output"]) == "42"
     assert cancelled["state"] == "cancelled"
-    assert fake_server.get("/sessions").json()["sessions"] == []
+    assert after == [] and fake_server.get("/sessions").json()["sessions"] == []
 
 
 def test_bad_requests_are_refused_before_sending(hook: LivyHook, fake_server: LivyServer) -> None:
