@@ -19,6 +19,8 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -71,15 +73,17 @@ def as_stored(trigger: LivyBatchTrigger) -> LivyBatchTrigger:
     return TriggerRunner().get_trigger_by_classpath(classpath)(**json.loads(json.dumps(kwargs)))
 
 
-async def run_then_cancel(trigger: LivyBatchTrigger, by_user: bool) -> list:
-    """Run the trigger in Airflow's TriggerRunner until it has polled and read the log, then cancel it."""
+async def run_then_cancel(trigger: Any, by_user: bool, ready: Callable[[], bool] | None = None) -> list:
+    """Run the trigger in Airflow's TriggerRunner until `ready()` (by default: it has polled and read the
+    log), then cancel it as the triggerer would."""
     runner = TriggerRunner()
     task = asyncio.create_task(runner.run_trigger(TRIGGER_ID, trigger))
     runner.triggers[TRIGGER_ID] = {"task": task, "name": f"test (ID {TRIGGER_ID})", "events": 0, "is_watcher": False}
     deadline = asyncio.get_running_loop().time() + 60
-    while trigger.log_offset == 0:  # set once run() has polled the state and read the driver's first lines
+    ready = ready or (lambda: trigger.log_offset > 0)  # set once run() has polled the state and read the driver's lines
+    while not ready():
         assert not task.done(), task.exception()
-        assert asyncio.get_running_loop().time() < deadline, "the trigger never read the driver log"
+        assert asyncio.get_running_loop().time() < deadline, "the trigger never got going"
         await asyncio.sleep(0.05)
     if by_user:
         runner.to_cancel.append(TRIGGER_ID)

@@ -10,9 +10,10 @@ the path the real-Spark cases cover end to end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +24,7 @@ from airflow_provider_livy.operators.livy import FAIL_METHOD
 from airflow_provider_livy.operators.livy_session import LivySessionOperator, session_name
 from airflow_provider_livy.triggers.livy import LivySessionTrigger
 from tests.airflow.conftest import DagRunner, connection_env, wait_until
-from tests.airflow.test_deferral import TRIGGER_ID, task_context
+from tests.airflow.test_deferral import run_then_cancel, task_context
 from tests.conftest import LivyServer
 
 
@@ -136,21 +137,10 @@ def test_retry_after_worker_crash_deletes_the_earlier_session_and_kill_deletes_t
     assert created_sessions(server) == 2
 
 
-async def _run_until_polling_then_cancel(trigger: LivySessionTrigger, server: LivyServer, by_user: bool) -> list:
-    """Run the trigger in Airflow's TriggerRunner until it long-polls, then cancel it as the triggerer would."""
-    runner = TriggerRunner()
-    task = asyncio.create_task(runner.run_trigger(TRIGGER_ID, trigger))
-    runner.triggers[TRIGGER_ID] = {"task": task, "name": f"test (ID {TRIGGER_ID})", "events": 0, "is_watcher": False}
-    await asyncio.sleep(2)  # several long polls of up to 1 s each
-    assert not task.done(), task.exception()
-    if by_user:
-        runner.to_cancel.append(TRIGGER_ID)
-        await runner.cancel_triggers()  # mark failed / clear in the UI ends here: on_kill runs
-    else:
-        task.cancel()  # a triggerer shutting down cancels its triggers without a message
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return list(runner.events)
+def after(seconds: float) -> Callable[[], bool]:
+    """Ready once the trigger has long-polled for a while (it has no log offset to watch, unlike the batch one)."""
+    start = time.monotonic()
+    return lambda: time.monotonic() - start > seconds
 
 
 def test_deferred_statement_kill_restart_timeout_and_deferral_timeout(
@@ -179,9 +169,9 @@ def test_deferred_statement_kill_restart_timeout_and_deferral_timeout(
     def rebuilt() -> LivySessionTrigger:  # as the triggerer builds it from what was stored at deferral
         return TriggerRunner().get_trigger_by_classpath(stored[0])(**json.loads(json.dumps(stored[1])))
 
-    assert asyncio.run(_run_until_polling_then_cancel(rebuilt(), server, by_user=False)) == []
+    assert asyncio.run(run_then_cancel(rebuilt(), by_user=False, ready=after(2))) == []
     assert hook.get_session_state(session_id) == "busy", "a triggerer restart keeps the session"
-    assert asyncio.run(_run_until_polling_then_cancel(rebuilt(), server, by_user=True)) == []
+    assert asyncio.run(run_then_cancel(rebuilt(), by_user=True, ready=after(2))) == []
     assert sessions(server) == [], "a user's kill while deferred deletes the session"
 
     # the trigger's own deadline (execution_timeout or statement_timeout) deletes the session too
