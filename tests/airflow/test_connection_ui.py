@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_livy.provider_info import CONN_FIELDS, CONN_TYPE, HOOK_CLASS, UI_FIELD_BEHAVIOUR
+from airflow_provider_livy.provider_info import (
+    CONN_FIELDS,
+    CONN_TYPE,
+    HOOK_CLASS,
+    SQL_CONN_TYPE,
+    SQL_HOOK_CLASS,
+    UI_FIELD_BEHAVIOUR,
+)
 from airflow_provider_livy.server.security import add_user
 from tests.airflow.conftest import wait_until
 from tests.conftest import LivyServer, free_port
@@ -96,6 +103,9 @@ def test_the_connection_form_has_our_type_and_fields(api_server: ApiServer) -> N
     assert "airflow-provider-livy" in ours["hook_name"]
     # the official provider keeps its own `livy` type next to ours: both are installed here
     assert by_type["livy"]["hook_class_name"] == "airflow.providers.apache.livy.hooks.livy.LivyHook"
+    # Spark SQL for Airflow's SQL operators has its own type, with the same fields plus the sessions' Spark conf
+    assert by_type[SQL_CONN_TYPE]["hook_class_name"] == SQL_HOOK_CLASS
+    assert set(by_type[SQL_CONN_TYPE]["extra_fields"]) == set(by_type[CONN_TYPE]["extra_fields"]) | {"session_conf"}
 
     extra = ours["extra_fields"]
     assert set(extra) == set(CONN_FIELDS)
