@@ -39,6 +39,7 @@ from airflow_provider_livy.protocol import (
     IDLE,
     SESSION_OPERATOR_ARGUMENTS,
     SESSION_REQUEST_FIELDS,
+    SHARED,
     BatchRequestError,
     Statement,
     output_error,
@@ -61,9 +62,10 @@ def session_name(dag_id: str, task_id: str, run_id: str, map_index: int = -1) ->
     return batch_name(dag_id, task_id, run_id, map_index)
 
 
-def statement_requests(statements: Any) -> list[dict[str, Any]]:
-    """`statements` -> validated POST .../statements bodies. A string runs in the session's kind;
-    {"code": ..., "kind": ...} names its own. Raises BatchRequestError naming the bad item."""
+def statement_requests(statements: Any, kind: str = DEFAULT_KIND) -> list[dict[str, Any]]:
+    """`statements` -> validated POST .../statements bodies. A string runs in the session's `kind`;
+    {"code": ..., "kind": ...} names its own (in a shared session each must). Raises BatchRequestError
+    naming the bad item."""
     if isinstance(statements, str) or not isinstance(statements, (list, tuple)):
         kind = type(statements).__name__
         raise BatchRequestError(f"statements must be a list of strings or {{'code', 'kind'}} objects, got {kind}")
@@ -72,6 +74,8 @@ def statement_requests(statements: Any) -> list[dict[str, Any]]:
         body = {"code": item} if isinstance(item, str) else item
         try:
             bodies.append(validate_statement_request(body))
+            if kind == SHARED and "kind" not in bodies[-1]:
+                raise BatchRequestError("a shared session runs only statements that name their kind (pyspark, spark or sql)")
         except BatchRequestError as err:
             raise BatchRequestError(f"statement {index}: {err}") from None
     return bodies
@@ -175,7 +179,7 @@ class LivySessionOperator(BaseOperator):
 
     def statement_requests(self) -> list[dict[str, Any]]:
         try:
-            return statement_requests(self.statements)
+            return statement_requests(self.statements, self.kind)
         except BatchRequestError as err:
             raise AirflowFailException(f"invalid statements for task {self.task_id}: {err}") from None
 

@@ -141,6 +141,9 @@ def test_operator_arguments_are_livys_session_fields() -> None:
     ):
         with pytest.raises(BatchRequestError, match=message):
             statement_requests(bad)
+    assert statement_requests([{"code": "1", "kind": "spark"}], "shared") == [{"code": "1", "kind": "spark"}]
+    with pytest.raises(BatchRequestError, match="statement 1: a shared session runs only statements that name their kind"):
+        statement_requests([{"code": "1", "kind": "sql"}, "1"], "shared")
 
 
 def test_dbapi_literals_and_types() -> None:
