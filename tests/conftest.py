@@ -125,6 +125,18 @@ class LivyServer:
             statement = self.get(f"/sessions/{session_id}/statements/{statement['id']}", params={"wait": 5}).json()
         return statement
 
+    def cancel_running(self, session_id: int, code: str, timeout: float = 60, **extra: Any) -> dict[str, Any]:
+        """Submit a long statement, cancel it once it runs (2 s in), and wait until it is cancelled."""
+        statement = self.post(f"/sessions/{session_id}/statements", json={"code": code, **extra}).json()
+        self.wait_for(session_id, {"busy"}, path="/sessions", timeout=30)
+        time.sleep(2)
+        started = time.monotonic()
+        assert self.post(f"/sessions/{session_id}/statements/{statement['id']}/cancel").json() == {"msg": "canceled"}
+        while statement["state"] != "cancelled":
+            assert time.monotonic() - started < timeout, statement
+            statement = self.get(f"/sessions/{session_id}/statements/{statement['id']}", params={"wait": 5}).json()
+        return statement
+
     def batch_ids(self) -> list[int]:
         return [s["id"] for s in self.get("/batches", params={"size": 10000}).json()["sessions"]]
 
@@ -140,6 +152,16 @@ class LivyServer:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def recovering_settings(work_dir: Path) -> dict[str, str]:
+    """Real local Spark (one core) with recovery on a filesystem store under work_dir."""
+    return {
+        "livy.spark.master": "local[1]",
+        "livy.server.recovery.mode": "recovery",
+        "livy.server.recovery.state-store": "filesystem",
+        "livy.server.recovery.state-store.url": str(work_dir / "store"),
+    }
 
 
 def start_server(work_dir: Path, settings: dict[str, str], port: int | None = None, timeout: float = 30) -> LivyServer:

@@ -25,17 +25,13 @@ def scala_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     driver.stop()
 
 
-def scala(driver: Driver, code: str) -> str:
-    return driver.text(code)
-
-
 @pytest.mark.spark
 def test_scala_values_jobs_and_errors(scala_driver: Driver) -> None:
-    assert scala(scala_driver, "val x = 40 + 2") == "val x: Int = 42"
-    assert scala(scala_driver, "spark.range(10).count()").endswith(": Long = 10")
+    assert scala_driver.text("val x = 40 + 2") == "val x: Int = 42"
+    assert scala_driver.text("spark.range(10).count()").endswith(": Long = 10")
     # A closure over a REPL value runs on executors, which load the REPL's classes.
-    assert scala(scala_driver, "sc.parallelize(1 to 4, 2).map(_ * x).sum()").endswith(": Double = 420.0")
-    printed = scala(scala_driver, 'println("hello")\nspark.range(2).toDF("n").show()')
+    assert scala_driver.text("sc.parallelize(1 to 4, 2).map(_ * x).sum()").endswith(": Double = 420.0")
+    printed = scala_driver.text('println("hello")\nspark.range(2).toDF("n").show()')
     assert printed.startswith("hello\n+---+\n|  n|")
     compile_error = scala_driver.run('val y: Int = "s"')
     assert (compile_error["status"], compile_error["ename"]) == ("error", "Error")
@@ -45,17 +41,15 @@ def test_scala_values_jobs_and_errors(scala_driver: Driver) -> None:
     assert (runtime["status"], runtime["ename"], runtime["evalue"]) == ("error", "java.lang.IllegalStateException", "boom")
     assert isinstance(runtime["traceback"], list)
     assert scala_driver.run("class A {")["evalue"] == "incomplete statement"
-    assert scala(scala_driver, "// only a comment") == ""
-    assert scala(scala_driver, "x").endswith(": Int = 42")  # state survives errors
+    assert scala_driver.text("// only a comment") == ""
+    assert scala_driver.text("x").endswith(": Int = 42")  # state survives errors
 
 
 @pytest.mark.spark
 def test_scala_definitions_and_magics(scala_driver: Driver) -> None:
-    defined = scala(
-        scala_driver, 'case class Person(name: String, age: Int)\nval people = Seq(Person("ann", 31), Person("bo", 7))'
-    )
+    defined = scala_driver.text('case class Person(name: String, age: Int)\nval people = Seq(Person("ann", 31), Person("bo", 7))')
     assert defined.splitlines() == ["class Person", "val people: Seq[Person] = List(Person(ann,31), Person(bo,7))"]
-    assert scala(scala_driver, "def older(p: Person) = p.copy(age = p.age + 1)\nolder(people(1)).age").endswith(": Int = 8")
+    assert scala_driver.text("def older(p: Person) = p.copy(age = p.age + 1)\nolder(people(1)).age").endswith(": Int = 8")
     table = scala_driver.run("%table people")["data"]
     assert table[TABLE] == {
         "headers": [{"name": "name", "type": "STRING_TYPE"}, {"name": "age", "type": "INT_TYPE"}],
@@ -74,9 +68,9 @@ def test_scala_definitions_and_magics(scala_driver: Driver) -> None:
 def test_one_sparksession_for_python_scala_and_sql(scala_driver: Driver) -> None:
     made = scala_driver.run("spark.range(7).createOrReplaceTempView('seven')\nspark.sparkContext.applicationId", kind="pyspark")
     app_id = made["data"]["text/plain"].strip("'")
-    assert scala(scala_driver, 'spark.table("seven").count()').endswith(": Long = 7")
-    assert scala(scala_driver, "sc.applicationId").endswith(f"= {app_id}")
-    assert scala(scala_driver, 'spark.range(3).createOrReplaceTempView("three")').strip() == ""
+    assert scala_driver.text('spark.table("seven").count()').endswith(": Long = 7")
+    assert scala_driver.text("sc.applicationId").endswith(f"= {app_id}")
+    assert scala_driver.text('spark.range(3).createOrReplaceTempView("three")').strip() == ""
     answer = scala_driver.run("SELECT count(*) AS n FROM seven JOIN three USING (id)", kind="sql")
     assert answer["data"]["application/json"]["data"] == [[3]]
     assert scala_driver.run("spark.table('three').count()", kind="python")["data"]["text/plain"] == "3"
@@ -84,7 +78,7 @@ def test_one_sparksession_for_python_scala_and_sql(scala_driver: Driver) -> None
 
 @pytest.mark.spark
 def test_scala_cancel(scala_driver: Driver) -> None:
-    scala(scala_driver, 'val kept = "still here"')
+    scala_driver.text('val kept = "still here"')
     sleeping_job = "sc.parallelize(1 to 2, 2).map { i => Thread.sleep(120000); i }.count()"
     for code in (sleeping_job, "Thread.sleep(120000)"):
         statement = scala_driver.submit(code)
@@ -96,8 +90,8 @@ def test_scala_cancel(scala_driver: Driver) -> None:
         assert time.monotonic() - started < 20, code
         assert done["output"]["status"] == "error"
         assert scala_driver.get("/status").json()["state"] == "idle"
-    assert scala(scala_driver, "kept").endswith("= still here")
-    assert scala(scala_driver, "Thread.sleep(10); sc.parallelize(1 to 4, 2).count()").endswith(": Long = 4")
+    assert scala_driver.text("kept").endswith("= still here")
+    assert scala_driver.text("Thread.sleep(10); sc.parallelize(1 to 4, 2).count()").endswith(": Long = 4")
 
 
 def test_shared_session_kinds(tmp_path: Path) -> None:

@@ -10,13 +10,12 @@ session and its driver.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import LivyServer, kill_drivers, start_server
+from tests.conftest import LivyServer, kill_drivers, recovering_settings, start_server
 from tests.test_sessions import drivers_of
 
 pytestmark = pytest.mark.spark
@@ -29,12 +28,7 @@ def spark_processes(server: LivyServer, session_id: int) -> list[psutil.Process]
 
 def test_sessions_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> None:
     work_dir = tmp_path_factory.mktemp("spark-sessions")
-    settings = {
-        "livy.spark.master": "local[1]",
-        "livy.server.recovery.mode": "recovery",
-        "livy.server.recovery.state-store": "filesystem",
-        "livy.server.recovery.state-store.url": str(work_dir / "store"),
-    }
+    settings = recovering_settings(work_dir)
     server = start_server(work_dir, settings)
     restarted: LivyServer | None = None
     try:
@@ -63,18 +57,7 @@ def test_sessions_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> Non
         assert per_statement["data"] == [[2]]
 
         # a 120 s Spark job, cancelled; the session goes on
-        long = server.post(
-            f"/sessions/{sid}/statements",
-            json={"code": "import time\nsc.parallelize(range(2), 2).map(lambda i: time.sleep(60) or i).collect()"},
-        ).json()
-        server.wait_for(sid, {"busy"}, path="/sessions", timeout=30)
-        time.sleep(2)
-        started = time.monotonic()
-        assert server.post(f"/sessions/{sid}/statements/{long['id']}/cancel").json() == {"msg": "canceled"}
-        while (statement := server.get(f"/sessions/{sid}/statements/{long['id']}", params={"wait": 5}).json())["state"] != (
-            "cancelled"
-        ):
-            assert time.monotonic() - started < 60, statement
+        server.cancel_running(sid, "import time\nsc.parallelize(range(2), 2).map(lambda i: time.sleep(60) or i).collect()")
         assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=60)["state"] == "idle"
         assert server.run(sid, "x + 1")["output"]["data"]["text/plain"] == "11"
 
