@@ -32,6 +32,7 @@ BENCHMARKS = {
     "repl": "bench.bench_repl",
     "ui": "bench.bench_ui",
     "cluster": "bench.bench_cluster",
+    "scala": "bench.bench_scala",
 }
 
 
