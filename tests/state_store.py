@@ -60,7 +60,7 @@ class ZooKeeperView:
     def __init__(self, hosts: str, prefix: str) -> None:
         self.prefix = prefix
         self.client = KazooClient(hosts=hosts)
-        self.client.start(timeout=10)
+        self.client.start(timeout=30)  # a ZooKeeper just restarted on a busy machine takes a while
         self.settings = {
             "livy.server.recovery.mode": "recovery",
             "livy.server.recovery.state-store": "zookeeper",

@@ -76,10 +76,10 @@ def test_kill_9_with_running_batches_then_restart_accounts_for_every_batch(make_
 
 
 def test_retention_runs_on_across_a_restart_and_expired_records_are_purged(make_server, store: StoreView, job_file: str) -> None:
-    settings = {**store.settings, "livy.server.session.state-retain.sec": "6s"}
+    settings = {**store.settings, "livy.server.session.state-retain.sec": "10s"}
     server = make_server(settings)
     first = server.wait_for(server.submit(file=job_file)["id"])
-    time.sleep(3)
+    time.sleep(6)  # the second outlives the first by this much: a slow restart must fit in it
     second = server.wait_for(server.submit(file=job_file)["id"])
     server.stop(signal.SIGKILL)
     wait_until(lambda: time.time() > first["expiresAt"] + 0.2, what="the first batch's retention to end")
@@ -116,10 +116,10 @@ def test_corrupt_records_are_logged_and_removed(make_server, store: StoreView, j
 
 
 def test_records_written_by_apache_livy_are_understood(make_server, store: StoreView, job_file: str) -> None:
-    settings = {**store.settings, "livy.server.session.state-retain.sec": "6s"}  # long enough for a slow start
+    settings = {**store.settings, "livy.server.session.state-retain.sec": "12s"}  # long enough for a slow start
     store.write("v1/batch/state", b'{"nextSessionId": 42}')
     store.write("v1/batch/40", livy_record(40, "application_1700000000000_0040"))
-    time.sleep(6.2)  # record 40 was last written longer ago than state-retain
+    time.sleep(12.2)  # record 40 was last written longer ago than state-retain
     store.write("v1/batch/41", livy_record(41, "application_1700000000000_0041"))
 
     server = make_server(settings)
@@ -128,7 +128,7 @@ def test_records_written_by_apache_livy_are_understood(make_server, store: Store
     assert view["state"] == "dead"
     assert view["appId"] == "application_1700000000000_0041"
     assert view["owner"] == "alice"
-    assert abs(view["finishedAt"] - time.time()) < 6.5, "its age comes from the record's modification time"
+    assert abs(view["finishedAt"] - time.time()) < 12.5, "its age comes from the record's modification time"
     assert any("written by Apache Livy" in line for line in log_lines(server, 41))
     record = wait_until(lambda: store.records().get(41, {}).get("state") and store.records()[41], what="re-indexing")
     assert record["appTag"] == "livy-batch-41-AbCdEfGh" and record["version"] == 1
@@ -139,7 +139,7 @@ def test_records_written_by_apache_livy_are_understood(make_server, store: Store
 
 def test_graceful_shutdown_with_recovery_leaves_drivers_running(make_server, store: StoreView, job_file: str) -> None:
     server = make_server(store.settings)
-    batch_id = server.submit(file=job_file, args=["sleep=4", "app=app-20250101000000-0077"])["id"]
+    batch_id = server.submit(file=job_file, args=["sleep=10", "app=app-20250101000000-0077"])["id"]
     server.wait_for(batch_id, RUNNING_STATES)
     pid = wait_until(lambda: store.records()[batch_id].get("pid"), what="the pid in the record")
     server.stop()
