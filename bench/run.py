@@ -33,6 +33,7 @@ BENCHMARKS = {
     "ui": "bench.bench_ui",
     "cluster": "bench.bench_cluster",
     "scala": "bench.bench_scala",
+    "sessions": "bench.bench_sessions",
 }
 
 

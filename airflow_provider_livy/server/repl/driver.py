@@ -105,6 +105,7 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -1342,6 +1343,9 @@ def main() -> None:
     if repl.kind == "spark" and repl.scala is not None:  # its first statement need not wait for the compiler
         threading.Thread(target=repl.scala.start, name="scala-start", daemon=True).start()
     sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
+    # Spark 4 warns on every DataFrame.toJSON(); in a statement's text it breaks the clients that print
+    # toJSON rows and parse the text back (pylivy's download, sparkmagic's %%sql), so it is not shown.
+    warnings.filterwarnings("ignore", message="The return type of DataFrame.toJSON", category=UserWarning)
     repl.streams = (Capture(sys.stdout, repl.sink), Capture(sys.stderr, repl.sink))
     signal.signal(CANCEL_SIGNAL, repl.on_cancel_signal)
     server = serve(repl, settings)

@@ -1,0 +1,217 @@
+"""Benchmark 9: interactive sessions, what the server adds to a session's start and to a statement.
+
+1. Session start on real local Spark: POST /sessions until `idle` (polled every 50 ms), against a
+   plain PySpark script that builds a SparkSession, run through the same spark-submit, until it
+   prints that it is ready. Alternated round by round, same master (local[1]). Target: the server
+   adds <= 1 s (median against median).
+2. Statement round trip for `1 + 1`, one at a time after a warm-up: POST, then long polls of
+   GET .../statements/{id}?wait=10 until available, through the server, alternated in blocks with
+   the same requests sent straight to the session's driver (its address and secret read from the
+   filesystem state store, as a restarted server reads them). The driver is the real REPL without
+   Spark (LIVY_REPL_NO_SPARK: the statement costs the same Python either way; the Spark case of the
+   driver alone is bench_repl's row). Target: the server adds <= 10 ms (median, and p99 reported).
+3. Server memory per idle session: RSS with N idle sessions (each a real REPL process) minus RSS
+   before them, divided by N; then 100 statements run in each, to show the server keeps none.
+   Target: <= 4 KB per idle session.
+
+Run alone: .venv/bin/python -m bench.bench_sessions [--quick]
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
+from bench.bench_repl import percentile, statement_round_trips
+from bench.common import Row, livy_server, median, rss_mb, say, spread
+from tests.state_store import FileStoreView
+
+TARGET_START_S = 1.0
+TARGET_TRIP_MS = 10.0
+TARGET_BYTES = 4096
+PLAIN_SCRIPT = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+print("plain-pyspark: ready", flush=True)
+spark.stop()
+"""
+
+
+def session_start(server_url: str, http: requests.Session) -> float:
+    """Seconds from POST /sessions to idle; the session is deleted after."""
+    start = time.perf_counter()
+    session_id = http.post(f"{server_url}/sessions", json={"kind": "pyspark"}, timeout=30).json()["id"]
+    while (state := http.get(f"{server_url}/sessions/{session_id}/state", timeout=30).json()["state"]) != "idle":
+        if state in ("dead", "killed", "error"):
+            raise RuntimeError(f"session {session_id} ended {state}")
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    http.delete(f"{server_url}/sessions/{session_id}", timeout=60)
+    return elapsed
+
+
+def plain_start(spark_submit: Path, script: Path) -> float:
+    """Seconds from spark-submit to the script's SparkSession being built."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(spark_submit), "--master", "local[1]", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "plain-pyspark: ready" in line:
+            elapsed = time.perf_counter() - start
+            break
+    else:
+        raise RuntimeError("the plain PySpark script never got its SparkSession")
+    proc.wait(120)
+    return elapsed
+
+
+def bench_start(work_dir: Path, rounds: int) -> list[Row]:
+    script = work_dir / "plain_pyspark.py"
+    script.write_text(PLAIN_SCRIPT)
+    spark_submit = resolve_spark_home(ServerConfig()) / "bin" / "spark-submit"
+    ours, plain = [], []
+    with livy_server(work_dir / "start", {"livy.spark.master": "local[1]"}, fake_spark=False) as server:
+        http = requests.Session()
+        http.headers["X-Requested-By"] = "bench"
+        for index in range(rounds):
+            plain.append(plain_start(spark_submit, script))
+            ours.append(session_start(server.url, http))
+            say(f"sessions: start round {index + 1}: server {ours[-1]:.2f} s, plain script {plain[-1]:.2f} s")
+    added = median(ours) - median(plain)
+    return [
+        Row(
+            "sessions",
+            "session start, POST /sessions to idle (local[1])",
+            f"{spread(ours, '{:.2f}')} s",
+            anchor=f"plain PySpark script building a SparkSession: {spread(plain, '{:.2f}')} s",
+        ),
+        Row(
+            "sessions",
+            "added by the server to a session's start (median - median)",
+            f"{added:.2f} s",
+            target=f"<= {TARGET_START_S:g} s",
+            met=added <= TARGET_START_S,
+        ),
+    ]
+
+
+def bench_round_trip(work_dir: Path, count: int) -> list[Row]:
+    store = FileStoreView(work_dir / "store")
+    with livy_server(work_dir / "trip", store.settings) as server:
+        http = requests.Session()
+        http.headers["X-Requested-By"] = "bench"
+        session_id = http.post(f"{server.url}/sessions", json={"kind": "pyspark"}, timeout=30).json()["id"]
+        while http.get(f"{server.url}/sessions/{session_id}/state", timeout=30).json()["state"] != "idle":
+            time.sleep(0.05)
+        record = store.records("interactive")[session_id]
+        direct = requests.Session()
+        direct.headers["Authorization"] = f"Bearer {record['replSecret']}"
+        via_server, straight, executions = [], [], []
+        blocks = 5
+        for _ in range(blocks):  # alternated in blocks, so drift on a shared machine hits both alike
+            trips, runs = statement_round_trips(http, f"{server.url}/sessions/{session_id}/statements", count // blocks)
+            via_server += trips
+            executions += runs
+            straight += statement_round_trips(direct, f"{record['replAddress']}/statements", count // blocks)[0]
+        floor = []
+        for _ in range(50):  # the HTTP floor at this moment: a route that does nothing
+            start = time.perf_counter()
+            http.get(f"{server.url}/version", timeout=30)
+            floor.append((time.perf_counter() - start) * 1000)
+    added = median(via_server) - median(straight)
+    say(f"sessions: round trip via server {median(via_server):.1f} ms, straight to the driver {median(straight):.1f} ms")
+    return [
+        Row(
+            "sessions",
+            f"`1 + 1` round trip through the server, long polls (median / p99, n={len(via_server)})",
+            f"{median(via_server):.1f} / {percentile(via_server, 0.99):.1f} ms",
+            anchor=f"straight to the driver: {median(straight):.1f} / {percentile(straight, 0.99):.1f} ms; "
+            f"driver execution {statistics.median(executions):.0f} ms",
+        ),
+        Row(
+            "sessions",
+            "added by the server to a statement's round trip (median - median)",
+            f"{added:.1f} ms",
+            target=f"<= {TARGET_TRIP_MS:g} ms",
+            met=added <= TARGET_TRIP_MS,
+            note=f"p99 added {percentile(via_server, 0.99) - percentile(straight, 0.99):.1f} ms; "
+            f"the HTTP floor (GET /version) meanwhile {median(floor):.1f} ms; load average {os.getloadavg()[0]:.1f}",
+        ),
+    ]
+
+
+def bench_memory(work_dir: Path, sessions: int, statements: int) -> list[Row]:
+    settings = {"livy.server.session.max-creation": "8", "livy.rsc.retained-statements": str(statements)}
+    with livy_server(work_dir / "memory", settings) as server:
+        http = requests.Session()
+        http.headers["X-Requested-By"] = "bench"
+        warm = http.post(f"{server.url}/sessions", json={}, timeout=30).json()["id"]  # first-session imports and pools
+        while http.get(f"{server.url}/sessions/{warm}/state", timeout=30).json()["state"] != "idle":
+            time.sleep(0.1)
+        http.post(f"{server.url}/sessions/{warm}/statements", json={"code": "1"}, timeout=30)
+        time.sleep(2)
+        gc.collect()
+        before = rss_mb(server.proc.pid)
+        ids = [http.post(f"{server.url}/sessions", json={}, timeout=30).json()["id"] for _ in range(sessions)]
+        for session_id in ids:
+            while http.get(f"{server.url}/sessions/{session_id}/state", timeout=30).json()["state"] != "idle":
+                time.sleep(0.1)
+        time.sleep(8)  # followers at rest, the pool's idle connections expired
+        idle = rss_mb(server.proc.pid)
+        per_session = (idle - before) * 2**20 / sessions
+        say(f"sessions: {sessions} idle sessions: RSS {before:.1f} -> {idle:.1f} MB, {per_session:.0f} B each")
+        for session_id in ids[: max(1, sessions // 5)]:
+            for _ in range(statements):
+                http.post(f"{server.url}/sessions/{session_id}/statements", json={"code": "1 + 1"}, timeout=30)
+        busy_ids = ids[: max(1, sessions // 5)]
+        for session_id in busy_ids:
+            while http.get(f"{server.url}/sessions/{session_id}/state", timeout=30).json()["state"] != "idle":
+                time.sleep(0.1)
+        time.sleep(3)
+        retained = rss_mb(server.proc.pid)
+    return [
+        Row(
+            "sessions",
+            f"server memory per idle session (RSS delta / {sessions} sessions)",
+            f"{per_session:.0f} B",
+            target=f"<= {TARGET_BYTES} B",
+            met=per_session <= TARGET_BYTES,
+            anchor=f"RSS {before:.1f} -> {idle:.1f} MB",
+        ),
+        Row(
+            "sessions",
+            f"server RSS after {statements} retained statements in each of {len(busy_ids)} sessions",
+            f"{retained:.1f} MB",
+            anchor=f"{idle:.1f} MB before them",
+            note="statements live in the drivers",
+        ),
+    ]
+
+
+def run(work_dir: Path, quick: bool) -> list[Row]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    rows = bench_round_trip(work_dir, 50 if quick else 300)
+    rows += bench_memory(work_dir, 20 if quick else 100, 100)
+    rows += bench_start(work_dir, 2 if quick else 3)
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(Path(tempfile.mkdtemp(prefix="bench-sessions-")), sys.argv[1:] == ["--quick"]):
+        print(f"{row.figure}: {row.value} | target {row.target} | {row.anchor} {row.note}")
