@@ -44,12 +44,9 @@ SESSIONS_PATH = "/sessions"  # Livy's interactive sessions
 DEFAULT_PORT = 8998
 DEFAULT_LOG_PAGE = 100
 
-# Request body fields of POST /batches and the JSON type each must have.
 STR, INT, STR_LIST, STR_MAP = "string", "integer", "list of strings", "map of strings"
-BATCH_REQUEST_FIELDS: dict[str, str] = {
-    "file": STR,
-    "className": STR,
-    "args": STR_LIST,
+# What spark-submit takes for any driver, batch or interactive session: one list for both request shapes.
+SUBMIT_FIELDS: dict[str, str] = {
     "jars": STR_LIST,
     "pyFiles": STR_LIST,
     "files": STR_LIST,
@@ -61,6 +58,13 @@ BATCH_REQUEST_FIELDS: dict[str, str] = {
     "numExecutors": INT,
     "queue": STR,
     "name": STR,
+}
+# Request body fields of POST /batches and the JSON type each must have.
+BATCH_REQUEST_FIELDS: dict[str, str] = {
+    "file": STR,
+    "className": STR,
+    "args": STR_LIST,
+    **SUBMIT_FIELDS,
     "proxyUser": STR,
     "conf": STR_MAP,
 }
@@ -90,17 +94,7 @@ NON_NEGATIVE_INT = "non-negative integer"
 SESSION_REQUEST_FIELDS: dict[str, str] = {
     "kind": STR,
     "proxyUser": STR,
-    "jars": STR_LIST,
-    "pyFiles": STR_LIST,
-    "files": STR_LIST,
-    "archives": STR_LIST,
-    "driverMemory": STR,
-    "driverCores": INT,
-    "executorMemory": STR,
-    "executorCores": INT,
-    "numExecutors": INT,
-    "queue": STR,
-    "name": STR,
+    **SUBMIT_FIELDS,
     "conf": STR_MAP,
     "heartbeatTimeoutInSecond": NON_NEGATIVE_INT,  # 0 = off; sparkmagic sends 60
     "ttl": DURATION,  # absolute lifetime (Livy 0.9 meaning)
