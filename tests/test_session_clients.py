@@ -74,3 +74,11 @@ def test_pylivy_runs_downloads_and_downloads_sql(spark_server: LivyServer) -> No
     assert seen["download_sql"] == [{"two": 2, "letter": "b"}], seen
     for key in ("session_id", "sql_session_id"):
         assert spark_server.get(f"/sessions/{seen[key]}").status_code == 404, "pylivy closed its session"
+
+
+def test_sparkmagic_runs_a_scala_cell(spark_server: LivyServer) -> None:
+    seen = run_client("sparkmagic-scala", spark_server)
+    assert seen["ok"][0] is True, seen
+    assert "val x: Int = 42" in seen["ok"][1] and seen["ok"][1].strip().endswith(": Long = 10"), seen
+    assert seen["failed"][0] is False and "type mismatch" in seen["failed"][1], seen
+    assert spark_server.get(f"/sessions/{seen['session_id']}").status_code == 404, "sparkmagic deleted its session"

@@ -1,6 +1,6 @@
 """Runs unmodified third-party Livy clients against a server; executed by the client virtualenv's Python.
 
-Usage: python clients.py sparkmagic|pylivy URL. Prints one JSON object with what the client saw,
+Usage: python clients.py sparkmagic|sparkmagic-scala|pylivy URL. Prints one JSON object with what the client saw,
 for tests/test_session_clients.py to check.
 """
 
@@ -47,6 +47,22 @@ def run_sparkmagic(url: str) -> dict[str, Any]:
     }
 
 
+def run_sparkmagic_scala(url: str) -> dict[str, Any]:
+    """A `spark` (Scala) session, as sparkmagic's default %%spark cells use it."""
+    from sparkmagic.livyclientlib.command import Command
+    from sparkmagic.livyclientlib.endpoint import Endpoint
+    from sparkmagic.livyclientlib.sparkcontroller import SparkController
+    from sparkmagic.utils.constants import SESSION_KIND_SPARK
+
+    controller = SparkController(Display())
+    controller.add_session("scala", Endpoint(url, None), False, {"kind": SESSION_KIND_SPARK})
+    session_id = controller.get_session_by_name_or_default("scala").id
+    ok = controller.run_command(Command("val x = 40 + 2\nspark.range(10).count()"), "scala")
+    failed = controller.run_command(Command('val y: Int = "s"'), "scala")
+    controller.delete_session_by_name("scala")
+    return {"session_id": session_id, "ok": [ok[0], str(ok[1]), ok[2]], "failed": [failed[0], str(failed[1]), failed[2]]}
+
+
 def run_pylivy(url: str) -> dict[str, Any]:
     from livy import LivySession, SessionKind
 
@@ -64,5 +80,5 @@ def run_pylivy(url: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     client, server_url = sys.argv[1], sys.argv[2]
-    runner = run_sparkmagic if client == "sparkmagic" else run_pylivy
+    runner = {"sparkmagic": run_sparkmagic, "sparkmagic-scala": run_sparkmagic_scala, "pylivy": run_pylivy}[client]
     print(json.dumps(runner(server_url), default=str))
