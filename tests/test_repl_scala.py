@@ -46,6 +46,24 @@ def test_scala_values_jobs_and_errors(scala_driver: Driver) -> None:
 
 
 @pytest.mark.spark
+def test_scala_completion(scala_driver: Driver) -> None:
+    def complete(code: str, cursor: int | None = None, kind: str = "spark") -> list[str]:
+        body = {"code": code, "kind": kind, **({"cursor": cursor} if cursor is not None else {})}
+        response = scala_driver.post("/completion", body)
+        assert response.status_code == 200, response.text
+        return response.json()["candidates"]
+
+    scala_driver.text("val abc = 1\nval abd = 2")
+    assert complete("spark.ran") == ["range"]  # the overloads once
+    assert {"abc", "abd", "abs"} == set(complete("ab", kind="scala"))  # abs: spark-shell's functions._ import
+    assert set(complete("abc.toS")) == {"toShort", "toString"}
+    assert complete("val n = spark.ran + 1", cursor=len("val n = spark.ran")) == ["range"]
+    assert complete("no_such_name.") == []
+    assert "count" in complete("spark.range(3).co")
+    assert scala_driver.text("abc + abd").endswith(": Int = 3")  # completion left no output behind
+
+
+@pytest.mark.spark
 def test_scala_definitions_and_magics(scala_driver: Driver) -> None:
     defined = scala_driver.text('case class Person(name: String, age: Int)\nval people = Seq(Person("ann", 31), Person("bo", 7))')
     assert defined.splitlines() == ["class Person", "val people: Seq[Person] = List(Person(ann,31), Person(bo,7))"]

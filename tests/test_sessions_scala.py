@@ -44,6 +44,8 @@ def test_shared_session_on_real_spark(tmp_path_factory: pytest.TempPathFactory) 
         # one SparkSession: a view made in Python, counted in Scala, queried in SQL
         assert text(server, sid, "spark.range(5).createOrReplaceTempView('five')", "pyspark") == ""
         assert text(server, sid, 'val n = spark.table("five").count()', "spark") == "val n: Long = 5"
+        completion = server.post(f"/sessions/{sid}/completion", json={"code": "spark.ran", "kind": "spark"})
+        assert completion.status_code == 200 and completion.json() == {"candidates": ["range"]}
         summed = server.run(sid, "SELECT sum(id) AS total FROM five", kind="sql")["output"]["data"]["application/json"]
         assert summed["data"] == [[10]]
         assert text(server, sid, "spark.table('five').count() * 2", "python") == "10"

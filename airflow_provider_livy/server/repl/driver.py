@@ -40,7 +40,9 @@ Every authenticated request resets the idle-exit clock (a request in flight coun
 - `GET /statements?from=&size=&order=desc` -> `{"total_statements", "statements"}` (retained ones).
 - `GET /statements/{sid}[?wait=S]` -> statement; with wait, answers when its state changes or after S.
 - `POST /statements/{sid}/cancel` -> `{"msg": "canceled"}`.
-- `POST /completion {"code", "kind", "cursor"}` -> `{"candidates"}` (Python names; [] for sql).
+- `POST /completion {"code", "kind", "cursor"}` -> `{"candidates"}`: Python names and attributes
+  (rlcompleter), the Scala REPL's candidates for kind spark (member names, as its Tab shows them,
+  e.g. `range` for `spark.ran`; [] until the Scala interpreter has started), [] for sql.
 - `POST /shutdown` -> `{"msg": "shutting down"}`, then Spark stops and the process exits 0.
 
 Statement = Livy's shape: `{"id", "code", "state", "output", "progress", "started", "completed"}`
@@ -126,6 +128,7 @@ CANCEL_GRACE_S = 0.2
 CANCEL_REPEAT_S = 0.1
 STOP_WATCHDOG_S = 30.0
 PROGRESS_CACHE_S = 0.2
+COMPLETION_WAIT_S = 5.0  # a completion waits this long for a running Scala statement, then answers []
 TRUNCATION_MARKER = "\n[livy-repl: output truncated at LIVY_REPL_MAX_OUTPUT={limit} bytes]"
 DROPPED_MARKER = "[livy-repl: the {mime} output ({size} bytes) is over LIVY_REPL_MAX_OUTPUT={limit} and was dropped]"
 DRIVER_FILE = (lambda: None).__code__.co_filename
@@ -843,8 +846,12 @@ class Repl:
         return frame, frame.take(limit + 1)
 
     def complete(self, code: str, cursor: int, kind: str | None) -> list[str]:
-        """Names and attributes that complete the word before the cursor (Python only)."""
-        if (resolve_kind(kind) if kind is not None else self.kind) != "pyspark":
+        """What completes the word before the cursor: Python names and attributes, or the Scala
+        REPL's candidates; none for sql."""
+        interpreter = resolve_kind(kind) if kind is not None else self.kind
+        if interpreter == "spark":
+            return self.scala.complete(code, cursor) if self.scala is not None else []
+        if interpreter != "pyspark":
             return []
         head = code[:cursor]
         start = len(head)
@@ -948,6 +955,10 @@ class ScalaInterpreter:
         self.failure: str | None = None
         self.thread_lock = threading.Lock()  # orders interrupts against the end of a statement
         self.thread: Any = None
+        # A statement and a completion never use the interpreter at once: both compile, and IMain's
+        # state (line counter, imports, the reporter's buffer) is not made for two threads.
+        self.busy = threading.Lock()
+        self.completer: Any = None
 
     def start(self) -> None:
         """Create the interpreter and bind spark and sc (any thread; once)."""
@@ -1021,6 +1032,11 @@ class ScalaInterpreter:
             self.thread = jvm.java.lang.Thread.currentThread()
         for variable in self.console_vars:
             getattr(variable, "value_$eq")(self.stream)  # this thread's Console.out/err: the statement's buffer
+        with self.busy:
+            return self._run(body, magic)
+
+    def _run(self, body: str, magic: str | None) -> dict[str, Any]:
+        jvm = self.spark._jvm
         try:
             text = ""
             if body.strip():
@@ -1061,6 +1077,28 @@ class ScalaInterpreter:
             return table_output(value, rows)
         except TypeError as exc:
             return plain_error("TypeError", str(exc))
+
+    def complete(self, code: str, cursor: int) -> list[str]:
+        """The Scala REPL's completions at the cursor (its presentation compiler, as a shell's Tab):
+        the names that complete the word there, each once. Empty while the interpreter is not
+        running (a completion never starts it) or a statement holds it longer than COMPLETION_WAIT_S."""
+        if self.intp is None or not self.busy.acquire(timeout=COMPLETION_WAIT_S):
+            return []
+        try:
+            if self.completer is None:
+                shell = self.spark._jvm.scala.tools.nsc.interpreter.shell
+                self.completer = shell.ReplCompletion(self.intp, shell.Accumulator())
+            result = self.completer.complete(code, cursor, True)  # True: only names that match the word
+            names = result.candidates().iterator()
+            candidates: list[str] = []
+            while names.hasNext():
+                name = names.next().name()
+                if name not in candidates:
+                    candidates.append(name)
+            return candidates
+        finally:
+            self._reported()  # whatever the presentation compiler reported is not a statement's output
+            self.busy.release()
 
     def interrupt(self) -> None:
         """Interrupt the JVM thread running a statement (cancel), if one is running."""
