@@ -102,10 +102,16 @@ def process(args: list[str], log_path: Path, env: dict[str, str] | None = None) 
 
 
 @contextmanager
-def livy_server(work_dir: Path, settings: dict[str, str], fake_spark: bool = True, timeout: float = 120) -> Iterator[LivyServer]:
+def livy_server(
+    work_dir: Path,
+    settings: dict[str, str],
+    fake_spark: bool = True,
+    timeout: float = 120,
+    spark_home: Path = FAKE_SPARK_HOME,
+) -> Iterator[LivyServer]:
     """Our server as its own process, as `livy-server` runs it, stopped at the end."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    merged = {"livy.server.spark-home": str(FAKE_SPARK_HOME)} if fake_spark else {}
+    merged = {"livy.server.spark-home": str(spark_home)} if fake_spark else {}
     merged.update(settings)
     server = start_server(work_dir, merged, timeout=timeout)
     profiler = start_profiler(server.proc.pid, work_dir.name)

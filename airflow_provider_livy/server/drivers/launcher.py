@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
@@ -180,18 +179,26 @@ def spark_environment(request: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start the supervisor in a new session; its pid is also the process group id."""
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-S", "-E", supervisor.__file__, str(exit_path), "--", *command],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str]) -> int:
+    """Start the supervisor in a new session; its pid is also the process group id. posix_spawn rather
+    than Popen: the server keeps only the pid of each driver (a Popen object per session cost memory,
+    and its own reaping would race ours); reap() collects the child once it ends."""
+    args = [sys.executable, "-S", "-E", supervisor.__file__, str(exit_path), "--", *command]
+    file_actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(sys.executable, args, env, file_actions=file_actions, setsid=True)
+
+
+def reap(pid: int) -> bool:
+    """Whether our child `pid` has ended; an ended one is reaped (no zombie keeps its group alive)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done != 0
 
 
 def process_start_time(pid: int) -> float | None:

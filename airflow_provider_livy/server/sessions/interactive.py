@@ -241,6 +241,13 @@ class Interactive:
         An idle session thus holds no connection and no task: the keep-alive pings it now and then."""
         repl = batch.repl
         assert repl is not None
+        try:
+            await self._follow_until_idle(batch, repl)
+        finally:
+            if repl.follower is asyncio.current_task():
+                repl.follower = None  # a resting session holds no task, not even a finished one
+
+    async def _follow_until_idle(self, batch: Batch, repl: Repl) -> None:
         failures = 0
         while batch.active and not batch.kill_requested and repl.address:
             repl.poll_again = False

@@ -46,6 +46,7 @@ from airflow_provider_livy.protocol import (
 )
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
+from airflow_provider_livy.server.drivers.exits import ExitWatch
 from airflow_provider_livy.server.sessions.interactive import SHUTDOWN_WAIT, Interactive
 from airflow_provider_livy.server.sessions.registry import Batch, Registry
 from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
@@ -127,6 +128,7 @@ class SessionService:
         self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
         self.launching: set[int] = set()  # launched, driver not up yet (bounded by max-creation)
         self.watched: dict[int, Batch] = {}  # batches with a live process
+        self.exits: ExitWatch | None = None  # tells the moment a watched driver exits (made on first use)
         self.tracker = cluster.tracker_for_config(config)  # deploy mode cluster: where new drivers go
         self.follower = cluster.Follower(config, self._on_cluster_status)  # drivers handed over to a cluster
         self._wake = asyncio.Event()
@@ -189,6 +191,8 @@ class SessionService:
             await asyncio.gather(*(self._kill(b) for b in [*self.watched.values(), *followed]))
         if self.interactive:
             await self.interactive.stop()
+        if self.exits is not None:
+            self.exits.close()
         self.store.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -311,13 +315,13 @@ class SessionService:
             batch.cluster = self.tracker.coordinates
         log_path = self.log_path(batch.id)
         try:
-            proc = launcher.start(command, log_path, self.exit_path(batch.id), env)
+            pid = launcher.start(command, log_path, self.exit_path(batch.id), env)
         except OSError as err:
             self._append_log(batch, f"livy-server: could not start the driver: {err}")
             self._finish(batch, DEAD)
             return
-        batch.proc, batch.pid = proc, proc.pid
-        batch.pid_start = launcher.process_start_time(proc.pid)
+        batch.pid, batch.child = pid, True
+        batch.pid_start = launcher.process_start_time(pid)
         self.launching.add(batch.id)
         self._watch(batch)
         self._persist(batch)
@@ -337,20 +341,15 @@ class SessionService:
     def _watch(self, batch: Batch) -> None:
         """Follow a live driver; a pidfd tells us the moment it exits (Linux), the monitor polls too."""
         self.watched[batch.id] = batch
-        if batch.pid is None or not hasattr(os, "pidfd_open"):
+        if batch.pid is None or not ExitWatch.available():
             return
-        try:
-            fd = os.pidfd_open(batch.pid)
-        except OSError:
-            return
-        loop = asyncio.get_running_loop()
+        if self.exits is None:
+            self.exits = ExitWatch(asyncio.get_running_loop(), self._exited)
+        self.exits.add(batch.pid, batch.id)
 
-        def exited() -> None:
-            loop.remove_reader(fd)
-            os.close(fd)
+    def _exited(self, batch_id: int) -> None:
+        if (batch := self.watched.get(batch_id)) is not None:
             self._check(batch)
-
-        loop.add_reader(fd, exited)
 
     async def _monitor(self) -> None:
         while True:
@@ -366,8 +365,9 @@ class SessionService:
         if batch.id not in self.watched:
             return
         self._read_output(batch)
-        if batch.proc is not None:
-            ended = batch.proc.poll() is not None
+        if batch.child:
+            ended = launcher.reap(batch.pid or -1)
+            batch.child = not ended
         else:
             ended = not launcher.is_alive(batch.pid or -1, batch.pid_start)
         if ended:
@@ -444,18 +444,12 @@ class SessionService:
                 self._append_log(batch, "livy-server: the driver ended without reporting an exit code")
             elif batch.repl is not None:
                 self._append_log(batch, f"livy-server: the session's driver exited on its own with code {code}")
-        if batch.proc is not None:
-            batch.proc.wait()
-            batch.proc = None
         if batch.id in self.registry.batches:
             self._finish(batch, state)
 
     # --- drivers in a cluster ----------------------------------------------------------------
     def _hand_over(self, batch: Batch, code: int | None) -> bool:
         """spark-submit exited; if it handed the driver to the cluster, follow it there. False: it never got there."""
-        if batch.proc is not None:
-            batch.proc.wait()
-            batch.proc = None
         tracker = self.follower.tracker(batch.cluster or {})
         if batch.cluster_id is None and tracker.finds_by_tag and (code == 0 or batch.kill_requested):
             batch.cluster_id = batch.app_tag  # killed mid-submission, the app may be in the cluster: kill it there too
@@ -595,8 +589,8 @@ class SessionService:
             self._finish(batch, KILLED)
 
     def _group_running(self, batch: Batch) -> bool:
-        if batch.proc is not None:
-            batch.proc.poll()  # reap the supervisor, else its zombie keeps the group "alive"
+        if batch.child:  # reap the supervisor, else its zombie keeps the group "alive"
+            batch.child = not launcher.reap(batch.pid or -1)
         return launcher.group_alive(batch.pid or -1)
 
     # --- the clock -----------------------------------------------------------------------

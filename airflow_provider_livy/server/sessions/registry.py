@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import subprocess
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ class Batch:
     log_offset: int = 0  # bytes of the log file already read
     log_lines: int = 0  # complete lines seen so far
     tail: deque[str] | None = None  # the last cache-log.size lines, while active
-    proc: subprocess.Popen[bytes] | None = None  # set while the supervisor is our child
+    child: bool = False  # the supervisor is our child, not yet reaped (not after a restart)
     request: dict[str, Any] | None = None  # set while waiting for a creation slot
     kill_requested: bool = False
     ui_probe_at: float = 0.0  # next time we may ask the driver UI for the app id

@@ -15,6 +15,10 @@ from typing import Any
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 30.0  # a driver busy with Python still answers its HTTP thread at once
 WAIT_SLACK = 5.0  # a long poll of S seconds may take S plus this before it counts as lost
+# Idle connections kept for reuse, over all drivers. Each driver is its own origin and the pool expires idle
+# connections only when it is next used, so without a bound every session that ever ran a statement kept one
+# (about 1.7 KB each); the sessions in use now keep theirs.
+KEEPALIVE_CONNECTIONS = 8
 
 
 class ReplUnreachable(RuntimeError):
@@ -41,7 +45,7 @@ class ReplChannel:
         # driver's delayed ACK (40 ms on Linux), which measured as +40 ms on every statement submitted.
         transport = httpx.AsyncHTTPTransport(
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=5),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS, keepalive_expiry=5),
         )
         self.http = httpx.AsyncClient(
             transport=transport,
