@@ -84,7 +84,7 @@ OPERATOR_ARGUMENTS: dict[str, str] = {argument_name(field): field for field in B
 # Session kinds. Livy's aliases are accepted and mean the same interpreter.
 PYSPARK, SQL, SPARK, SPARKR, SHARED = "pyspark", "sql", "spark", "sparkr", "shared"
 KIND_ALIASES: dict[str, str] = {"python": PYSPARK, "scala": SPARK, "r": SPARKR}
-SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SHARED)  # what our REPL runs (sparkr: not yet)
+SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)  # sparkr: when R and SparkR are on the driver's host
 KNOWN_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)
 # Livy's default kind is `shared`, whose statements must each name their kind; ours stays pyspark so a
 # client that sends no kind at all keeps working (every session takes per-statement pyspark, spark, sql).
@@ -110,7 +110,7 @@ DEFAULT_SESSION_NAME = "livy-session-{id}"  # the Spark application name when th
 WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
 STATEMENT_STATES: tuple[str, ...] = (WAITING, STATEMENT_RUNNING, AVAILABLE, CANCELLING, CANCELLED)
 STATEMENT_DONE_STATES: frozenset[str] = frozenset({AVAILABLE, CANCELLED})
-STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK)  # per-statement `kind` any session accepts
+STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR)  # per-statement `kind` any session accepts
 STATEMENT_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR}
 COMPLETION_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR, "cursor": NON_NEGATIVE_INT}
 MAX_STATEMENT_WAIT = 10.0  # GET .../statements/{sid}?wait=S holds the answer at most this long

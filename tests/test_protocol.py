@@ -70,9 +70,9 @@ def test_statement_and_completion_requests() -> None:
     with pytest.raises(BatchRequestError, match="'code' is required"):
         validate_statement_request({"kind": "sql"})
     assert validate_statement_request({"code": "val x = 1", "kind": "scala"})["kind"] == "spark"
-    for kind in ("sparkr", "shared"):  # R is not run yet; shared is a session kind only
-        with pytest.raises(BatchRequestError, match="not supported"):
-            validate_statement_request({"code": "1", "kind": kind})
+    assert validate_statement_request({"code": "1 + 1", "kind": "r"})["kind"] == "sparkr"
+    with pytest.raises(BatchRequestError, match="not supported"):  # a session kind only
+        validate_statement_request({"code": "1", "kind": "shared"})
     with pytest.raises(BatchRequestError, match="unknown field"):
         validate_statement_request({"code": "1", "cursor": 1})
     assert validate_completion_request({"code": "spark.ra"}) == {"code": "spark.ra", "cursor": 8}

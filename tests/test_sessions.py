@@ -7,6 +7,7 @@ is up in a fraction of a second). test_sessions_spark.py runs the same paths on 
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -117,7 +118,6 @@ def test_cancel_a_long_statement_and_keep_going(fake_server: LivyServer) -> None
     ("body", "status", "words"),
     [
         ({"kind": "cobol"}, 400, "unknown session kind"),
-        ({"kind": "sparkr"}, 400, "R interpreter"),
         ({"file": "x.py"}, 400, "unknown field"),
         ({"ttl": "10"}, 400, "duration"),
         ({"jars": ["/etc/passwd"]}, 400, "not in an allowed directory"),
@@ -272,3 +272,33 @@ def test_shared_and_spark_kinds(fake_server: LivyServer) -> None:
     output = fake_server.run(scala["id"], "val x = 1")["output"]
     assert (output["status"], output["evalue"]) == ("error", "spark needs Spark (LIVY_REPL_NO_SPARK is set)")
     assert fake_server.run(scala["id"], "21 * 2", kind="pyspark")["output"]["data"]["text/plain"] == "42"
+
+
+def test_sparkr_says_what_is_missing(fake_server: LivyServer, tmp_path: Path) -> None:
+    """A sparkr session needs R and SparkR where the driver runs (this host in client mode): a 400
+    names what is missing. pip's pyspark has no SparkR, nor has the fake Spark home. Where R is not
+    installed (CI), a one-line Rscript answering "no SparkR" stands in for an R without SparkR."""
+    no_r = fake_server.post("/sessions", json={"kind": "sparkr", "conf": {"spark.r.command": str(tmp_path / "no-R")}})
+    assert no_r.status_code == 400
+    message = no_r.json()["msg"]
+    assert "this server's host" in message and "R is not installed" in message
+    assert "SparkR R package is not installed" in message and "sparkr.zip" in message
+
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        rscript = str(tmp_path / "Rscript")
+        Path(rscript).write_text("#!/bin/sh\necho FALSE\n")
+        Path(rscript).chmod(0o755)
+    no_sparkr = fake_server.post("/sessions", json={"kind": "r", "conf": {"spark.r.command": rscript}})
+    assert no_sparkr.status_code == 400
+    message = no_sparkr.json()["msg"]
+    assert "SparkR R package is not installed" in message and "R's own library" in message
+    assert "R is not installed" not in message
+    assert fake_server.get("/sessions").json()["total"] == 0
+
+    # A sparkr statement in another session: the driver itself says what its host lacks.
+    session = fake_server.open_session(kind="pyspark")
+    refused = fake_server.post(f"/sessions/{session['id']}/statements", json={"code": "1 + 1", "kind": "sparkr"})
+    assert refused.status_code == 400
+    assert "sparkr needs R and the SparkR package on the driver's host" in refused.json()["msg"]
+    assert fake_server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"

@@ -10,7 +10,7 @@ Environment (client/local mode: inherited from spark-submit; cluster mode: `spar
 or `spark.kubernetes.driverEnv.X` from a 0600 properties file, never the command line):
 - `LIVY_REPL_SECRET` per-session secret; never printed.
 - `LIVY_REPL_CALLBACK` URL this driver POSTs to once ready.
-- `LIVY_REPL_KIND` the session kind (`pyspark`/`python`, `spark`/`scala`, `sql`, `shared`).
+- `LIVY_REPL_KIND` the session kind (`pyspark`/`python`, `spark`/`scala`, `sparkr`/`r`, `sql`, `shared`).
 - `LIVY_REPL_BIND` interface to listen on (default 127.0.0.1; 0.0.0.0 in cluster mode).
 - `LIVY_REPL_IDLE_TIMEOUT` seconds (livy.rsc.server.idle-timeout, default 600): exit when no
   authenticated request arrived for that long, so a server that died for good leaves no driver behind.
@@ -34,8 +34,9 @@ Every authenticated request resets the idle-exit clock (a request in flight coun
   last statement submitted, finished or cancelled, or the driver's start. `statements` counts since
   the driver started: `{"run": ended available, "failed": of those with an error output, "cancelled"}`.
 - `POST /statements {"code", "kind"?}` -> 201 statement. Any session runs statements of kind
-  pyspark, spark and sql (Livy 0.5+); without `kind`, the session's. Unknown kind, `shared` as a
-  statement kind, no kind in a `shared` session, and `sparkr` -> 400 naming why. 429 when
+  pyspark, spark, sparkr and sql (Livy 0.5+); without `kind`, the session's. Unknown kind, `shared` as a
+  statement kind, no kind in a `shared` session, and `sparkr` on a host without R or SparkR (the
+  message names what is missing) -> 400. 429 when
   LIVY_REPL_RETAINED statements are already waiting or running (nothing could be dropped to keep the bound).
 - `GET /statements?from=&size=&order=desc` -> `{"total_statements", "statements"}` (retained ones).
 - `GET /statements/{sid}[?wait=S]` -> statement; with wait, answers when its state changes or after S.
@@ -69,6 +70,11 @@ waiting -> cancelled. Output ok: `{"status": "ok", "execution_count", "data": {m
   ename its class, evalue its message; traceback = every line printed. `%table x` / `%json x` as a
   last line as for Python (Datasets and RDDs give their first LIVY_REPL_SQL_ROWS rows).
   spark.repl.class.outputDir is set at Spark's start (a temp dir) so executors load REPL classes.
+- sparkr (R): an Rscript child running SparkR on this JVM (Spark's RBackend, started through Py4J;
+  R gets its port and secret as under Spark's R runner). Started at the first R statement, or in the
+  background at launch for a `sparkr` session. `text/plain` = what R printed (visible values as its
+  console prints them); an error: ename `Error`, evalue the first line of R's message, the traceback
+  the lines printed and `Error in <call> : <message>`. See RInterpreter for cancel.
 
 ## Execution and cancel
 Statements run one at a time, in order, on the MAIN thread (the HTTP server has its own threads),
@@ -85,6 +91,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import contextlib
 import datetime
 import decimal
 import hmac
@@ -99,6 +106,7 @@ import rlcompleter
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -108,16 +116,24 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+import zipfile
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 WAITING, RUNNING, AVAILABLE, CANCELLING, CANCELLED = "waiting", "running", "available", "cancelling", "cancelled"
 FINAL_STATES = (AVAILABLE, CANCELLED)
-KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql", "spark": "spark", "scala": "spark"}
+KINDS = {
+    "pyspark": "pyspark",
+    "python": "pyspark",
+    "sql": "sql",
+    "spark": "spark",
+    "scala": "spark",
+    "sparkr": "sparkr",
+    "r": "sparkr",
+}
 SHARED = "shared"  # a session kind only: each of its statements names its interpreter
-STATEMENT_KINDS_TEXT = "pyspark (python), spark (scala) or sql"
-R_KINDS = ("sparkr", "r")
+STATEMENT_KINDS_TEXT = "pyspark (python), spark (scala), sparkr (r) or sql"
 TABLE_MIME = "application/vnd.livy.table.v1+json"
 MAX_WAIT_S = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -195,13 +211,6 @@ def resolve_kind(kind: Any) -> str:
         return KINDS[name]
     if name == SHARED:
         raise RequestError(400, f"'{SHARED}' is a session kind; a statement's kind is {STATEMENT_KINDS_TEXT}")
-    if name in R_KINDS:
-        spark_home = os.environ.get("SPARK_HOME", "")
-        if not (shutil.which("R") and shutil.which("Rscript")):
-            raise RequestError(400, f"kind '{kind}' needs R, which is not installed on the driver's host")
-        if not os.path.isdir(os.path.join(spark_home, "R", "lib", "SparkR")):
-            raise RequestError(400, f"kind '{kind}' needs SparkR, which is missing from SPARK_HOME/R/lib")
-        raise RequestError(400, f"kind '{kind}' is not supported yet: {STATEMENT_KINDS_TEXT} statements run here")
     raise RequestError(400, f"unknown kind '{kind}': use {STATEMENT_KINDS_TEXT}")
 
 
@@ -483,6 +492,8 @@ class Repl:
         self.spark_major = int(spark.version.split(".")[0]) if spark is not None else 0
         self.kind = resolve_session_kind(settings.kind)
         self.scala = ScalaInterpreter(spark, settings) if spark is not None else None  # starts at first use
+        self.r = RInterpreter(spark, settings) if spark is not None else None  # likewise
+        self.r_setup: RSetup | None = None
         self.cond = threading.Condition()
         self.statements: OrderedDict[int, Statement] = OrderedDict()
         self.queue: deque[Statement] = deque()
@@ -520,6 +531,8 @@ class Repl:
         interpreter = resolve_kind(kind) if kind is not None else self.kind
         if interpreter is None:
             raise RequestError(400, f"a statement of a {SHARED} session needs a kind: {STATEMENT_KINDS_TEXT}")
+        if interpreter == "sparkr":
+            self.check_r()
         with self.cond:
             if self.stopping:
                 raise RequestError(503, f"the driver is shutting down ({self.stopping})")
@@ -548,6 +561,17 @@ class Repl:
                 f"{len(self.statements)} statements are waiting or running "
                 f"(LIVY_REPL_RETAINED={self.settings.retained}); retry when some have finished",
             )
+
+    def check_r(self) -> RSetup:
+        """R and SparkR on this driver's host, or a 400 naming what is missing (found once, then kept)."""
+        if self.r_setup is None:
+            conf = dict(self.sc.getConf().getAll()) if self.sc is not None else {}
+            found = locate_sparkr(os.environ.get("SPARK_HOME", ""), conf, os.environ)
+            if isinstance(found, str):
+                host = socket.gethostname()
+                raise RequestError(400, f"kind sparkr needs R and the SparkR package on the driver's host ({host}): {found}")
+            self.r_setup = found
+        return self.r_setup
 
     def get(self, sid: int) -> Statement:
         stmt = self.statements.get(sid)
@@ -746,6 +770,8 @@ class Repl:
                 return self.run_sql(stmt)
             if stmt.kind == "spark":
                 return self.run_scala(stmt)
+            if stmt.kind == "sparkr":
+                return self.run_r(stmt)
             return self.run_python(stmt)
         except BaseException as exc:  # a bug of ours, or Spark gone: the statement says so, the REPL lives on
             return {
@@ -840,6 +866,25 @@ class Repl:
         if self.scala is None:
             return no_spark_output("spark")
         return self.scala.run(stmt.code, lambda: stmt.cancel_requested)
+
+    def run_r(self, stmt: Statement) -> dict[str, Any]:
+        if self.r is None:
+            return no_spark_output("sparkr")
+        try:
+            setup = self.check_r()
+        except RequestError as err:
+            return plain_error("SparkRUnavailable", err.message)
+        return self.r.run(stmt.code, stmt.group, setup, lambda: stmt.cancel_requested)
+
+    def start_r(self) -> None:
+        """Start R for a sparkr session, if this host has R and SparkR (else its statements get a 400)."""
+        try:
+            setup = self.check_r()
+        except RequestError as err:
+            log(err.message)
+            return
+        assert self.r is not None
+        self.r.start(setup)
 
     def _query(self, code: str, limit: int) -> tuple[Any, list[Any]]:
         frame = self.spark.sql(code)
@@ -1142,6 +1187,375 @@ def user_jars(spark_jars: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# R (kind sparkr): an R process running statements through SparkR on this driver's JVM
+
+
+class RSetup(NamedTuple):
+    """Where R and SparkR are on this host."""
+
+    rscript: str  # the R front end (absolute path)
+    library: str  # an R library directory holding SparkR/; "" when R's own library has it
+    archive: str  # SPARK_HOME/R/lib/sparkr.zip, unpacked at the R process's start; "" when unused
+
+
+def r_command(conf: dict[str, str]) -> str:
+    """The R front end Spark's own R runner uses for a driver: spark.r.driver.command, spark.r.command,
+    the older spark.sparkr.r.command, else Rscript."""
+    for key in ("spark.r.driver.command", "spark.r.command", "spark.sparkr.r.command"):
+        if conf.get(key):
+            return conf[key]
+    return "Rscript"
+
+
+def locate_sparkr(spark_home: str, conf: dict[str, str], env: Any, probe: bool = True) -> RSetup | str:
+    """R and the SparkR package on this host, or what is missing (a sentence naming each thing).
+
+    SparkR is looked for where Spark looks: SPARKR_PACKAGE_DIR, SPARK_HOME/R/lib/SparkR (a Spark
+    distribution; pip's pyspark has no R/ directory), SPARK_HOME/R/lib/sparkr.zip (the archive
+    Spark ships to YARN), then R's own library, which only R can tell: it is asked to load the
+    SparkR namespace (a child process without a shell; about 1 s, and only when the directories
+    have no SparkR). With `probe` False that last question is not asked.
+    """
+    command = r_command(conf)
+    rscript = shutil.which(command, path=env.get("PATH"))
+    directories = [d for d in env.get("SPARKR_PACKAGE_DIR", "").split(",") if d]
+    lib = os.path.join(spark_home, "R", "lib") if spark_home else ""
+    if lib:
+        directories.append(lib)
+    library = next((d for d in directories if os.path.isfile(os.path.join(d, "SparkR", "DESCRIPTION"))), "")
+    archive = os.path.join(lib, "sparkr.zip") if lib and not library else ""
+    archive = archive if archive and os.path.isfile(archive) else ""
+    if rscript and (library or archive or (probe and r_has_sparkr(rscript, env))):
+        return RSetup(rscript, library, archive)
+    missing = []
+    if not rscript:
+        source = "" if command == "Rscript" else ", from spark.r.command,"
+        missing.append(f"R is not installed (no '{command}'{source} on this host's PATH)")
+    if not (library or archive):
+        places = [os.path.join(d, "SparkR") for d in directories]
+        if lib:
+            places.append(os.path.join(lib, "sparkr.zip"))
+        places.append("R's own library" if rscript else "R's own library (not asked: no R)")
+        missing.append("the SparkR R package is not installed (looked in " + ", ".join(places) + ")")
+    return "; ".join(missing)
+
+
+def r_has_sparkr(rscript: str, env: Any) -> bool:
+    """Whether R loads SparkR from its own library (installed there by hand)."""
+    try:
+        done = subprocess.run(
+            [rscript, "--vanilla", "-e", 'cat(requireNamespace("SparkR", quietly = TRUE))'],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            env=dict(env),
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip().endswith(b"TRUE")
+
+
+# The R side of the channel, run by `Rscript -e`. Each request on stdin is a line "<lines> <job group>"
+# then that many lines of code; the answer is what the code printed, then "\n<marker><status>\n":
+# `ok`, `error <message as hex> <call as hex>` or `interrupted`. Expressions run one by one in the
+# global environment and visible values are printed, as R's console does; warnings print at once.
+# Interrupts (a cancel's SIGINT) are held back while a request is read and an answer written, so
+# neither is ever torn; one that arrived then (a cancel crossing the statement's end) is dropped.
+R_LOOP = r"""
+local({
+  marker <- Sys.getenv("LIVY_REPL_R_MARKER")
+  Sys.unsetenv("LIVY_REPL_R_MARKER")
+  hex <- function(text) paste(as.character(charToRaw(enc2utf8(paste(text, collapse = "\n")))), collapse = "")
+  run <- function(code, group) tryCatch({
+    if (nzchar(group)) SparkR::setJobGroup(group, paste("Livy statement", group), TRUE)
+    for (expression in parse(text = code, keep.source = FALSE)) {
+      shown <- withVisible(eval(expression, envir = globalenv()))
+      if (shown$visible) print(shown$value)
+    }
+    "ok"
+  }, error = function(e) paste("error", hex(conditionMessage(e)), hex(deparse(conditionCall(e), nlines = 1L))),
+     interrupt = function(e) "interrupted")
+  input <- file("stdin", open = "r", encoding = "UTF-8")
+  request <- NULL
+  receive <- function() {
+    header <- readLines(input, n = 1L)
+    if (length(header) == 0L) quit(save = "no")
+    fields <- strsplit(header, " ", fixed = TRUE)[[1L]]
+    request <<- list(code = readLines(input, n = as.integer(fields[[1L]])),
+                     group = if (length(fields) > 1L) fields[[2L]] else "")
+  }
+  answer <- function(status) {
+    flush(stdout())
+    flush(stderr())
+    cat("\n", marker, status, "\n", sep = "")
+    flush(stdout())
+  }
+  options(warn = 1)
+  repeat {
+    tryCatch(suspendInterrupts(receive()), interrupt = function(e) NULL)
+    status <- run(request$code, request$group)
+    tryCatch(suspendInterrupts(answer(status)), interrupt = function(e) NULL)
+  }
+})
+"""
+# Run first in the R process: SparkR on this driver's JVM, through the RBackend whose port and secret
+# it reads from EXISTING_SPARKR_BACKEND_PORT / SPARKR_BACKEND_AUTH_SECRET (as under Spark's own R
+# runner); sparkR.session() then gets the SparkContext and SparkSession Python already made.
+# SparkR's calls into the JVM are wrapped: a cancel's SIGINT that lands while R waits for the JVM's
+# answer (R cannot hold it back during a socket read) leaves that answer unread, and every later
+# call would read the answer of the call before; the wrapper reads it first (status, heartbeats,
+# then the value or the error text, as SparkR's own invokeJava does).
+R_PRELUDE = """\
+{library_path}suppressPackageStartupMessages(library(SparkR))
+local({{
+  ns <- asNamespace("SparkR")
+  needed <- c("invokeJava", "readInt", "readString", "readObject", ".sparkREnv")
+  if (all(vapply(needed, exists, TRUE, envir = ns, inherits = FALSE))) {{
+    call <- get("invokeJava", envir = ns)
+    drain <- function() {{
+      conn <- get(".sparkRCon", envir = ns$.sparkREnv)
+      status <- ns$readInt(conn)
+      while (identical(status, 1L)) status <- ns$readInt(conn)
+      if (identical(status, 0L)) ns$readObject(conn) else if (length(status) == 1L) ns$readString(conn)
+    }}
+    unlockBinding("invokeJava", ns)
+    assign("invokeJava", function(...) tryCatch(call(...), interrupt = function(e) {{
+      drain()
+      stop("interrupted while waiting for the JVM", call. = FALSE)
+    }}), envir = ns)
+    lockBinding("invokeJava", ns)
+  }}
+}})
+spark <- sparkR.session()
+sc <- SparkR:::callJStatic("org.apache.spark.sql.api.r.SQLUtils", "getJavaSparkContext", spark)
+Sys.unsetenv("SPARKR_BACKEND_AUTH_SECRET")
+invisible(NULL)
+"""
+R_EVAL_CALL = "eval(expression, envir = globalenv())"  # R_LOOP's own call: not the user's
+R_CANCEL_GRACE_S = 1.0  # after cancelJobGroup, before R is interrupted (SIGINT) in the middle of R code
+R_KILL_AFTER_S = 15.0  # a cancelled statement R does not give up: the R process is killed (its state is lost)
+
+
+class RInterpreter:
+    """An R process (Rscript) that runs `sparkr` statements on the SparkSession Python uses.
+
+    Started at its first statement (a `sparkr` session starts it in the background at launch), so
+    a session that never runs R pays nothing. Spark's RBackend (the JVM end SparkR talks to) is
+    started in this JVM through Py4J; the R process connects to it with the port and secret in its
+    environment, as Spark's R runner passes them. Before each statement R sets the statement's job
+    group on its backend connection, so cancel and progress work as for Python; a cancelled statement
+    still running R code after R_CANCEL_GRACE_S is interrupted (SIGINT to R alone, its own process
+    group), and after R_KILL_AFTER_S R is killed and the next statement starts a new one.
+    """
+
+    def __init__(self, spark: Any, settings: Settings) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.lock = threading.Lock()  # guards the start
+        self.cond = threading.Condition()  # the reader thread hands answers to the statement's thread
+        self.process: subprocess.Popen[bytes] | None = None
+        self.backend: Any = None
+        self.failure: str | None = None
+        self.unpacked: str | None = None
+        self.marker = f"\x1elivy-repl-r:{os.urandom(8).hex()}:".encode()
+        self.pending = bytearray()  # read, not yet known to be output or a marker
+        self.output = bytearray()
+        self.status: str | None = None
+
+    def start(self, setup: RSetup) -> None:
+        """Start the backend and R, and attach SparkR (any thread; again after R died)."""
+        with self.lock:
+            if self.failure is not None or (self.process is not None and self.process.poll() is None):
+                return
+            started = time.monotonic()
+            try:
+                self._launch(setup)
+                status, text = self._request(R_PRELUDE.format(library_path=self._library_path(setup)), "")
+            except Exception as exc:  # no backend, or R would not start: every R statement says so
+                status, text = "error", f"{type(exc).__name__}: {exc}"
+            if text.strip():
+                log("R: " + text.strip().replace("\n", "\nlivy-repl: R: "))
+            if status != "ok":
+                self.failure = f"SparkR did not start in R: {r_error_text(status, text)}"
+                log(self.failure)
+                self.stop()
+                return
+            log(f"R with SparkR ready in {time.monotonic() - started:.1f} s")
+
+    def _library_path(self, setup: RSetup) -> str:
+        library = setup.library
+        if setup.archive:
+            if self.unpacked is None:
+                self.unpacked = tempfile.mkdtemp(prefix="livy-repl-sparkr-")
+                with zipfile.ZipFile(setup.archive) as archive:
+                    archive.extractall(self.unpacked)
+            library = self.unpacked
+        return f".libPaths(c({json.dumps(library)}, .libPaths()))\n" if library else ""
+
+    def _launch(self, setup: RSetup) -> None:
+        jvm = self.spark._jvm
+        conf = self.spark.sparkContext.getConf()
+        if self.backend is None:
+            self.backend = jvm.org.apache.spark.api.r.RBackend()
+            bound = self.backend.init()
+            self.port, self.secret = bound._1(), bound._2().secret()
+            threading.Thread(target=self._serve, name="sparkr-backend", daemon=True).start()
+        env = {
+            **os.environ,
+            "EXISTING_SPARKR_BACKEND_PORT": str(self.port),
+            "SPARKR_BACKEND_AUTH_SECRET": self.secret,
+            "SPARKR_BACKEND_CONNECTION_TIMEOUT": conf.get("spark.r.backendConnectionTimeout", "6000"),
+            "LIVY_REPL_R_MARKER": self.marker.decode(),
+        }
+        with self.cond:
+            self.pending.clear()
+            self.output.clear()
+            self.status = None
+        self.process = subprocess.Popen(  # a fixed argument list, no shell
+            [setup.rscript, "-e", R_LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a cancel's SIGINT reaches R alone
+        )
+        threading.Thread(target=self._read, args=(self.process,), name="sparkr-output", daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            self.backend.run()  # until close(): blocks this thread's Py4J connection, nothing else
+        except Exception as exc:  # Spark stopping
+            log(f"the SparkR backend stopped: {exc}")
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        """What R writes: statement output up to LIVY_REPL_MAX_OUTPUT (+1 byte, so a cut shows), and
+        the markers that end statements."""
+        stream = process.stdout
+        assert stream is not None
+        while True:
+            chunk = os.read(stream.fileno(), 65536)
+            with self.cond:
+                if not chunk:
+                    if self.process is process and self.status is None:
+                        self.status = "exited"
+                    self.cond.notify_all()
+                    return
+                self.pending += chunk
+                self._scan()
+
+    def _scan(self) -> None:
+        """Move output from `pending` to `output`; a complete marker line ends the statement (cond held)."""
+        limit = self.settings.max_output + 1
+        at = self.pending.find(b"\n" + self.marker)
+        keep = len(self.marker) + 1 if at < 0 else len(self.pending) - at
+        text = self.pending[: len(self.pending) - keep]
+        self.output += text[: max(0, limit - len(self.output))]
+        del self.pending[: len(text)]
+        if at < 0:
+            return
+        end = self.pending.find(b"\n", len(self.marker) + 1)
+        if end < 0:
+            return
+        self.status = self.pending[len(self.marker) + 1 : end].decode("utf-8", "replace")
+        del self.pending[: end + 1]
+        self.cond.notify_all()
+
+    def _request(self, code: str, group: str, cancelled: Any = None) -> tuple[str, str]:
+        """Send code to R; its status (ok, error ..., interrupted, exited) and what it printed."""
+        process = self.process
+        assert process is not None and process.stdin is not None
+        lines = code.split("\n")
+        try:
+            process.stdin.write(f"{len(lines)} {group}\n{code}\n".encode())
+            process.stdin.flush()
+        except OSError:
+            pass  # R is gone: the reader says so
+        cancel_seen = 0.0
+        interrupted = False
+        with self.cond:
+            while self.status is None:
+                self.cond.wait(0.2)
+                if cancelled is None or not cancelled():
+                    continue
+                now = time.monotonic()
+                cancel_seen = cancel_seen or now
+                if now - cancel_seen > R_KILL_AFTER_S:
+                    log("R did not stop after the cancel; killing it (the next sparkr statement starts a new one)")
+                    self.cond.release()
+                    try:
+                        self.stop()
+                    finally:
+                        self.cond.acquire()
+                    self.status = self.status or "exited"
+                elif now - cancel_seen > R_CANCEL_GRACE_S and not interrupted:
+                    interrupted = True  # once is enough: R keeps it pending until it can act on it
+                    with contextlib.suppress(OSError):
+                        process.send_signal(signal.SIGINT)
+            status, text = self.status, self.output.decode("utf-8", "replace")
+            self.status = None
+            self.output.clear()
+        if status == "exited":
+            process.wait()
+            status = f"exited {process.returncode}"
+        return status, text
+
+    def run(self, code: str, group: str, setup: RSetup, cancelled: Any) -> dict[str, Any]:
+        """One statement: Livy's ok or error output (without execution_count)."""
+        self.start(setup)
+        if self.failure is not None:
+            return plain_error("SparkRUnavailable", self.failure)
+        if cancelled():
+            return plain_error("StatementCancelled", "cancelled before it started")
+        status, text = self._request(code, group, cancelled)
+        if status == "ok":
+            return {"status": "ok", "data": {"text/plain": text.rstrip()}}
+        if status == "interrupted":
+            return {**plain_error("StatementCancelled", "the R code was interrupted"), "traceback": text.splitlines(True)}
+        if status.startswith("exited"):
+            message = (
+                f"the R process ended (exit code {status.split()[-1]}); its variables are lost, "
+                "the next sparkr statement starts a new one"
+            )
+            return {**plain_error("RProcessExited", message), "traceback": text.splitlines(True)}
+        message, call = r_error_parts(status)
+        lines = [*text.splitlines(True), f"Error in {call} : {message}\n" if call else f"Error: {message}\n"]
+        return {"status": "error", "ename": "Error", "evalue": message.split("\n", 1)[0], "traceback": lines}
+
+    def stop(self) -> None:
+        """End R (its process group) and close the backend; at driver exit, or when R would not stop."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def close(self) -> None:
+        self.stop()
+        if self.backend is not None:
+            with contextlib.suppress(Exception):
+                self.backend.close()
+        if self.unpacked is not None:
+            shutil.rmtree(self.unpacked, ignore_errors=True)
+
+
+def r_error_parts(status: str) -> tuple[str, str]:
+    """The message and the call of an `error <hex> <hex>` status; no call for an error raised at
+    the top of the statement (as R's console shows it: `Error: boom`)."""
+    fields = status.split(" ")
+    decoded = [bytes.fromhex(field).decode("utf-8", "replace") if field else "" for field in fields[1:3]]
+    message, call = [*decoded, "", ""][:2]
+    return message or "unknown error", "" if call in ("NULL", "", R_EVAL_CALL) else call
+
+
+def r_error_text(status: str, text: str) -> str:
+    if status.startswith("error"):
+        message, _ = r_error_parts(status)
+        return message
+    return f"{status}: {text.strip()[-2000:]}"
+
+
+# ---------------------------------------------------------------------------------------------
 # HTTP
 
 
@@ -1380,6 +1794,8 @@ def main() -> None:
     repl = Repl(settings, spark)
     if repl.kind == "spark" and repl.scala is not None:  # its first statement need not wait for the compiler
         threading.Thread(target=repl.scala.start, name="scala-start", daemon=True).start()
+    if repl.kind == "sparkr" and repl.r is not None:  # nor for R and SparkR, when this host has them
+        threading.Thread(target=repl.start_r, name="sparkr-start", daemon=True).start()
     sys.stdin = io.StringIO()  # input() in a statement fails at once instead of hanging
     # Spark 4 warns on every DataFrame.toJSON(); in a statement's text it breaks the clients that print
     # toJSON rows and parse the text back (pylivy's download, sparkmagic's %%sql), so it is not shown.
@@ -1392,6 +1808,8 @@ def main() -> None:
     threading.Thread(target=call_back, args=(settings, repl, address, spark), name="callback", daemon=True).start()
     threading.Thread(target=watch_idle, args=(repl, settings.idle_timeout), name="idle", daemon=True).start()
     repl.run_forever()
+    if repl.r is not None:
+        repl.r.close()
     if spark is not None:
         spark.stop()
     if class_dir is not None:

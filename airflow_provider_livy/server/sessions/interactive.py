@@ -21,8 +21,8 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +38,12 @@ from airflow_provider_livy.protocol import (
     BatchRequestError,
     duration_seconds,
 )
+from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
+from airflow_provider_livy.server.repl.driver import locate_sparkr
 from airflow_provider_livy.server.sessions.repl_client import ReplChannel, ReplRefused, ReplUnreachable
 
 if TYPE_CHECKING:
+    from airflow_provider_livy.server.config import ServerConfig
     from airflow_provider_livy.server.sessions.lifecycle import SessionService
     from airflow_provider_livy.server.sessions.registry import Batch
 
@@ -108,12 +111,18 @@ class Repl:
         }
 
 
-def check_kind(kind: str) -> None:
-    """Kinds Livy has that our REPL does not run (yet): a 400 that says what is missing."""
-    if kind == SPARKR:
-        r = shutil.which("Rscript")
-        missing = "R (no Rscript on the server's PATH) and " if r is None else ""
-        raise BatchRequestError(f"session kind 'sparkr' needs {missing}an R interpreter in the REPL, which this server lacks")
+def check_sparkr(config: ServerConfig, conf: dict[str, str]) -> None:
+    """A sparkr session needs R and SparkR where its driver runs: in local and client mode that is
+    this host, so a missing one is a 400 naming it. In cluster mode the driver's node is not known
+    here; the driver answers a sparkr statement with that 400 itself."""
+    if config.cluster_mode:
+        return
+    found = locate_sparkr(str(resolve_spark_home(config)), conf, os.environ)
+    if isinstance(found, str):
+        raise BatchRequestError(
+            "session kind 'sparkr' needs R and the SparkR package where its driver runs, "
+            f"which is this server's host (deploy mode {config.deploy_mode or 'client'}): {found}"
+        )
 
 
 def new_repl(request: dict[str, Any], config_timeout: float, now: float) -> Repl:
@@ -180,8 +189,9 @@ class Interactive:
             await self._channel.close()
 
     # --- creating and launching ----------------------------------------------------------
-    def prepare(self, request: dict[str, Any], now: float) -> Repl:
-        check_kind(request["kind"])
+    async def prepare(self, request: dict[str, Any], now: float) -> Repl:
+        if request["kind"] == SPARKR:  # may ask R itself (about 1 s): off the event loop
+            await asyncio.to_thread(check_sparkr, self.config, request.get("conf") or {})
         if self.config.cluster_mode:
             raise BatchRequestError(
                 "interactive sessions are not supported with livy.spark.deploy-mode = cluster yet "

@@ -215,7 +215,7 @@ class SessionService:
         now = self.clock()
         if self.interactive:
             request = validate_session_request(body)
-            repl = self.interactive.prepare(request, now)
+            repl = await self.interactive.prepare(request, now)
             await self.interactive.warm()
         else:
             request, repl = validate_batch_request(body), None
