@@ -4,8 +4,10 @@ SparkR itself cannot be installed here (pip's pyspark has no R/lib, CRAN is out 
 the R package this module installs is tests/fake_sparkr: a stand-in that speaks SparkR's wire
 protocol to the real org.apache.spark.api.r.RBackend the driver starts (authentication with the
 port and secret the driver hands R, JVM calls, job groups). Everything else is real: Rscript
-runs the statements, Spark runs their jobs, cancel interrupts both. Skipped without R, which CI
-does not install (it is large). The real SparkR case at the end runs only where SparkR is.
+runs the statements, Spark runs their jobs, cancel interrupts both; one session goes through the
+real server too. Skipped without R, which CI does not install (it is large); the 400s naming what
+is missing are tested through the server in test_sessions.py, R or not. The real SparkR case at
+the end runs only where SparkR is installed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
 from airflow_provider_livy.server.repl.driver import RInterpreter, RSetup, Settings, locate_sparkr
+from tests.conftest import kill_drivers, start_server
 from tests.test_repl import Driver, start_driver
 
 RSCRIPT = shutil.which("Rscript")
@@ -36,23 +39,26 @@ SLEEPING_JOB = (
 
 
 @pytest.fixture(scope="module")
-def r_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
-    work = tmp_path_factory.mktemp("sparkr")
-    library = work / "library"
-    library.mkdir()
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An R library holding the SparkR stand-in (R CMD INSTALL: a few seconds)."""
+    library = tmp_path_factory.mktemp("sparkr-library")
     assert RSCRIPT is not None
-    r = str(Path(RSCRIPT).with_name("R"))
     done = subprocess.run(
-        [r, "CMD", "INSTALL", "--no-docs", "--no-html", f"--library={library}", str(STAND_IN)],
+        [str(Path(RSCRIPT).with_name("R")), "CMD", "INSTALL", "--no-docs", "--no-html", f"--library={library}", str(STAND_IN)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return library
+
+
+@pytest.fixture(scope="module")
+def r_driver(stand_in: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPARKR_PACKAGE_DIR", str(library))
-        driver = start_driver(work, spark=True, kind="sparkr")
+        patch.setenv("SPARKR_PACKAGE_DIR", str(stand_in))
+        driver = start_driver(tmp_path_factory.mktemp("sparkr"), spark=True, kind="sparkr")
     yield driver
     driver.stop()
 
@@ -104,6 +110,31 @@ def test_r_cancel(r_driver: Driver) -> None:
         assert done["output"]["status"] == "error"
     assert r_driver.text("kept") == '[1] "still here"'  # the same R process
     assert r_driver.text('callJMethod(callJMethod(spark, "sql", "SELECT * FROM range(3)"), "count")') == "[1] 3"
+
+
+@pytest.mark.spark
+@needs_r
+def test_sparkr_session_through_the_server(stand_in: Path, tmp_path: Path) -> None:
+    """The server's check passes where R and SparkR are (SPARKR_PACKAGE_DIR here), the session's
+    statements run in R by default and in Python by their kind, on one SparkSession."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPARKR_PACKAGE_DIR", str(stand_in))
+        server = start_server(tmp_path, {"livy.spark.master": "local[1]"})
+    try:
+        created = server.post("/sessions", json={"kind": "r"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        assert server.wait_for(sid, {"idle"}, path="/sessions", timeout=300)["kind"] == "sparkr"
+        assert server.run(sid, "x <- 40 + 2\nx", timeout=300)["output"]["data"]["text/plain"] == "[1] 42"
+        server.run(sid, "spark.range(4).createOrReplaceTempView('four')", kind="pyspark")
+        counted = server.run(sid, 'callJMethod(callJMethod(spark, "sql", "SELECT * FROM four"), "count")', kind="sparkr")
+        assert counted["output"]["data"]["text/plain"] == "[1] 4"
+        failed = server.run(sid, 'stop("boom")')["output"]
+        assert (failed["status"], failed["ename"], failed["evalue"]) == ("error", "Error", "boom")
+        assert server.delete(f"/sessions/{sid}").json() == {"msg": "deleted"}
+    finally:
+        server.stop()
+        kill_drivers(tmp_path)
 
 
 @pytest.mark.spark
