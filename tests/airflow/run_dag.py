@@ -1,14 +1,23 @@
-"""Run one DAG with dag.test() in this process and print its outcome as JSON on the last line.
+"""Run DAGs with dag.test() and print each outcome as JSON on its last line.
 
-The tests start this as a subprocess (python run_dag.py DAG_FILE DAG_ID LOGICAL_DATE [RUN_CONF_JSON]), so a case
-can kill the "worker" (this process) mid-task, the way a crash or a SIGTERM would.
+`python run_dag.py DAG_FILE DAG_ID LOGICAL_DATE [RUN_CONF_JSON]` runs one DAG and exits.
+
+`python run_dag.py --serve` is a warm worker (tests/airflow/conftest.py keeps a small pool of them):
+importing Airflow and building its in-process execution API costs 15 to 40 s of CPU per process, a
+DAG run afterwards about a second. It warms up, says "ready" on stdout, then reads one JSON request a
+line on stdin: the environment to run under (the test process's, connections included), where the
+run's output goes, and whether to exit after the run (a test that kills "the worker" mid-task gets a
+process of its own, as a crashed Airflow worker is). Each run answers one JSON line on stdout.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
+import os
 import sys
+import traceback
 from datetime import datetime
 
 RESULT_MARK = "DAG-TEST-RESULT "
@@ -42,5 +51,47 @@ def main(dag_file: str, dag_id: str, logical_date: str, conf: str = "{}") -> Non
     )
 
 
+def warm_up() -> None:
+    """What every first dag.test() in a process pays: Airflow's imports and the in-process execution API,
+    whose versioned routes are generated on its first request."""
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
+
+    for module in ("airflow_provider_livy.operators.livy", "airflow_provider_livy.operators.livy_session"):
+        importlib.import_module(module)
+    InProcessTestSupervisor._api_client().get("health")
+
+
+def redirect_output(path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def serve() -> None:
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    worker_log = os.environ["DAG_WORKER_LOG"]
+    redirect_output(worker_log)  # warm-up chatter stays out of the answers
+    warm_up()
+    answers.write("ready\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        redirect_output(request["log_path"])
+        try:
+            main(*request["argv"])
+            code = 0
+        except Exception:  # reported as the exit status of a one-off runner
+            traceback.print_exc()
+            code = 1
+        redirect_output(worker_log)
+        if request["exit"]:
+            sys.exit(code)
+        answers.write(json.dumps({"returncode": code}) + "\n")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    serve() if sys.argv[1:] == ["--serve"] else main(*sys.argv[1:5])

@@ -71,7 +71,7 @@ def test_session_operator_with_real_spark(spark_server: LivyServer, dag_runner: 
         LivySessionOperator(task_id="invalid", statements=["1", {{"code": "1", "kind": "cobol"}}], dag=dag)
         """,
     )
-    outcome = dag_runner.start(dag, "livy_sessions", connection_env(server)).outcome(timeout=1700)
+    outcome = dag_runner.run(dag, "livy_sessions", connection_env(server), timeout=1700)
     out = outcome.output
     states = {t: outcome.task(t)["state"] for t in ("state", "sql", "fails", "deferred_fails", "invalid")}
     assert states == {
@@ -220,7 +220,7 @@ def test_sql_operators_through_livy_sql_hook(spark_server: LivyServer, dag_runne
         tricky=tricky,
     )
     env = connection_env(server, "livy_sql", "livy_sql")
-    outcome = dag_runner.start(dag, "livy_sql_operators", env).outcome(timeout=1200)
+    outcome = dag_runner.run(dag, "livy_sql_operators", env, timeout=1200)
     states = {t: outcome.task(t)["state"] for t in ("query", "check", "check_fails")}
     assert states == {"query": "success", "check": "success", "check_fails": "failed"}, outcome.output[-5000:]
     # rows are tuples (common-sql's rule); XCom keeps them as Airflow's serde writes a tuple
