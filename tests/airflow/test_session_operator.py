@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
 from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.sdk.exceptions import TaskDeferralTimeout
 
+from airflow_provider_livy.hooks import livy_dbapi
 from airflow_provider_livy.operators.livy import FAIL_METHOD
 from airflow_provider_livy.operators.livy_session import LivySessionOperator, session_name
 from airflow_provider_livy.triggers.livy import LivySessionTrigger
@@ -39,13 +42,16 @@ def created_sessions(server: LivyServer) -> int:
     raise AssertionError("no livy_interactive_created_total in /metrics")
 
 
+SQL_ROWS = 5  # the server's cap on a sql statement's rows (livy.rsc.sql.num-rows), small enough to reach
+
+
 @pytest.fixture(scope="module")
 def spark_server(tmp_path_factory: pytest.TempPathFactory):
     """One server running real local Spark for the module's DAG runs."""
     from tests.conftest import kill_drivers, start_server
 
     work_dir = tmp_path_factory.mktemp("spark-sessions")
-    server = start_server(work_dir, {"livy.spark.master": "local[1]", "livy.rsc.sql.num-rows": "1000"})
+    server = start_server(work_dir, {"livy.spark.master": "local[1]", "livy.rsc.sql.num-rows": str(SQL_ROWS)})
     yield server
     server.stop()
     kill_drivers(work_dir)
@@ -135,6 +141,26 @@ def test_retry_after_worker_crash_deletes_the_earlier_session_and_kill_deletes_t
     assert f"Deleted Livy session {second['id']} because the task was killed" in outcome.output, outcome.output[-3000:]
     assert sessions(server) == []
     assert created_sessions(server) == 2
+
+
+def test_execution_timeout_deletes_the_session(fake_server: LivyServer, dag_runner: DagRunner) -> None:
+    """A synchronous task past its execution_timeout: Airflow raises AirflowTaskTimeout in it while the
+    statement runs, and the session goes on the way out (the REPL is the real one, run as plain Python)."""
+    dag = dag_runner.write_dag(
+        "livy_session_timeout",
+        """
+        LivySessionOperator(task_id="too_slow", statements=["import time; time.sleep(600)"],
+                            execution_timeout=timedelta(seconds=10), polling_interval=1, dag=dag)
+        """,
+    )
+    outcome = dag_runner.run(dag, "livy_session_timeout", connection_env(fake_server))
+    task = outcome.task("too_slow")
+    assert task["state"] == "failed", outcome.output[-3000:]
+    session_id = task["xcom"]["session_id"]
+    assert f"[livy session {session_id}] statement 0 (id 0) submitted" in outcome.output, "it timed out mid-statement"
+    assert f"Deleted Livy session {session_id} because the task stopped (AirflowTaskTimeout)" in outcome.output
+    assert sessions(fake_server) == []
+    assert created_sessions(fake_server) == 1
 
 
 def after(seconds: float) -> Callable[[], bool]:
@@ -229,3 +255,36 @@ def test_sql_operators_through_livy_sql_hook(spark_server: LivyServer, dag_runne
     assert "Deleted Livy sql session" in outcome.output
     assert sessions(server) == [], "every connection's session deleted when Airflow closed it"
     assert created_sessions(server) - before == 3
+
+
+@pytest.mark.spark
+def test_dbapi_cursor_fetches_in_steps_and_warns_when_the_server_capped_the_rows(
+    spark_server: LivyServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PEP 249 through LivySqlHook.get_conn() on real Spark: fetchone/fetchmany/fetchall walk one result,
+    and a result the server cut at livy.rsc.sql.num-rows says so in a warning (one exactly at the cap does not)."""
+    from airflow_provider_livy.hooks.livy_sql import LivySqlHook
+
+    server = spark_server
+    before = created_sessions(server)
+    for key, value in connection_env(server, "livy_sql", "livy_sql").items():
+        monkeypatch.setenv(key, value)
+    capped = "Livy capped the result"
+    with closing(LivySqlHook(livy_conn_id="livy_sql", polling_interval=1).get_conn()) as conn:
+        cursor = conn.cursor()
+        with caplog.at_level(logging.WARNING, logger=livy_dbapi.__name__):
+            cursor.execute("select id, id * 2 as twice from range(%s)", [SQL_ROWS])
+            assert cursor.rowcount == SQL_ROWS and cursor.fetchall() == [(i, 2 * i) for i in range(SQL_ROWS)]
+            assert capped not in caplog.text, "exactly num-rows rows: nothing was cut"
+            cursor.execute("select id, id * 2 as twice from range(%s)", [SQL_ROWS + 2])
+        assert f"{capped} at {SQL_ROWS} rows (livy.rsc.sql.num-rows)" in caplog.text
+        assert [entry[:2] for entry in cursor.description] == [("id", "long"), ("twice", "long")]
+        assert cursor.rowcount == SQL_ROWS
+        assert cursor.fetchone() == (0, 0)
+        assert cursor.fetchmany(2) == [(1, 2), (2, 4)]
+        assert cursor.fetchmany() == [(3, 6)], "arraysize rows: 1"
+        assert cursor.fetchmany(5) == [(4, 8)], "what is left, not more"
+        assert cursor.fetchone() is None and cursor.fetchmany(3) == [] and cursor.fetchall() == []
+        assert [s["id"] for s in sessions(server)] == [conn.session_id]
+    assert sessions(server) == [], "closing the connection deleted its session"
+    assert created_sessions(server) - before == 1
