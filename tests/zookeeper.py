@@ -57,7 +57,7 @@ class ZooKeeperServer:
     def hosts(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> ZooKeeperServer:
+    def start(self, timeout: float = 60) -> ZooKeeperServer:
         from tests.conftest import free_port  # here, not at the top: conftest imports this module
 
         self.port = self.port or free_port()
