@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             service.log_dir,
             fstype,
         )
+    if config.cluster_mode and config.host.startswith("127.") and not config.launcher_address.startswith("127."):
+        log.warning(
+            "deploy mode cluster: sessions' drivers call back to %s:%d, but the server listens on %s only; "
+            "set livy.server.host to an address the cluster reaches (and livy.rsc.launcher.address if it differs)",
+            config.launcher_address or sessions.ui_host,
+            config.port,
+            config.host,
+        )
     if problem := service.spark_submit_problem():
         log.warning("%s: batches and sessions will end dead until this is fixed", problem)
     # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.

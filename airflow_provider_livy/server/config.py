@@ -115,6 +115,7 @@ class ServerConfig:
     k8s_namespace: str = "default"
     k8s_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path, not a secret
     k8s_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    launcher_address: str = ""  # the host drivers in a cluster call back (livy.rsc.launcher.address); empty: see README
 
     @property
     def recovery(self) -> bool:
@@ -162,6 +163,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.rsc.retained-statements": ("retained_statements", parse_int),
     "livy.rsc.sql.num-rows": ("sql_num_rows", parse_int),
     "livy.rsc.statement.max-output-bytes": ("statement_max_output", parse_int),
+    "livy.rsc.launcher.address": ("launcher_address", parse_str),
     "livy.server.cluster.poll-interval": ("cluster_poll_interval", parse_duration),
     "livy.server.yarn.poll-interval": ("cluster_poll_interval", parse_duration),
     "livy.server.standalone.master-ui-url": ("standalone_ui_url", parse_str),

@@ -67,6 +67,7 @@ class Handle:
 class Tracker(Protocol):
     coordinates: dict[str, Any]
     finds_by_tag: bool  # a listing finds the driver by our tag alone, without the id spark-submit printed
+    driver_env: str  # the prefix of Spark settings that set the driver's environment ("": none, no sessions there)
 
     def submit_conf(self, tag: str) -> dict[str, str]: ...
     def submitted_id(self, line: str) -> str | None: ...

@@ -35,6 +35,7 @@ class KubernetesTracker:
     ca_file: str = ""
     session: requests.Session = field(default_factory=http_session, repr=False)
     finds_by_tag = True  # the label finds the pod even if spark-submit's output named none
+    driver_env = "spark.kubernetes.driverEnv."
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> KubernetesTracker:

@@ -139,10 +139,16 @@ def _check_list_entry(path: str, whitelist: tuple[str, ...], field: str, cluster
 
 
 def build_command(
-    spark_home: Path, request: dict[str, Any], config: ServerConfig, server_conf: dict[str, str] | None = None
+    spark_home: Path,
+    request: dict[str, Any],
+    config: ServerConfig,
+    server_conf: dict[str, str] | None = None,
+    properties_file: Path | None = None,
 ) -> list[str]:
     """The spark-submit argument list Livy would build for this request; `server_conf` wins over the user's."""
     cmd = [str(spark_home / "bin" / "spark-submit")]
+    if properties_file is not None:
+        cmd += ["--properties-file", str(properties_file)]
     if request.get("name"):
         cmd += ["--name", request["name"]]
     if request.get("className"):
@@ -169,14 +175,46 @@ def build_command(
     return cmd
 
 
-def spark_environment(request: dict[str, Any]) -> dict[str, str]:
-    """The driver's environment: ours, plus a Python for PySpark that has pyspark importable."""
+def spark_environment(request: dict[str, Any], cluster: bool = False) -> dict[str, str]:
+    """The driver's environment: ours, plus a Python for PySpark that has pyspark importable.
+
+    Not in cluster mode: YARN's client passes PYSPARK_PYTHON and PYSPARK_DRIVER_PYTHON on to the
+    driver, where this server's Python does not exist; the cluster's own settings must decide there.
+    """
     env = dict(os.environ)
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
-    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if not cluster:
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if request.get("proxyUser"):
         env["HADOOP_PROXY_USER"] = request["proxyUser"]
     return env
+
+
+def spark_defaults_path(spark_home: Path, env: dict[str, str]) -> Path:
+    """Where spark-submit reads its defaults: $SPARK_CONF_DIR, else the Spark home's conf/ (as Spark's Utils does)."""
+    conf_dir = env.get("SPARK_CONF_DIR") or str(spark_home / "conf")
+    return Path(conf_dir) / "spark-defaults.conf"
+
+
+def write_properties_file(path: Path, spark_home: Path, env: dict[str, str], properties: dict[str, str]) -> None:
+    """A --properties-file readable by its owner only: for settings no command line may show (`ps` shows
+    them to every local user), such as a session's secret for its driver in a cluster.
+
+    spark-submit reads spark-defaults.conf only when no properties file is given (Spark 3.5; Spark 4's
+    --load-spark-defaults is not in 3.5), so its settings are merged in first and keep applying.
+    Request `--conf` settings still win over both, as on any spark-submit command line.
+    """
+    import javaproperties  # only cluster-mode sessions write one
+
+    merged: dict[str, str] = {}
+    defaults = spark_defaults_path(spark_home, env)
+    with contextlib.suppress(FileNotFoundError), open(defaults, encoding="utf-8") as handle:
+        merged.update(javaproperties.load(handle))
+    merged.update(properties)
+    path.unlink(missing_ok=True)  # a leftover from before a crash: O_EXCL below must create the file with our mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
+        javaproperties.dump(merged, handle, timestamp=False)
 
 
 def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str]) -> int:

@@ -47,6 +47,7 @@ class StandaloneTracker:
     session: requests.Session = field(default_factory=http_session, repr=False)
     _shared: dict[tuple[str, str | None], Status] = field(default_factory=dict, repr=False)
     finds_by_tag = False  # the master knows drivers by id only
+    driver_env = ""  # standalone cluster mode runs JVM drivers only: no REPL (interactive.py refuses sessions)
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> StandaloneTracker:

@@ -39,6 +39,7 @@ class YarnTracker:
     addresses: tuple[str, ...]  # ResourceManager web addresses, e.g. http://rm1:8088
     session: requests.Session = field(default_factory=http_session, repr=False)
     finds_by_tag = True  # every app carries the batch's tag
+    driver_env = "spark.yarn.appMasterEnv."  # the driver runs in the ApplicationMaster
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> YarnTracker:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ KEEPALIVE_BATCH = 64  # pings in flight at once
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # after a failed /status
 SHUTDOWN_WAIT = 5.0  # after POST /shutdown, how long Spark may take to stop before the process group is killed
 START, TTL, HEARTBEAT = "start", "ttl", "heartbeat"  # with IDLE: why the server ended a session (metrics, log lines)
+CHANNEL_PREFIX = "LIVY_REPL_"  # the driver's environment variables that carry the channel's settings
 VIEW_SETTINGS = (*RESOURCE_FIELDS, "conf", "heartbeatTimeoutInSecond", "ttl", "idleTimeout")
 
 
@@ -192,27 +194,39 @@ class Interactive:
     async def prepare(self, request: dict[str, Any], now: float) -> Repl:
         if request["kind"] == SPARKR:  # may ask R itself (about 1 s): off the event loop
             await asyncio.to_thread(check_sparkr, self.config, request.get("conf") or {})
-        if self.config.cluster_mode:
+        tracker = self.service.tracker
+        if self.config.cluster_mode and tracker is None:
             raise BatchRequestError(
-                "interactive sessions are not supported with livy.spark.deploy-mode = cluster yet "
-                "(the REPL's settings must reach the driver through a properties file); use client mode"
+                f"interactive sessions in cluster deploy mode need a yarn or k8s:// master, not {self.config.spark_master!r}"
             )
+        if self.config.cluster_mode and tracker is not None and not tracker.driver_env:
+            # Spark's SparkSubmit refuses it: "Cluster deploy mode is currently not supported for python
+            # applications on standalone clusters." Our REPL is a Python application, whatever the kind.
+            raise BatchRequestError(
+                "interactive sessions cannot run with livy.spark.deploy-mode = cluster on a Spark standalone "
+                "master: Spark runs only JVM drivers in standalone cluster mode, and a session's driver is a "
+                "Python REPL; use client deploy mode for sessions (batches of JVM apps may stay in cluster mode)"
+            )
+        if any(CHANNEL_PREFIX in key for key in request.get("conf", {})):
+            raise BatchRequestError(f"conf: settings of the driver's {CHANNEL_PREFIX}* environment are set by the server")
         return new_repl(request, self.config.session_timeout, now)
 
     def launch_request(self, batch: Batch, request: dict[str, Any]) -> dict[str, Any]:
         """The spark-submit request: our REPL as the file, the session's name as --name."""
         return {**request, "file": str(DRIVER_FILE), "name": batch.name or DEFAULT_SESSION_NAME.format(id=batch.id)}
 
-    def environment(self, batch: Batch, env: dict[str, str]) -> dict[str, str]:
-        """The channel settings, by environment (client/local mode): never on a command line."""
+    def channel_settings(self, batch: Batch) -> dict[str, str]:
+        """The driver's environment for the channel (driver.py's docstring): by environment in client/local
+        mode, through a 0600 properties file in cluster mode (lifecycle.py); never on a command line.
+        The callback host: livy.rsc.launcher.address, else the address the server listens on (its host
+        name when it listens on all)."""
         assert batch.repl is not None
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else self.service.ui_host
+        host = self.config.launcher_address or self.service.ui_host
         return {
-            **env,
             "LIVY_REPL_SECRET": batch.repl.secret,
             "LIVY_REPL_CALLBACK": f"http://{host}:{self.config.port}/internal/repl/{batch.id}",
             "LIVY_REPL_KIND": batch.repl.kind,
-            "LIVY_REPL_BIND": "127.0.0.1" if self.config.deploy_mode != "cluster" else "0.0.0.0",
+            "LIVY_REPL_BIND": "0.0.0.0" if self.config.cluster_mode else "127.0.0.1",
             "LIVY_REPL_IDLE_TIMEOUT": f"{self.config.repl_idle_timeout:g}",
             "LIVY_REPL_RETAINED": str(self.config.retained_statements),
             "LIVY_REPL_MAX_OUTPUT": str(self.config.statement_max_output),
@@ -444,8 +458,9 @@ class Interactive:
         except (ValueError, KeyError, TypeError):
             raise ReplUnreachable("the session's driver answered a statement without an id") from None
 
-    async def shutdown(self, batch: Batch) -> None:
-        """Ask the REPL to stop Spark and exit; the caller kills the process group after SHUTDOWN_WAIT."""
+    async def shutdown(self, batch: Batch, wait: float = 0.0) -> None:
+        """Ask the REPL to stop Spark and exit; the caller kills the process group after SHUTDOWN_WAIT.
+        `wait`: a driver in a cluster, whose process we cannot watch: until it stops answering, at most that long."""
         repl = batch.repl
         if repl is None or not repl.address:
             return
@@ -453,6 +468,15 @@ class Interactive:
             repl.follower.cancel()
         with contextlib.suppress(ReplUnreachable, ReplRefused):
             await self.channel.call(repl.address, repl.secret, "POST", "/shutdown")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                await self.channel.call(repl.address, repl.secret, "GET", "/status")
+            except ReplUnreachable:
+                return
+            except ReplRefused:
+                pass  # stopping: it still answers
+            await asyncio.sleep(0.1)
 
     def cancel_follower(self, batch: Batch) -> None:
         if batch.repl is not None and batch.repl.follower is not None:

@@ -143,6 +143,11 @@ class SessionService:
     def exit_path(self, batch_id: int) -> Path:
         return self.log_dir / f"{batch_id}.exit"
 
+    def properties_path(self, batch_id: int) -> Path:
+        """A cluster-mode session's --properties-file (0600, it holds the channel's secret): it lives only
+        while spark-submit runs, which reads it at its start; a restart needs none (the record has all)."""
+        return self.log_dir / f"{batch_id}.properties"
+
     def spark_submit_problem(self) -> str | None:
         """A reason spark-submit cannot run, for a warning at start-up; None when it looks fine."""
         path = self.spark_home / "bin" / "spark-submit"
@@ -173,6 +178,8 @@ class SessionService:
         a driver handed over to a cluster is followed there."""
         if batch.active and batch.cluster is not None and batch.cluster_id is not None and batch.pid is None:
             self._follow_in_cluster(batch)
+            if self.interactive:  # a session's REPL in the cluster, through the address it called back with
+                self.interactive.follow(batch)
         elif batch.state == STARTING and batch.pid is None:
             self.pending.append(batch.id)
         elif batch.active and batch.pid is not None and batch.id not in self.watched:
@@ -258,7 +265,7 @@ class SessionService:
         if self.registry.remove(batch.id) is not None:
             self.registry.counters["deleted"] += 1
         removal = self.writer.remove([batch.id])
-        logs.remove(self.log_path(batch.id), self.exit_path(batch.id))
+        logs.remove(self.log_path(batch.id), self.exit_path(batch.id), self.properties_path(batch.id))
         await removal
 
     def _make_room(self) -> None:
@@ -305,18 +312,28 @@ class SessionService:
 
     def _launch(self, batch: Batch) -> None:
         request, batch.request = batch.request or {}, None
-        env = launcher.spark_environment(request)
+        env = launcher.spark_environment(request, cluster=self.tracker is not None)
+        properties, driver_settings = None, {}
         if self.interactive:
             request = self.interactive.launch_request(batch, request)
-            env = self.interactive.environment(batch, env)
+            channel = self.interactive.channel_settings(batch)
+            if self.tracker is None:
+                env.update(channel)
+            else:  # the driver runs in the cluster: its environment goes there as Spark settings, in a 0600 file
+                properties = self.properties_path(batch.id)
+                driver_settings = {self.tracker.driver_env + key: value for key, value in channel.items()}
         server_conf = self.tracker.submit_conf(batch.app_tag) if self.tracker else None
-        command = launcher.build_command(self.spark_home, request, self.config, server_conf)
+        command = launcher.build_command(self.spark_home, request, self.config, server_conf, properties)
         if self.tracker is not None:
             batch.cluster = self.tracker.coordinates
         log_path = self.log_path(batch.id)
         try:
+            if properties is not None:
+                launcher.write_properties_file(properties, self.spark_home, env, driver_settings)
             pid = launcher.start(command, log_path, self.exit_path(batch.id), env)
         except OSError as err:
+            if properties is not None:
+                properties.unlink(missing_ok=True)
             self._append_log(batch, f"livy-server: could not start the driver: {err}")
             self._finish(batch, DEAD)
             return
@@ -431,6 +448,8 @@ class SessionService:
 
     def _on_exit(self, batch: Batch) -> None:
         self.watched.pop(batch.id, None)
+        if self.interactive and batch.cluster is not None:
+            self.properties_path(batch.id).unlink(missing_ok=True)
         code = launcher.read_exit_code(self.exit_path(batch.id))
         if batch.cluster is not None and self._hand_over(batch, code):
             return
@@ -493,8 +512,8 @@ class SessionService:
                 setattr(batch, name, value)
         if status.state in TERMINAL_STATES:
             self._spawn(self._cluster_end(batch, handle, status))
-        elif status.state == RUNNING and batch.state != RUNNING:
-            self.set_up(batch, RUNNING)
+        elif status.state == RUNNING and batch.state != RUNNING and batch.repl is None:
+            self.set_up(batch, RUNNING)  # a session is up only once its REPL calls back
         elif changed:
             self._persist(batch)
 
@@ -514,7 +533,8 @@ class SessionService:
         self._read_output(batch)
         if batch.app_id is None:  # standalone: the driver names its app in its output
             batch.app_id = next((m.group(1) for line in lines if (m := launcher.APP_ID_RE.search(line))), handle.cluster_id)
-        self._finish(batch, KILLED if batch.kill_requested else status.state)
+        end = DEAD if batch.repl is not None and status.state == SUCCESS else status.state  # a session never succeeds
+        self._finish(batch, KILLED if batch.kill_requested else end)
 
     def _append_lines(self, batch: Batch, lines: list[str]) -> None:
         try:
@@ -558,6 +578,9 @@ class SessionService:
         """SIGTERM to the driver's process group, SIGKILL after a grace period; waits until it is gone."""
         batch.kill_requested = True
         if self.follower.follows(batch.id):
+            if self.interactive and batch.repl is not None and batch.repl.address:
+                self.registry.set_state(batch, SHUTTING_DOWN)  # the REPL stops Spark first; the cluster's kill then
+                await self.interactive.shutdown(batch, wait=SHUTDOWN_WAIT)  # makes sure nothing is left running
             await self._kill_in_cluster(batch)
             return
         if batch.id in self.pending or batch.pid is None:

@@ -236,7 +236,12 @@ class Recovery:
             batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
         batch.request = None
         submitting = batch.pid is not None
+        submitter_alive = batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start)
+        if batch.repl is not None and batch.cluster is not None and not submitter_alive:
+            self.service.properties_path(batch.id).unlink(missing_ok=True)  # spark-submit ended while we were down
         if batch.cluster is not None and self._handed_over(batch, log_path, exit_path):
+            if batch.repl is not None and batch.state in (IDLE, BUSY):
+                batch.state = RECOVERING  # until its REPL's first /status says idle or busy
             self.stats["followed in their cluster again"] += 1
             return changed or submitting  # the record changes only if spark-submit ended while we were down
         if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):

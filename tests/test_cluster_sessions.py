@@ -1,0 +1,242 @@
+"""Interactive sessions in deploy mode cluster (YARN), with stand-ins for what this machine lacks.
+
+There is no YARN here. As in test_cluster_trackers.py, a small HTTP server answers as the
+ResourceManager's REST API documents (apps listing by tag, `PUT .../state` to kill). spark-submit is a
+fake that behaves as YARN's client does in cluster mode with `spark.yarn.submit.waitAppCompletion=false`:
+it reads its `--properties-file` and `--conf`s, starts the application master's process (our real REPL,
+`server/repl/driver.py`, as plain Python with LIVY_REPL_NO_SPARK=1) detached, with an environment made
+only of the `spark.yarn.appMasterEnv.*` settings, registers the app with the stand-in ResourceManager,
+prints YARN's submission lines and exits. The server, its store, the REPL and the channel are real; the
+real-Spark session path is tested in client mode (test_sessions_spark.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import LivyServer
+from tests.state_store import FileStoreView
+from tests.test_cluster_trackers import StandIn, yarn_app
+
+FAKE_YARN_CLIENT = '''#!{python}
+"""spark-submit as YARN's client in cluster mode, for tests/test_cluster_sessions.py."""
+import json, os, subprocess, sys, urllib.request
+import javaproperties
+
+RM, STATE, PREFIX = {rm!r}, {state!r}, "spark.yarn.appMasterEnv."
+args, conf, properties_file, i = sys.argv[1:], {{}}, None, 0
+while i < len(args) and args[i].startswith("--"):
+    if args[i] == "--properties-file":
+        properties_file = args[i + 1]
+    elif args[i] == "--conf":
+        key, _, value = args[i + 1].partition("=")
+        conf[key] = value
+    i += 2
+properties, mode = {{}}, None
+if properties_file:
+    mode = os.stat(properties_file).st_mode & 0o777
+    with open(properties_file, encoding="utf-8") as handle:
+        properties = javaproperties.load(handle)
+settings = {{**properties, **conf}}  # --conf wins over the properties file, as in spark-submit
+app_id = "application_1700000000000_%04d" % os.getpid()
+with open(os.path.join(STATE, app_id + ".submit.json"), "w") as out:
+    json.dump({{"argv": sys.argv, "mode": mode, "properties": properties, "conf": conf}}, out)
+if settings.get("spark.submit.deployMode") != "cluster" or settings.get("spark.yarn.submit.waitAppCompletion") != "false":
+    sys.exit("this fake only hands apps over in cluster mode without waiting")
+env = {{key[len(PREFIX):]: value for key, value in settings.items() if key.startswith(PREFIX)}}
+env.update(PATH=os.environ["PATH"], LIVY_REPL_NO_SPARK="1")  # the container's environment: nothing of ours
+with open(os.path.join(STATE, app_id + ".driver.log"), "ab") as log:
+    driver = subprocess.Popen([sys.executable, args[i]], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+body = json.dumps({{"id": app_id, "tags": settings["spark.yarn.tags"], "pid": driver.pid}}).encode()
+urllib.request.urlopen(urllib.request.Request(RM + "/fake/submit", data=body, method="POST")).read()
+print("INFO Client: Submitting application %s to ResourceManager" % app_id)
+print("INFO YarnClientImpl: Submitted application %s" % app_id)
+print("INFO Client: Application report for %s (state: RUNNING)" % app_id)
+'''
+
+
+class ResourceManager(StandIn):
+    """The stand-in ResourceManager; the fake client registers each app it submits (and its driver's pid)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drivers: dict[str, int] = {}  # app id -> the REPL's pid (the "container")
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        class Handler(super().handler()):  # type: ignore[misc]
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+        return Handler
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        if method == "POST" and path == "/fake/submit":
+            self.apps[body["id"]] = yarn_app(body["id"], "RUNNING", tags=body["tags"])
+            self.drivers[body["id"]] = body["pid"]
+            return 200, {}
+        return super().route(method, path, query, body)
+
+    def kills(self) -> list[str]:
+        with self.lock:
+            return [r[1].split("/")[-2] for r in self.requests if r[0] == "PUT" and r[4] == {"state": "KILLED"}]
+
+
+@pytest.fixture
+def yarn(tmp_path: Path) -> Iterator[tuple[ResourceManager, dict[str, str]]]:
+    """The stand-in ResourceManager and the settings of a server handing sessions to it."""
+    rm = ResourceManager()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), rm.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    home, state = tmp_path / "yarn-spark-home", tmp_path / "yarn-state"
+    (home / "bin").mkdir(parents=True)
+    (home / "conf").mkdir()
+    state.mkdir()
+    # The cluster's own defaults: spark-submit skips them once given a properties file, so the server merges them in.
+    defaults = "# site defaults\nspark.yarn.queue   analytics\nspark.executor.memory=3g\n"
+    (home / "conf" / "spark-defaults.conf").write_text(defaults)
+    submit = home / "bin" / "spark-submit"
+    submit.write_text(FAKE_YARN_CLIENT.format(python=sys.executable, rm=url, state=str(state)))
+    submit.chmod(0o755)
+    settings = {
+        "livy.server.spark-home": str(home),
+        "livy.spark.master": "yarn",
+        "livy.spark.deploy-mode": "cluster",
+        "livy.server.yarn.rm-addresses": url,
+        "livy.server.cluster.poll-interval": "200ms",
+        "livy.rsc.launcher.address": "127.0.0.1",  # the test's "cluster" is this host
+    }
+    yield rm, settings
+    for pid in rm.drivers.values():  # drivers the server was meant to leave running (kill -9 of the server)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.shutdown()
+    server.server_close()
+
+
+def submission(tmp_path: Path, app_id: str) -> dict[str, Any]:
+    return json.loads((tmp_path / "yarn-state" / f"{app_id}.submit.json").read_text())
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def session_log(server: LivyServer, session_id: int) -> list[str]:
+    return server.get(f"/sessions/{session_id}/log", params={"size": -1}).json()["log"]
+
+
+def test_a_yarn_cluster_session_runs_its_repl_in_the_cluster_and_delete_kills_it_there(
+    make_server, yarn: tuple[ResourceManager, dict[str, str]], tmp_path: Path
+) -> None:
+    rm, settings = yarn
+    store = FileStoreView(tmp_path / "store")
+    server = make_server({**settings, **store.settings})
+    session = server.open_session(kind="pyspark", name="cluster-repl")
+    app_id = next(iter(rm.apps))
+    session = server.wait_for(session["id"], {"idle"}, path="/sessions")
+    assert session["appId"] == app_id, "the cluster's id for the app"
+    assert session["appInfo"]["driverLogUrl"].startswith("http://nm:8042/")
+    assert server.run(session["id"], "x = 40 + 2")["output"]["status"] == "ok"
+    assert server.run(session["id"], "print(x)")["output"]["data"]["text/plain"].strip() == "42"
+
+    secret = store.records(family="interactive")[session["id"]]["replSecret"]
+    submitted = submission(tmp_path, app_id)
+    assert secret not in json.dumps(submitted["argv"]), "the secret is never on spark-submit's command line"
+    assert submitted["mode"] == 0o600
+    props = submitted["properties"]
+    env = {k.removeprefix("spark.yarn.appMasterEnv."): v for k, v in props.items() if k.startswith("spark.yarn.appMasterEnv.")}
+    assert env["LIVY_REPL_SECRET"] == secret
+    assert env["LIVY_REPL_BIND"] == "0.0.0.0"
+    assert env["LIVY_REPL_CALLBACK"] == f"http://127.0.0.1:{server.port}/internal/repl/{session['id']}"
+    assert props["spark.yarn.queue"] == "analytics" and props["spark.executor.memory"] == "3g", "spark-defaults.conf merged"
+    assert submitted["conf"]["spark.yarn.submit.waitAppCompletion"] == "false"
+    assert "livy-server" in submitted["conf"]["spark.yarn.tags"]
+    assert not list(Path(server.settings["livy.server.log-dir"]).rglob("*.properties")), "removed once spark-submit exited"
+
+    shown = [
+        server.server_log(),
+        json.dumps(server.get(f"/sessions/{session['id']}").json()),
+        json.dumps(server.get("/sessions").json()),
+        server.get("/metrics").text,
+        json.dumps(session_log(server, session["id"])),
+    ]
+    assert not [text for text in shown if secret in text], "the secret never shows"
+
+    driver = rm.drivers[app_id]
+    assert psutil.pid_exists(driver)
+    assert server.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
+    assert rm.kills() == [app_id], "the app is killed through the ResourceManager"
+    assert gone(driver), "the REPL was shut down"
+    assert rm.apps[app_id]["state"] == "KILLED"
+
+
+def test_a_restart_follows_cluster_sessions_again_through_their_repl_and_their_app(
+    make_server, yarn: tuple[ResourceManager, dict[str, str]], tmp_path: Path
+) -> None:
+    rm, settings = yarn
+    store = FileStoreView(tmp_path / "store")
+    first = make_server({**settings, **store.settings})
+    kept = first.open_session(kind="pyspark")
+    ended = first.open_session(kind="pyspark")
+    assert first.run(kept["id"], "x = 42")["output"]["status"] == "ok"
+    apps = {s["id"]: first.wait_for(s["id"], {"idle"}, path="/sessions")["appId"] for s in (kept, ended)}
+    assert set(apps.values()) == set(rm.apps)
+    first.stop(signal.SIGKILL)
+
+    polls = rm.count("GET", "/ws/v1/cluster/apps")
+    second = make_server({**store.settings, "livy.server.cluster.poll-interval": "200ms"})  # no YARN keys: the record has them
+    assert second.port != first.port
+    back = second.wait_for(kept["id"], {"idle"}, path="/sessions", timeout=30)
+    assert back["appId"] == apps[kept["id"]]
+    assert second.run(kept["id"], "print(x)")["output"]["data"]["text/plain"].strip() == "42", "its interpreter state"
+    assert rm.count("GET", "/ws/v1/cluster/apps") > polls, "followed in the cluster again"
+
+    rm.apps[apps[ended["id"]]].update(state="FAILED", finalStatus="FAILED")  # the cluster ends it (a node lost, say)
+    dead = second.wait_for(ended["id"], {"dead", "killed"}, path="/sessions", timeout=30)
+    assert dead["state"] == "dead"
+    assert any(f"driver {apps[ended['id']]} ended in the cluster: FAILED" in line for line in session_log(second, ended["id"]))
+
+    driver = rm.drivers[apps[kept["id"]]]
+    assert second.delete(f"/sessions/{kept['id']}").json() == {"msg": "deleted"}
+    assert rm.kills() == [apps[kept["id"]]]
+    assert gone(driver)
+
+
+def test_sessions_in_standalone_cluster_mode_are_refused_with_the_reason(make_server) -> None:
+    server = make_server({"livy.spark.master": "spark://127.0.0.1:7077", "livy.spark.deploy-mode": "cluster"})
+    response = server.post("/sessions", json={"kind": "pyspark"})
+    assert response.status_code == 400
+    assert "standalone" in response.json()["msg"] and "Python" in response.json()["msg"]
+    assert server.get("/sessions").json()["total"] == 0
+
+
+def test_users_cannot_set_the_channel_settings_of_a_cluster_driver(make_server, yarn) -> None:
+    _, settings = yarn
+    server = make_server(settings)
+    for key in ("spark.yarn.appMasterEnv.LIVY_REPL_CALLBACK", "spark.kubernetes.driverEnv.LIVY_REPL_SECRET"):
+        response = server.post("/sessions", json={"kind": "pyspark", "conf": {key: "http://elsewhere"}})
+        assert response.status_code == 400, response.text
+        assert "set by the server" in response.json()["msg"]
