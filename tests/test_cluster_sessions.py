@@ -1,12 +1,13 @@
-"""Interactive sessions in deploy mode cluster (YARN), with stand-ins for what this machine lacks.
+"""Interactive sessions in deploy mode cluster (YARN, Kubernetes), with stand-ins for what this machine lacks.
 
-There is no YARN here. As in test_cluster_trackers.py, a small HTTP server answers as the
-ResourceManager's REST API documents (apps listing by tag, `PUT .../state` to kill). spark-submit is a
-fake that behaves as YARN's client does in cluster mode with `spark.yarn.submit.waitAppCompletion=false`:
-it reads its `--properties-file` and `--conf`s, starts the application master's process (our real REPL,
-`server/repl/driver.py`, as plain Python with LIVY_REPL_NO_SPARK=1) detached, with an environment made
-only of the `spark.yarn.appMasterEnv.*` settings, registers the app with the stand-in ResourceManager,
-prints YARN's submission lines and exits. The server, its store, the REPL and the channel are real; the
+There is no YARN or Kubernetes here. As in test_cluster_trackers.py, a small HTTP server answers as the
+ResourceManager's REST API (apps listing by tag, `PUT .../state` to kill) and Kubernetes' (pod list by
+label, pod delete) document. spark-submit is a fake that behaves as YARN's or Kubernetes' client does in
+cluster mode without waiting for the app: it reads its `--properties-file` and `--conf`s, starts the
+driver's process (our real REPL, `server/repl/driver.py`, as plain Python with LIVY_REPL_NO_SPARK=1)
+detached, with an environment made only of the `spark.yarn.appMasterEnv.*` (or
+`spark.kubernetes.driverEnv.*`) settings, registers the app (or driver pod) with the stand-in, prints
+the client's submission lines and exits. The server, its store, the REPL and the channel are real; the
 real-Spark session path is tested in client mode (test_sessions_spark.py).
 """
 
@@ -31,12 +32,12 @@ from tests.conftest import LivyServer
 from tests.state_store import FileStoreView
 from tests.test_cluster_trackers import StandIn, yarn_app
 
-FAKE_YARN_CLIENT = '''#!{python}
-"""spark-submit as YARN's client in cluster mode, for tests/test_cluster_sessions.py."""
+FAKE_CLIENT = '''#!{python}
+"""spark-submit as YARN's or Kubernetes' client in cluster mode, for tests/test_cluster_sessions.py."""
 import json, os, subprocess, sys, urllib.request
 import javaproperties
 
-RM, STATE, PREFIX = {rm!r}, {state!r}, "spark.yarn.appMasterEnv."
+CLUSTER, STATE = {cluster!r}, {state!r}
 args, conf, properties_file, i = sys.argv[1:], {{}}, None, 0
 while i < len(args) and args[i].startswith("--"):
     if args[i] == "--properties-file":
@@ -51,26 +52,40 @@ if properties_file:
     with open(properties_file, encoding="utf-8") as handle:
         properties = javaproperties.load(handle)
 settings = {{**properties, **conf}}  # --conf wins over the properties file, as in spark-submit
-app_id = "application_1700000000000_%04d" % os.getpid()
+k8s = settings["spark.master"].startswith("k8s://")
+PREFIX = "spark.kubernetes.driverEnv." if k8s else "spark.yarn.appMasterEnv."
+wait = "spark.kubernetes.submission.waitAppCompletion" if k8s else "spark.yarn.submit.waitAppCompletion"
+app_id = ("spark-%08x" if k8s else "application_1700000000000_%04d") % os.getpid()
 with open(os.path.join(STATE, app_id + ".submit.json"), "w") as out:
     json.dump({{"argv": sys.argv, "mode": mode, "properties": properties, "conf": conf}}, out)
-if settings.get("spark.submit.deployMode") != "cluster" or settings.get("spark.yarn.submit.waitAppCompletion") != "false":
+if settings.get("spark.submit.deployMode") != "cluster" or settings.get(wait) != "false":
     sys.exit("this fake only hands apps over in cluster mode without waiting")
 env = {{key[len(PREFIX):]: value for key, value in settings.items() if key.startswith(PREFIX)}}
 env.update(PATH=os.environ["PATH"], LIVY_REPL_NO_SPARK="1")  # the container's environment: nothing of ours
 with open(os.path.join(STATE, app_id + ".driver.log"), "ab") as log:
     driver = subprocess.Popen([sys.executable, args[i]], env=env, stdin=subprocess.DEVNULL, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
-body = json.dumps({{"id": app_id, "tags": settings["spark.yarn.tags"], "pid": driver.pid}}).encode()
-urllib.request.urlopen(urllib.request.Request(RM + "/fake/submit", data=body, method="POST")).read()
-print("INFO Client: Submitting application %s to ResourceManager" % app_id)
-print("INFO YarnClientImpl: Submitted application %s" % app_id)
-print("INFO Client: Application report for %s (state: RUNNING)" % app_id)
+if k8s:
+    pod, namespace = app_id + "-driver", settings["spark.kubernetes.namespace"]
+    tag = settings["spark.kubernetes.driver.label.livy-app-tag"]
+    body = {{"id": app_id, "pod": pod, "namespace": namespace, "tag": tag, "pid": driver.pid}}
+else:
+    body = {{"id": app_id, "tags": settings["spark.yarn.tags"], "pid": driver.pid}}
+request = urllib.request.Request(CLUSTER + "/fake/submit", data=json.dumps(body).encode(), method="POST")
+urllib.request.urlopen(request).read()
+if k8s:
+    print("INFO LoggingPodStatusWatcherImpl: Deployed Spark application %s with application ID %s and "
+          "submission ID %s:%s into Kubernetes" % (settings.get("spark.app.name", "app"), app_id, namespace, pod))
+else:
+    print("INFO Client: Submitting application %s to ResourceManager" % app_id)
+    print("INFO YarnClientImpl: Submitted application %s" % app_id)
+    print("INFO Client: Application report for %s (state: RUNNING)" % app_id)
 '''
 
 
-class ResourceManager(StandIn):
-    """The stand-in ResourceManager; the fake client registers each app it submits (and its driver's pid)."""
+class Cluster(StandIn):
+    """The stand-in ResourceManager and Kubernetes API; the fake client registers each app (or driver pod) it
+    submits, and its driver's pid."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,24 +100,36 @@ class ResourceManager(StandIn):
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         if method == "POST" and path == "/fake/submit":
-            self.apps[body["id"]] = yarn_app(body["id"], "RUNNING", tags=body["tags"])
+            if "pod" in body:
+                labels = {"spark-role": "driver", "spark-app-selector": body["id"], "livy-app-tag": body["tag"]}
+                self.pods[body["pod"]] = {
+                    "metadata": {"name": body["pod"], "namespace": body["namespace"], "labels": labels},
+                    "status": {"phase": "Running"},
+                }
+            else:
+                self.apps[body["id"]] = yarn_app(body["id"], "RUNNING", tags=body["tags"])
             self.drivers[body["id"]] = body["pid"]
             return 200, {}
         return super().route(method, path, query, body)
 
     def kills(self) -> list[str]:
+        """The apps killed through the ResourceManager (their state set to KILLED), the pods deleted."""
         with self.lock:
-            return [r[1].split("/")[-2] for r in self.requests if r[0] == "PUT" and r[4] == {"state": "KILLED"}]
+            return [
+                r[1].split("/")[-2] if r[0] == "PUT" else r[1].split("/")[-1].removesuffix("-driver")
+                for r in self.requests
+                if (r[0] == "PUT" and r[4] == {"state": "KILLED"}) or r[0] == "DELETE"
+            ]
 
 
-@pytest.fixture
-def yarn(tmp_path: Path) -> Iterator[tuple[ResourceManager, dict[str, str]]]:
-    """The stand-in ResourceManager and the settings of a server handing sessions to it."""
-    rm = ResourceManager()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), rm.handler())
+@contextlib.contextmanager
+def cluster_stand_in(tmp_path: Path, kind: str) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    """The stand-in cluster of that kind and the settings of a server handing sessions to it."""
+    stand_in = Cluster()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), stand_in.handler())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    home, state = tmp_path / "yarn-spark-home", tmp_path / "yarn-state"
+    home, state = tmp_path / "fake-spark-home", tmp_path / "cluster-state"
     (home / "bin").mkdir(parents=True)
     (home / "conf").mkdir()
     state.mkdir()
@@ -110,26 +137,42 @@ def yarn(tmp_path: Path) -> Iterator[tuple[ResourceManager, dict[str, str]]]:
     defaults = "# site defaults\nspark.yarn.queue   analytics\nspark.executor.memory=3g\n"
     (home / "conf" / "spark-defaults.conf").write_text(defaults)
     submit = home / "bin" / "spark-submit"
-    submit.write_text(FAKE_YARN_CLIENT.format(python=sys.executable, rm=url, state=str(state)))
+    submit.write_text(FAKE_CLIENT.format(python=sys.executable, cluster=url, state=str(state)))
     submit.chmod(0o755)
     settings = {
         "livy.server.spark-home": str(home),
-        "livy.spark.master": "yarn",
         "livy.spark.deploy-mode": "cluster",
-        "livy.server.yarn.rm-addresses": url,
         "livy.server.cluster.poll-interval": "200ms",
         "livy.rsc.launcher.address": "127.0.0.1",  # the test's "cluster" is this host
     }
-    yield rm, settings
-    for pid in rm.drivers.values():  # drivers the server was meant to leave running (kill -9 of the server)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.shutdown()
-    server.server_close()
+    if kind == "yarn":
+        settings.update({"livy.spark.master": "yarn", "livy.server.yarn.rm-addresses": url})
+    else:
+        settings.update({"livy.spark.master": f"k8s://{url}", "livy.server.kubernetes.namespace": "jobs"})
+    try:
+        yield stand_in, settings
+    finally:
+        for pid in stand_in.drivers.values():  # drivers a test leaves running on purpose (kill -9 of the server)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["yarn", "kubernetes"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    with cluster_stand_in(tmp_path, request.param) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def yarn(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    with cluster_stand_in(tmp_path, "yarn") as stand_in:
+        yield stand_in
 
 
 def submission(tmp_path: Path, app_id: str) -> dict[str, Any]:
-    return json.loads((tmp_path / "yarn-state" / f"{app_id}.submit.json").read_text())
+    return json.loads((tmp_path / "cluster-state" / f"{app_id}.submit.json").read_text())
 
 
 def gone(pid: int, timeout: float = 10) -> bool:
@@ -144,21 +187,34 @@ def gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def wait_for_app_id(server: LivyServer, session_id: int, timeout: float = 30) -> dict[str, Any]:
+    """The session's view once the cluster's next poll named its app (the REPL without Spark names none)."""
+    deadline = time.monotonic() + timeout
+    while (view := server.get(f"/sessions/{session_id}").json())["appId"] is None:
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+    return view
+
+
 def session_log(server: LivyServer, session_id: int) -> list[str]:
     return server.get(f"/sessions/{session_id}/log", params={"size": -1}).json()["log"]
 
 
-def test_a_yarn_cluster_session_runs_its_repl_in_the_cluster_and_delete_kills_it_there(
-    make_server, yarn: tuple[ResourceManager, dict[str, str]], tmp_path: Path
+def test_a_cluster_session_runs_its_repl_in_the_cluster_and_delete_kills_it_there(
+    make_server, cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
 ) -> None:
-    rm, settings = yarn
+    stand_in, settings = cluster
+    yarn = settings["livy.spark.master"] == "yarn"
+    prefix = "spark.yarn.appMasterEnv." if yarn else "spark.kubernetes.driverEnv."
     store = FileStoreView(tmp_path / "store")
     server = make_server({**settings, **store.settings})
     session = server.open_session(kind="pyspark", name="cluster-repl")
-    app_id = next(iter(rm.apps))
-    session = server.wait_for(session["id"], {"idle"}, path="/sessions")
+    app_id = next(iter(stand_in.drivers))
+    session = wait_for_app_id(server, session["id"])
+    assert session["state"] == "idle"
     assert session["appId"] == app_id, "the cluster's id for the app"
-    assert session["appInfo"]["driverLogUrl"].startswith("http://nm:8042/")
+    if yarn:
+        assert session["appInfo"]["driverLogUrl"].startswith("http://nm:8042/")
     assert server.run(session["id"], "x = 40 + 2")["output"]["status"] == "ok"
     assert server.run(session["id"], "print(x)")["output"]["data"]["text/plain"].strip() == "42"
 
@@ -167,13 +223,27 @@ def test_a_yarn_cluster_session_runs_its_repl_in_the_cluster_and_delete_kills_it
     assert secret not in json.dumps(submitted["argv"]), "the secret is never on spark-submit's command line"
     assert submitted["mode"] == 0o600
     props = submitted["properties"]
-    env = {k.removeprefix("spark.yarn.appMasterEnv."): v for k, v in props.items() if k.startswith("spark.yarn.appMasterEnv.")}
+    env = {k.removeprefix(prefix): v for k, v in props.items() if k.startswith(prefix)}
+    assert set(env) == {
+        "LIVY_REPL_SECRET",
+        "LIVY_REPL_CALLBACK",
+        "LIVY_REPL_KIND",
+        "LIVY_REPL_BIND",
+        "LIVY_REPL_IDLE_TIMEOUT",
+        "LIVY_REPL_RETAINED",
+        "LIVY_REPL_MAX_OUTPUT",
+        "LIVY_REPL_SQL_ROWS",
+    }
     assert env["LIVY_REPL_SECRET"] == secret
     assert env["LIVY_REPL_BIND"] == "0.0.0.0"
     assert env["LIVY_REPL_CALLBACK"] == f"http://127.0.0.1:{server.port}/internal/repl/{session['id']}"
     assert props["spark.yarn.queue"] == "analytics" and props["spark.executor.memory"] == "3g", "spark-defaults.conf merged"
-    assert submitted["conf"]["spark.yarn.submit.waitAppCompletion"] == "false"
-    assert "livy-server" in submitted["conf"]["spark.yarn.tags"]
+    if yarn:
+        assert submitted["conf"]["spark.yarn.submit.waitAppCompletion"] == "false"
+        assert "livy-server" in submitted["conf"]["spark.yarn.tags"]
+    else:
+        assert submitted["conf"]["spark.kubernetes.submission.waitAppCompletion"] == "false"
+        assert submitted["conf"]["spark.kubernetes.driver.label.livy-app-tag"].startswith("livy-session-")
     assert not list(Path(server.settings["livy.server.log-dir"]).rglob("*.properties")), "removed once spark-submit exited"
 
     shown = [
@@ -185,43 +255,46 @@ def test_a_yarn_cluster_session_runs_its_repl_in_the_cluster_and_delete_kills_it
     ]
     assert not [text for text in shown if secret in text], "the secret never shows"
 
-    driver = rm.drivers[app_id]
+    driver = stand_in.drivers[app_id]
     assert psutil.pid_exists(driver)
     assert server.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
-    assert rm.kills() == [app_id], "the app is killed through the ResourceManager"
+    assert stand_in.kills() == [app_id], "the app is killed through the cluster manager"
     assert gone(driver), "the REPL was shut down"
-    assert rm.apps[app_id]["state"] == "KILLED"
+    if yarn:
+        assert stand_in.apps[app_id]["state"] == "KILLED"
+    else:
+        assert not stand_in.pods, "the driver pod deleted"
 
 
 def test_a_restart_follows_cluster_sessions_again_through_their_repl_and_their_app(
-    make_server, yarn: tuple[ResourceManager, dict[str, str]], tmp_path: Path
+    make_server, yarn: tuple[Cluster, dict[str, str]], tmp_path: Path
 ) -> None:
-    rm, settings = yarn
+    stand_in, settings = yarn
     store = FileStoreView(tmp_path / "store")
     first = make_server({**settings, **store.settings})
     kept = first.open_session(kind="pyspark")
     ended = first.open_session(kind="pyspark")
     assert first.run(kept["id"], "x = 42")["output"]["status"] == "ok"
-    apps = {s["id"]: first.wait_for(s["id"], {"idle"}, path="/sessions")["appId"] for s in (kept, ended)}
-    assert set(apps.values()) == set(rm.apps)
+    apps = {s["id"]: wait_for_app_id(first, s["id"])["appId"] for s in (kept, ended)}
+    assert set(apps.values()) == set(stand_in.apps)
     first.stop(signal.SIGKILL)
 
-    polls = rm.count("GET", "/ws/v1/cluster/apps")
+    polls = stand_in.count("GET", "/ws/v1/cluster/apps")
     second = make_server({**store.settings, "livy.server.cluster.poll-interval": "200ms"})  # no YARN keys: the record has them
     assert second.port != first.port
     back = second.wait_for(kept["id"], {"idle"}, path="/sessions", timeout=30)
     assert back["appId"] == apps[kept["id"]]
     assert second.run(kept["id"], "print(x)")["output"]["data"]["text/plain"].strip() == "42", "its interpreter state"
-    assert rm.count("GET", "/ws/v1/cluster/apps") > polls, "followed in the cluster again"
+    assert stand_in.count("GET", "/ws/v1/cluster/apps") > polls, "followed in the cluster again"
 
-    rm.apps[apps[ended["id"]]].update(state="FAILED", finalStatus="FAILED")  # the cluster ends it (a node lost, say)
+    stand_in.apps[apps[ended["id"]]].update(state="FAILED", finalStatus="FAILED")  # the cluster ends it (a node lost, say)
     dead = second.wait_for(ended["id"], {"dead", "killed"}, path="/sessions", timeout=30)
     assert dead["state"] == "dead"
     assert any(f"driver {apps[ended['id']]} ended in the cluster: FAILED" in line for line in session_log(second, ended["id"]))
 
-    driver = rm.drivers[apps[kept["id"]]]
+    driver = stand_in.drivers[apps[kept["id"]]]
     assert second.delete(f"/sessions/{kept['id']}").json() == {"msg": "deleted"}
-    assert rm.kills() == [apps[kept["id"]]]
+    assert stand_in.kills() == [apps[kept["id"]]]
     assert gone(driver)
 
 
