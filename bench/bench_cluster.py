@@ -5,7 +5,10 @@ records of handed-over running batches (as a restart finds them), and a stand-in
 `/json/` status lists all N as RUNNING (pre-encoded bytes, served from a thread, so the stand-in
 costs the server nothing). The server polls it once per interval for all of them.
 
-- RSS per followed app: (RSS with N followed - RSS of the same server following none) / N.
+- RSS per followed app: (RSS with N followed - RSS of the same server following none) / N, the RSS
+  being the median of samples taken every 0.25 s over the window (a single sample landed inside a
+  poll a third of the time under load, adding that poll's parse: 1.9 or 2.7 KB in two rounds); the
+  peak per app (the largest sample, a poll's parse included) is reported next to it.
 - CPU per followed app per poll: the server's CPU time (user + system) over a window of polls,
   minus the idle server's CPU over the same wall time, divided by polls and by N.
 
@@ -35,6 +38,7 @@ TARGET_BYTES = 2048
 TARGET_CPU_US = 20.0
 POLL_INTERVAL = 1.0
 WINDOW_POLLS = 15
+RSS_SAMPLE_INTERVAL = 0.25
 
 
 class MasterStandIn:
@@ -118,8 +122,8 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def follow(work_dir: Path, count: int) -> tuple[float, float, int]:
-    """(RSS in bytes, CPU seconds over the window, polls in the window) of a server following `count` drivers."""
+def follow(work_dir: Path, count: int) -> tuple[float, float, int, float]:
+    """(median RSS in bytes, CPU seconds over the window, polls in the window, peak RSS) of a server following `count`."""
     stand_in = MasterStandIn(count)
     store = work_dir / f"store-{count}"
     write_store(store, count, stand_in.url)
@@ -143,11 +147,17 @@ def follow(work_dir: Path, count: int) -> tuple[float, float, int]:
             else:
                 time.sleep(3 * POLL_INTERVAL)
             polls0, cpu0, t0 = stand_in.polls, cpu_seconds(proc), time.monotonic()
-            time.sleep(WINDOW_POLLS * POLL_INTERVAL)
+            samples = []
+            while time.monotonic() - t0 < WINDOW_POLLS * POLL_INTERVAL:
+                samples.append(proc.memory_info().rss)
+                time.sleep(RSS_SAMPLE_INTERVAL)
             polls, cpu = stand_in.polls - polls0, cpu_seconds(proc) - cpu0
-            rss = proc.memory_info().rss
-            say(f"following {count}: RSS {rss / 2**20:.1f} MB, {cpu:.3f}s CPU over {polls} polls in {time.monotonic() - t0:.1f}s")
-            return rss, cpu, polls
+            rss, peak = median(samples), max(samples)
+            say(
+                f"following {count}: RSS {rss / 2**20:.1f} MB (peak {peak / 2**20:.1f}), "
+                f"{cpu:.3f}s CPU over {polls} polls in {time.monotonic() - t0:.1f}s"
+            )
+            return rss, cpu, polls, peak
     finally:
         stand_in.close()
 
@@ -197,17 +207,21 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     sizes = [1000] if quick else [1000, 10_000]
     rounds = 1 if quick else 3
     per_app: dict[int, list[float]] = {n: [] for n in sizes}
+    peak_per_app: dict[int, list[float]] = {n: [] for n in sizes}
     per_poll: dict[int, list[float]] = {n: [] for n in sizes}
     notes: dict[int, str] = {}
     for round_no in range(rounds):
-        idle_rss, idle_cpu, _ = follow(work_dir / f"round-{round_no}", 0)
+        idle_rss, idle_cpu, _, idle_peak = follow(work_dir / f"round-{round_no}", 0)
         for count in sizes:
-            rss, cpu, polls = follow(work_dir / f"round-{round_no}", count)
+            rss, cpu, polls, peak = follow(work_dir / f"round-{round_no}", count)
             per_app[count].append((rss - idle_rss) / count)
+            peak_per_app[count].append((peak - idle_peak) / count)
             per_poll[count].append((cpu - idle_cpu) / max(polls, 1) / count * 1e6)
             notes[count] = (
                 f"last round: server RSS {rss / 2**20:.1f} MB following {count}, {idle_rss / 2**20:.1f} MB following none"
             )
+    for count in sizes:
+        notes[count] += f"; peak (a poll's parse included): {spread(peak_per_app[count])} B per app"
     jvm = None if quick else waiting_spark_submit_rss(work_dir / "jvm")
     anchor = f"one waiting spark-submit JVM per app instead: {jvm / 2**20:.0f} MB each" if jvm else ""
     rows = []
