@@ -313,3 +313,24 @@ def test_users_cannot_set_the_channel_settings_of_a_cluster_driver(make_server, 
         response = server.post("/sessions", json={"kind": "pyspark", "conf": {key: "http://elsewhere"}})
         assert response.status_code == 400, response.text
         assert "set by the server" in response.json()["msg"]
+
+
+def test_batches_and_sessions_in_one_cluster_share_its_one_poll(
+    make_server, yarn: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    stand_in, settings = yarn
+    job = tmp_path / "job.py"
+    job.write_text("print('a batch driver')\n")
+    server = make_server(settings)
+    batch = server.submit(file=str(job))
+    session = server.open_session(kind="pyspark")
+    server.wait_for(batch["id"], {"running"}, timeout=30)
+    wait_for_app_id(server, session["id"])
+    before, started = stand_in.count("GET", "/ws/v1/cluster/apps"), time.monotonic()
+    time.sleep(3)
+    polls = stand_in.count("GET", "/ws/v1/cluster/apps") - before
+    intervals = (time.monotonic() - started) / 0.2
+    assert 0 < polls <= intervals + 2, f"{polls} listings in {intervals:.0f} intervals: one per interval for both"
+    assert server.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
+    assert server.delete(f"/batches/{batch['id']}").json() == {"msg": "deleted"}
+    assert len(stand_in.kills()) == 2

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT = 10.0
 TRIM_AFTER = 1000  # drivers in one poll from which the memory its parse freed is handed back to the OS
 GONE_AFTER_MISSES = 2  # polls in a row without the driver before it counts as unknown to the cluster
-Key = Hashable  # what the caller follows a driver for: a batch id; interactive sessions may use ("session", id)
+Key = Hashable  # what the caller follows a driver for: a batch id; an interactive session ("interactive", id)
 
 
 @dataclass(slots=True)

@@ -71,11 +71,27 @@ class ServerBusy(RuntimeError):
 
 class Capacity:
     """What both families share: max-sessions counts batches and sessions together, and
-    max-creation bounds the drivers starting at once, whichever kind they are."""
+    max-creation bounds the drivers starting at once, whichever kind they are. Drivers handed to a
+    cluster are followed by one Follower for both, so each cluster gets one poll per interval."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.services: list[SessionService] = []
+        self.follower = cluster.Follower(config, self._on_cluster_status)  # a session's key: (INTERACTIVE, id)
+        self._following: asyncio.Task[None] | None = None
+
+    def follow_clusters(self) -> asyncio.Task[None] | None:
+        """The follower's loop, started by the first family to start (None for the other)."""
+        if self._following is not None and not self._following.done():
+            return None
+        self._following = asyncio.create_task(self.follower.run())
+        return self._following
+
+    def _on_cluster_status(self, key: cluster.Key, handle: cluster.Handle, status: cluster.Status | None) -> None:
+        family, batch_id = key if isinstance(key, tuple) else (BATCH, key)
+        for service in self.services:
+            if service.family == family:
+                service._on_cluster_status(batch_id, handle, status)
 
     def held(self) -> int:
         return sum(len(service.registry) for service in self.services)
@@ -130,7 +146,7 @@ class SessionService:
         self.watched: dict[int, Batch] = {}  # batches with a live process
         self.exits: ExitWatch | None = None  # tells the moment a watched driver exits (made on first use)
         self.tracker = cluster.tracker_for_config(config)  # deploy mode cluster: where new drivers go
-        self.follower = cluster.Follower(config, self._on_cluster_status)  # drivers handed over to a cluster
+        self.follower = self.capacity.follower  # drivers handed over to a cluster, of both families
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -159,7 +175,9 @@ class SessionService:
 
     # --- running --------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(t) for t in (self._monitor(), self._collect(), self.follower.run())]
+        self._tasks = [asyncio.create_task(t) for t in (self._monitor(), self._collect())]
+        if (following := self.capacity.follow_clusters()) is not None:
+            self._tasks.append(following)
         for batch in list(self.registry.batches.values()):
             self._follow(batch)
         self.launch_pending()
@@ -194,13 +212,17 @@ class SessionService:
         for task in self._tasks:
             task.cancel()
         if not self.config.recovery:
-            followed = [self.registry.batches[key] for key in self.follower.followed() if key in self.registry.batches]
+            followed = [b for b in self.registry.batches.values() if self.follower.follows(self._key(b.id))]
             await asyncio.gather(*(self._kill(b) for b in [*self.watched.values(), *followed]))
         if self.interactive:
             await self.interactive.stop()
         if self.exits is not None:
             self.exits.close()
         self.store.close()
+
+    def _key(self, batch_id: int) -> cluster.Key:
+        """What the shared follower knows a driver by: a batch's id; a session's (INTERACTIVE, id)."""
+        return (INTERACTIVE, batch_id) if self.interactive else batch_id
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -261,7 +283,7 @@ class SessionService:
         """Kill a running driver first, then forget the batch."""
         if batch.active:
             await self._kill(batch)
-        self.follower.unfollow(batch.id)  # a kill the cluster did not confirm in time
+        self.follower.unfollow(self._key(batch.id))  # a kill the cluster did not confirm in time
         if self.registry.remove(batch.id) is not None:
             self.registry.counters["deleted"] += 1
         removal = self.writer.remove([batch.id])
@@ -494,7 +516,7 @@ class SessionService:
         batch.tail = None
         batch.cluster = self.follower.shared(batch.cluster or {})
         handle = cluster.Handle(batch.app_tag, batch.cluster_id or batch.app_tag, batch.created_at, app_id=batch.app_id)
-        self.follower.follow(batch.id, batch.cluster or {}, handle)
+        self.follower.follow(self._key(batch.id), batch.cluster or {}, handle)
 
     def _on_cluster_status(self, batch_id: int, handle: cluster.Handle, status: cluster.Status | None) -> None:
         """What one poll of the cluster says about one driver, in the batch's terms."""
@@ -545,7 +567,7 @@ class SessionService:
 
     async def _kill_in_cluster(self, batch: Batch) -> None:
         """Ask the cluster to kill the driver, then poll until it confirms (the follower ends the batch)."""
-        found = self.follower.handle(batch.id)
+        found = self.follower.handle(self._key(batch.id))
         if found is None:
             return
         tracker, handle = found
@@ -555,7 +577,7 @@ class SessionService:
             self._append_log(batch, f"livy-server: asking the cluster to kill driver {handle.cluster_id} failed: {err}")
         deadline = time.monotonic() + CLUSTER_KILL_CONFIRM
         while batch.active and time.monotonic() < deadline:
-            await self.follower.poll_for(batch.id)
+            await self.follower.poll_for(self._key(batch.id))
             await asyncio.sleep(0.25)
         if batch.active:
             self._append_log(
@@ -577,7 +599,7 @@ class SessionService:
     async def _kill(self, batch: Batch) -> None:
         """SIGTERM to the driver's process group, SIGKILL after a grace period; waits until it is gone."""
         batch.kill_requested = True
-        if self.follower.follows(batch.id):
+        if self.follower.follows(self._key(batch.id)):
             if self.interactive and batch.repl is not None and batch.repl.address:
                 self.registry.set_state(batch, SHUTTING_DOWN)  # the REPL stops Spark first; the cluster's kill then
                 await self.interactive.shutdown(batch, wait=SHUTDOWN_WAIT)  # makes sure nothing is left running
@@ -606,7 +628,7 @@ class SessionService:
                 await asyncio.sleep(0.05)
         if batch.id in self.watched:
             self._check(batch)
-        if self.follower.follows(batch.id):  # spark-submit had handed the driver over already
+        if self.follower.follows(self._key(batch.id)):  # spark-submit had handed the driver over already
             await self._kill_in_cluster(batch)
         elif batch.state not in TERMINAL_STATES:
             self._finish(batch, KILLED)
