@@ -21,7 +21,7 @@ class StoreView(Protocol):
 
     def records(self, family: str = "batch") -> dict[int, dict[str, Any]]: ...
     def index(self, family: str = "batch") -> list[str]: ...
-    def next_session_id(self) -> int: ...
+    def next_session_id(self, family: str = "batch") -> int: ...
     def write(self, key: str, data: bytes) -> None: ...
     def close(self) -> None: ...
 
@@ -44,8 +44,8 @@ class FileStoreView:
         index_dir = self.root / "v1" / f"{family}-index"
         return sorted(os.listdir(index_dir)) if index_dir.exists() else []
 
-    def next_session_id(self) -> int:
-        return json.loads((self.root / "v1" / "batch" / "state").read_bytes())["nextSessionId"]
+    def next_session_id(self, family: str = "batch") -> int:
+        return json.loads((self.root / "v1" / family / "state").read_bytes())["nextSessionId"]
 
     def write(self, key: str, data: bytes) -> None:
         path = self.root / key
@@ -88,8 +88,8 @@ class ZooKeeperView:
     def index(self, family: str = "batch") -> list[str]:
         return sorted(self._children(f"v1/{family}-index"))
 
-    def next_session_id(self) -> int:
-        return json.loads(self.client.get(f"/{self.prefix}/v1/batch/state")[0])["nextSessionId"]
+    def next_session_id(self, family: str = "batch") -> int:
+        return json.loads(self.client.get(f"/{self.prefix}/v1/{family}/state")[0])["nextSessionId"]
 
     def write(self, key: str, data: bytes) -> None:
         path = f"/{self.prefix}/{key}"

@@ -414,7 +414,7 @@ def test_output_cap(plain_driver: Driver) -> None:
     text = plain_driver.text("print('x' * 100000)")
     assert len(text.encode()) < 2000
     assert text.startswith("xxx")
-    assert text.endswith("[livy-repl: output truncated at LIVY_REPL_MAX_OUTPUT=2000 bytes]")
+    assert text.endswith("[livy-repl: output truncated at 2000 bytes (livy.rsc.statement.max-output-bytes)]")
     big_json = plain_driver.run("data = list(range(5000))\n%json data")
     assert "application/json" not in big_json["data"]
     assert "application/json output" in big_json["data"]["text/plain"]

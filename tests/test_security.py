@@ -90,7 +90,7 @@ def test_users_file_command_adds_and_replaces(tmp_path: Path) -> None:
 def test_every_endpoint_but_version_needs_credentials(secure_server, job_file: str) -> None:
     server = secure_server()
     alice = as_user("alice")
-    created = alice.post(server.url + "/batches", json={"file": job_file, "name": "mine", "args": ["sleep=30"]}, timeout=30)
+    created = alice.post(server.url + "/batches", json={"file": job_file, "name": "mine", "args": ["sleep=300"]}, timeout=30)
     assert created.status_code == 201, created.text
     batch_id = created.json()["id"]
     bad_headers = [
@@ -115,8 +115,22 @@ def test_every_endpoint_but_version_needs_credentials(secure_server, job_file: s
         ("GET", "/docs"),
         ("GET", "/no-such-route"),
     ]
-    for method, path in calls:
-        for headers in bad_headers:
+    # the session routes sit behind the same gate: none and a wrong password suffice (each check costs a bcrypt)
+    session_calls = [
+        ("GET", "/sessions"),
+        ("POST", "/sessions"),
+        ("GET", "/sessions/0"),
+        ("GET", "/sessions/0/state"),
+        ("GET", "/sessions/0/log"),
+        ("DELETE", "/sessions/0"),
+        ("GET", "/sessions/0/statements"),
+        ("POST", "/sessions/0/statements"),
+        ("GET", "/sessions/0/statements/0"),
+        ("POST", "/sessions/0/statements/0/cancel"),
+        ("POST", "/sessions/0/completion"),
+    ]
+    for method, path in calls + session_calls:
+        for headers in bad_headers if (method, path) in calls else bad_headers[:2]:
             response = requests.request(
                 method, server.url + path, headers={"X-Requested-By": "x", **headers}, json={"file": job_file}, timeout=30
             )
@@ -193,6 +207,13 @@ def test_proxy_user_only_for_those_who_may_impersonate(secure_server, job_file: 
     bad_type = alice.post(server.url + "/batches", json={"file": job_file, "proxyUser": ["bob"]}, timeout=10)
     assert bad_type.status_code == 400
     assert carol.get(server.url + "/batches", timeout=10).json()["total"] == 4
+    # the same rules for interactive sessions, whose driver then runs as the proxy user
+    refused = alice.post(server.url + "/sessions", json={"proxyUser": "bob"}, timeout=10)
+    assert (refused.status_code, refused.json()["msg"]) == (403, "User 'alice' is not allowed to impersonate 'bob'.")
+    session = svc.post(server.url + "/sessions", json={"kind": "sql", "proxyUser": "bob"}, timeout=10).json()
+    assert (session["owner"], session["proxyUser"]) == ("svc", "bob")
+    assert alice.get(server.url + f"/sessions/{session['id']}", timeout=10).status_code == 403
+    assert alice.post(server.url + "/sessions", json={}, timeout=10).json()["proxyUser"] == "alice"
 
 
 def test_impersonation_matrix() -> None:

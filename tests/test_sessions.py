@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.conftest import LivyServer
 from tests.state_store import StoreView
@@ -90,6 +89,7 @@ def test_session_lifecycle_statements_and_delete(fake_server: LivyServer) -> Non
     assert len(fake_server.get(f"/sessions/{sid}/log", params={"size": -1}).json()["log"]) == last["total"]
 
     assert metric(fake_server, "livy_interactive_statements_run_total") >= 4
+    assert metric(fake_server, 'livy_interactive_sessions{kind="pyspark",state="idle"}') == 1
     assert metric(fake_server, "livy_interactive_statements_failed_total") >= 1
 
     # DELETE answers once the driver is gone
@@ -114,22 +114,27 @@ def test_cancel_a_long_statement_and_keep_going(fake_server: LivyServer) -> None
     assert metric(fake_server, "livy_interactive_statements_cancelled_total") == 1
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "words"),
-    [
-        ({"kind": "cobol"}, 400, "unknown session kind"),
-        ({"file": "x.py"}, 400, "unknown field"),
-        ({"ttl": "10"}, 400, "duration"),
-        ({"jars": ["/etc/passwd"]}, 400, "not in an allowed directory"),
-        ({"pyFiles": ["/etc/hosts"]}, 400, "not in an allowed directory"),
-        ({"archives": ["/etc/hosts"]}, 400, "not in an allowed directory"),
-        ({"proxyUser": "root"}, 400, "impersonation"),
-    ],
-)
-def test_bad_session_requests_are_400(fake_server: LivyServer, body: dict, status: int, words: str) -> None:
-    response = fake_server.post("/sessions", json=body)
-    assert response.status_code == status, response.text
-    assert words.lower() in response.json()["msg"].lower()
+BAD_SESSION_REQUESTS = [
+    ({"kind": "cobol"}, "unknown session kind"),
+    ({"file": "x.py"}, "unknown field"),
+    ({"ttl": "10"}, "duration"),
+    ({"heartbeatTimeoutInSecond": -1}, "heartbeatTimeoutInSecond"),
+    ({"jars": ["/etc/passwd"]}, "not in an allowed directory"),
+    ({"pyFiles": ["/etc/hosts"]}, "not in an allowed directory"),
+    ({"files": ["local:///etc/passwd"]}, "not in an allowed directory"),  # local: is this host in client mode
+    ({"archives": ["/etc/hosts"]}, "not in an allowed directory"),
+    ({"conf": {"spark.jars": "local:///etc/passwd"}}, "not in an allowed directory"),
+    ({"conf": {"spark.master": "yarn"}}, "set by the server"),
+    ({"proxyUser": "root"}, "impersonation"),
+]
+
+
+def test_bad_session_requests_are_400(fake_server: LivyServer) -> None:
+    """One server for every case: each is refused with a reason, and nothing is created."""
+    for body, words in BAD_SESSION_REQUESTS:
+        response = fake_server.post("/sessions", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert words.lower() in response.json()["msg"].lower(), (body, response.text)
     assert fake_server.get("/sessions").json()["total"] == 0
 
 
@@ -193,6 +198,9 @@ def test_csrf_and_access_control_apply_to_sessions(make_server: Callable[..., Li
             "livy.server.auth.basic.users-file": str(users),
             "livy.server.access-control.enabled": "true",
             "livy.server.csrf-protection.enabled": "true",
+            # the driver's bounds come from the server's keys
+            "livy.rsc.statement.max-output-bytes": "2000",
+            "livy.rsc.retained-statements": "2",
         }
     )
     server.session.auth = ("alice", "a-pass")
@@ -202,6 +210,11 @@ def test_csrf_and_access_control_apply_to_sessions(make_server: Callable[..., Li
     session = server.open_session()
     assert session["owner"] == "alice"
     assert server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"
+    capped = server.run(session["id"], "print('y' * 5000)")["output"]["data"]["text/plain"]
+    assert len(capped) < 2000 and capped.endswith("truncated at 2000 bytes (livy.rsc.statement.max-output-bytes)]")
+    server.run(session["id"], "3")
+    kept = server.get(f"/sessions/{session['id']}/statements").json()
+    assert (kept["total_statements"], [s["id"] for s in kept["statements"]]) == (2, [1, 2])
     server.session.auth = ("bob", "b-pass")
     assert server.get(f"/sessions/{session['id']}").status_code == 403
     assert server.post(f"/sessions/{session['id']}/statements", json={"code": "1"}).status_code == 403
@@ -221,10 +234,12 @@ def test_kill_9_and_restart_bring_sessions_back(make_server: Callable[..., LivyS
     live = server.open_session(name="notebook", idleTimeout="1h")
     server.run(live["id"], "x = 6 * 7")
     doomed = server.open_session()
+    before = server.get(f"/sessions/{live['id']}").json()
     record = store.records("interactive")[live["id"]]
     assert record["kind"] == "pyspark" and record["replAddress"] and record["replSecret"]
     assert {"id", "name", "appId", "appTag", "kind", "heartbeatTimeoutS", "owner", "proxyUser", "version"} <= set(record)
     assert [n for n in store.index("interactive") if n.startswith(f"{live['id']}_")]
+    assert store.next_session_id("interactive") == doomed["id"] + 1  # v1/interactive/state
     server.stop(signal.SIGKILL)
     for proc in drivers_of(server, doomed["id"]):
         proc.kill()
@@ -232,6 +247,9 @@ def test_kill_9_and_restart_bring_sessions_back(make_server: Callable[..., LivyS
     restarted = make_server(store.settings, port=server.port)
     back = restarted.wait_for(live["id"], {"idle"}, path="/sessions", timeout=30)
     assert back["name"] == "notebook" and back["createdAt"] == live["createdAt"]
+    # the idle clock kept its wall-clock time (the driver reports its last activity in ms)
+    assert abs(back["lastActivityAt"] - before["lastActivityAt"]) < 0.01
+    assert abs(back["expiresAt"] - before["expiresAt"]) < 0.01
     assert restarted.get("/sessions/notebook").json()["id"] == live["id"]
     assert restarted.run(live["id"], "x")["output"]["data"]["text/plain"] == "42"
     history = restarted.get(f"/sessions/{live['id']}/statements").json()

@@ -145,8 +145,11 @@ CANCEL_REPEAT_S = 0.1
 STOP_WATCHDOG_S = 30.0
 PROGRESS_CACHE_S = 0.2
 COMPLETION_WAIT_S = 5.0  # a completion waits this long for a running Scala statement, then answers []
-TRUNCATION_MARKER = "\n[livy-repl: output truncated at LIVY_REPL_MAX_OUTPUT={limit} bytes]"
-DROPPED_MARKER = "[livy-repl: the {mime} output ({size} bytes) is over LIVY_REPL_MAX_OUTPUT={limit} and was dropped]"
+# The markers name the server key a user sets (the driver reads it as LIVY_REPL_MAX_OUTPUT).
+TRUNCATION_MARKER = "\n[livy-repl: output truncated at {limit} bytes (livy.rsc.statement.max-output-bytes)]"
+DROPPED_MARKER = (
+    "[livy-repl: the {mime} output ({size} bytes) is over {limit} bytes (livy.rsc.statement.max-output-bytes) and was dropped]"
+)
 DRIVER_FILE = (lambda: None).__code__.co_filename
 LOG_STREAM = sys.stdout  # the real one, whatever statements do to sys.stdout
 

@@ -128,6 +128,7 @@ class SessionService:
         self.config = config
         self.clock = clock
         self.family = family
+        self.word = "session" if family == INTERACTIVE else "batch"  # in the server log's lines
         self.interactive = Interactive(self) if family == INTERACTIVE else None
         self.registry = Registry(
             config.state_retain, self._live_deadline, clock, SESSION_STATES if self.interactive else BATCH_STATES
@@ -372,9 +373,9 @@ class SessionService:
             with open(self.log_path(batch.id), "a") as handle:
                 handle.write(line + "\n")
         except OSError as err:
-            log.warning("batch %s: %s (could not write it to the batch log: %s)", batch.id, line, err)
+            log.warning("%s %s: %s (could not write it to its log: %s)", self.word, batch.id, line, err)
             return
-        log.info("batch %s: %s", batch.id, line)
+        log.info("%s %s: %s", self.word, batch.id, line)
 
     # --- watching ------------------------------------------------------------------------
     def _watch(self, batch: Batch) -> None:

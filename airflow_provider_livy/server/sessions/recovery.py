@@ -321,7 +321,7 @@ class Recovery:
         for batch_id, line in notes:
             with open(self.service.log_path(batch_id), "a") as handle:
                 handle.write(f"livy-server: {line}\n")
-            log.info("batch %s: %s", batch_id, line)
+            log.info("%s %s: %s", self.service.word, batch_id, line)
 
     # --- once serving -----------------------------------------------------------------------
     async def run_background(self) -> None:
