@@ -19,9 +19,11 @@ pyspark package, which is what following costs when spark-submit waits, per app.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -258,3 +260,35 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
             )
         )
     return rows
+
+
+def side_by_side(before: Path, rounds: int, count: int = 10_000) -> None:
+    """N=count followed by the code in `before` (a checkout of an older revision, put first on the server's
+    PYTHONPATH) and by this checkout, alternating, with the same sampling: what a change did, in one run."""
+    work_dir = Path(tempfile.mkdtemp(prefix="livy-bench-cluster-"))
+    per_app: dict[str, list[float]] = {"before": [], "after": []}
+    peaks: dict[str, list[float]] = {"before": [], "after": []}
+    cpus: dict[str, list[float]] = {"before": [], "after": []}
+    here = str(Path(__file__).resolve().parent.parent)
+    for round_no in range(rounds):
+        for code, path in (("before", str(before.resolve())), ("after", here)):
+            os.environ["PYTHONPATH"] = path
+            idle_rss, idle_cpu, _, idle_peak = follow(work_dir / f"{code}-{round_no}", 0)
+            rss, cpu, polls, peak = follow(work_dir / f"{code}-{round_no}", count)
+            per_app[code].append((rss - idle_rss) / count)
+            peaks[code].append((peak - idle_peak) / count)
+            cpus[code].append((cpu - idle_cpu) / max(polls, 1) / count * 1e6)
+    for code, values in per_app.items():
+        say(
+            f"{code}: RSS per app {spread(values)} B, peak {spread(peaks[code])} B, "
+            f"CPU per app per poll {spread(cpus[code], '{:.1f}')} µs"
+        )
+    say(f"load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=side_by_side.__doc__)
+    parser.add_argument("--before", type=Path, required=True, help="a checkout of the older revision")
+    parser.add_argument("--rounds", type=int, default=2)
+    arguments = parser.parse_args()
+    side_by_side(arguments.before, arguments.rounds)
