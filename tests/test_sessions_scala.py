@@ -3,18 +3,22 @@
 One server (recovery on, filesystem store) and ONE real `shared` session serve the module: a temp
 view made in Python is counted in Scala and queried in SQL (one SparkSession), a statement without
 a kind is a 400 naming the choices, a Scala statement is cancelled, and after a kill -9 of the
-server and a restart the Scala interpreter's state is still there (it lives in the driver).
+server and a restart the Scala interpreter's state is still there (it lives in the driver). Then the
+server is killed for good: the driver, Spark included, exits after livy.rsc.server.idle-timeout.
 The Scala REPL's own outputs and errors are covered in test_repl_scala.py.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import LivyServer, kill_drivers, recovering_settings, start_server
+from tests.test_sessions import drivers_of
 
 pytestmark = pytest.mark.spark
 SLOW = 300  # the first Scala statement compiles the REPL's prelude: tens of seconds on a loaded machine
@@ -26,9 +30,17 @@ def text(server: LivyServer, session_id: int, code: str, kind: str) -> str:
     return output["data"]["text/plain"]
 
 
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_shared_session_on_real_spark(tmp_path_factory: pytest.TempPathFactory) -> None:
     work_dir = tmp_path_factory.mktemp("scala-sessions")
-    settings = recovering_settings(work_dir)
+    # a driver no server reached for 25 s exits: room for the restart below, short enough to wait for
+    settings = {**recovering_settings(work_dir), "livy.rsc.server.idle-timeout": "25s"}
     server = start_server(work_dir, settings)
     restarted: LivyServer | None = None
     try:
@@ -62,7 +74,17 @@ def test_shared_session_on_real_spark(tmp_path_factory: pytest.TempPathFactory) 
         restarted = start_server(work_dir, settings, port=server.port)
         assert restarted.wait_for(sid, {"idle"}, path="/sessions", timeout=60)["kind"] == "shared"
         assert text(restarted, sid, "n + 1", "scala").endswith(": Long = 6")
-        assert restarted.delete(f"/sessions/{sid}").json() == {"msg": "deleted"}
+
+        # the server killed and never restarted: the driver (JVM and Python) exits on its own
+        processes = drivers_of(restarted, sid)
+        assert processes
+        restarted.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 25 + 45  # the idle timeout, then Spark's shutdown on a loaded machine
+        while alive := [p for p in processes if running(p)]:
+            assert time.monotonic() < deadline, f"the driver outlived livy.rsc.server.idle-timeout: {alive}"
+            time.sleep(0.5)
+        log = (work_dir / "driver-logs" / "interactive" / f"{sid}.log").read_text()
+        assert "no authenticated request for 25 s" in log
     finally:
         for each in (server, restarted):
             if each is not None:
