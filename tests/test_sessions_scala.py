@@ -1,9 +1,9 @@
 """Scala and shared interactive sessions on real local Spark, through the real server over loopback.
 
 One server (recovery on, filesystem store) and ONE real `shared` session serve the module: a temp
-view made in Python is counted in Scala and queried in SQL (one SparkSession), a statement without
-a kind is a 400 naming the choices, a Scala statement is cancelled, and after a kill -9 of the
-server and a restart the Scala interpreter's state is still there (it lives in the driver). Then the
+view made in Python is counted in Scala and queried in SQL (one SparkSession; the Scala interpreter
+starts at the first Scala statement, not before), a statement without a kind is a 400 naming the
+choices, a Scala statement is cancelled, and after a kill -9 of the server and a restart the Scala interpreter's state is still there (it lives in the driver). Then the
 server is killed for good: the driver, Spark included, exits after livy.rsc.server.idle-timeout.
 The Scala REPL's own outputs and errors are covered in test_repl_scala.py.
 """
@@ -28,6 +28,11 @@ def text(server: LivyServer, session_id: int, code: str, kind: str) -> str:
     output = server.run(session_id, code, timeout=SLOW, kind=kind)["output"]
     assert output["status"] == "ok", output
     return output["data"]["text/plain"]
+
+
+def scala_started(server: LivyServer, session_id: int) -> bool:
+    log = server.get(f"/sessions/{session_id}/log", params={"size": -1}).json()["log"]
+    return any("Scala interpreter ready" in line for line in log)
 
 
 def running(process: psutil.Process) -> bool:
@@ -55,7 +60,9 @@ def test_shared_session_on_real_spark(tmp_path_factory: pytest.TempPathFactory) 
 
         # one SparkSession: a view made in Python, counted in Scala, queried in SQL
         assert text(server, sid, "spark.range(5).createOrReplaceTempView('five')", "pyspark") == ""
+        assert not scala_started(server, sid)  # lazily: nothing paid for Scala before its first statement
         assert text(server, sid, 'val n = spark.table("five").count()', "spark") == "val n: Long = 5"
+        assert scala_started(server, sid)
         completion = server.post(f"/sessions/{sid}/completion", json={"code": "spark.ran", "kind": "spark"})
         assert completion.status_code == 200 and completion.json() == {"candidates": ["range"]}
         summed = server.run(sid, "SELECT sum(id) AS total FROM five", kind="sql")["output"]["data"]["application/json"]
