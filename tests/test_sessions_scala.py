@@ -3,8 +3,9 @@
 One server (recovery on, filesystem store) and ONE real `shared` session serve the module: a temp
 view made in Python is counted in Scala and queried in SQL (one SparkSession; the Scala interpreter
 starts at the first Scala statement, not before), a statement without a kind is a 400 naming the
-choices, a Scala statement is cancelled, and after a kill -9 of the server and a restart the Scala interpreter's state is still there (it lives in the driver). Then the
-server is killed for good: the driver, Spark included, exits after livy.rsc.server.idle-timeout.
+choices, a Scala statement is cancelled, and after a kill -9 of the server and a restart the Scala
+interpreter's state is still there (it lives in the driver). Then the server is killed for good:
+the driver, Spark included, exits after livy.rsc.server.idle-timeout.
 The Scala REPL's own outputs and errors are covered in test_repl_scala.py.
 """
 
