@@ -34,7 +34,7 @@ from tests.test_cluster_trackers import StandIn, yarn_app
 
 FAKE_CLIENT = '''#!{python}
 """spark-submit as YARN's or Kubernetes' client in cluster mode, for tests/test_cluster_sessions.py."""
-import json, os, subprocess, sys, urllib.request
+import json, os, subprocess, sys, time, urllib.request
 import javaproperties
 
 CLUSTER, STATE = {cluster!r}, {state!r}
@@ -80,6 +80,9 @@ else:
     print("INFO Client: Submitting application %s to ResourceManager" % app_id)
     print("INFO YarnClientImpl: Submitted application %s" % app_id)
     print("INFO Client: Application report for %s (state: RUNNING)" % app_id)
+sys.stdout.flush()
+while not os.path.exists(settings.get("spark.test.exit-after", "/")):  # a test's slow client: until it says
+    time.sleep(0.05)
 '''
 
 
@@ -334,3 +337,32 @@ def test_batches_and_sessions_in_one_cluster_share_its_one_poll(
     assert server.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
     assert server.delete(f"/batches/{batch['id']}").json() == {"msg": "deleted"}
     assert len(stand_in.kills()) == 2
+
+
+def test_a_restart_while_spark_submit_still_runs_hands_the_session_over_when_it_exits(
+    make_server, yarn: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    stand_in, settings = yarn
+    store = FileStoreView(tmp_path / "store")
+    first = make_server({**settings, **store.settings})
+    release = tmp_path / "release-spark-submit"
+    session = first.open_session(kind="pyspark", conf={"spark.test.exit-after": str(release)})  # spark-submit lingers
+    properties = Path(first.settings["livy.server.log-dir"]) / "interactive" / f"{session['id']}.properties"
+    assert properties.exists() and properties.stat().st_mode & 0o777 == 0o600, "kept while spark-submit runs"
+    first.stop(signal.SIGKILL)
+
+    second = make_server({**store.settings, "livy.server.cluster.poll-interval": "200ms"})
+    assert second.wait_for(session["id"], {"idle"}, path="/sessions", timeout=30)["state"] == "idle"
+    assert properties.exists(), "spark-submit still runs"
+    release.touch()
+    app_id = next(iter(stand_in.drivers))
+    deadline = time.monotonic() + 30
+    while not any(f"handed the driver to the cluster as {app_id}" in line for line in session_log(second, session["id"])):
+        assert time.monotonic() < deadline, "handed over once spark-submit exited"
+        time.sleep(0.1)
+    assert not properties.exists(), "removed once spark-submit exited"
+    assert store.records(family="interactive")[session["id"]]["clusterId"] == app_id
+    driver = stand_in.drivers[app_id]
+    assert second.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
+    assert stand_in.kills() == [app_id]
+    assert gone(driver)
