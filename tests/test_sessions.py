@@ -179,9 +179,13 @@ def test_heartbeat_less_session_is_ended_and_ttl_ends_a_polled_one(fake_server: 
 
 
 def test_max_sessions_counts_batches_and_sessions(make_server: Callable[..., LivyServer], job_file: str) -> None:
-    server = make_server({"livy.server.session.max-sessions": "2"})
-    server.submit(file=job_file, args=["sleep=30"])
-    server.open_session()
+    """Both limits count both families: max-creation (drivers starting at once) and max-sessions (held)."""
+    server = make_server({"livy.server.session.max-sessions": "2", "livy.server.session.max-creation": "1"})
+    batch = server.submit(file=job_file, args=["delay=5", "sleep=30"])  # its driver starts for 5 s: the one slot
+    waiting = server.post("/sessions", json={}).json()
+    assert waiting["state"] == "starting" and not drivers_of(server, waiting["id"])
+    assert server.get(f"/batches/{batch['id']}/state").json()["state"] == "starting"
+    assert server.wait_for(waiting["id"], {"idle"}, path="/sessions", timeout=30)["state"] == "idle"
     refused = server.post("/sessions", json={})
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert server.post("/batches", json={"file": job_file}).status_code == 503
