@@ -10,8 +10,9 @@
    filesystem state store, as a restarted server reads them). The driver is the real REPL without
    Spark (LIVY_REPL_NO_SPARK: the statement costs the same Python either way; the Spark case of the
    driver alone is bench_repl's row). Target: the server adds <= 10 ms (median, and p99 reported).
-3. Server memory per idle session: RSS with N/2 and with N idle sessions (1,000 in the full run); the
-   growth of the second half per session is the figure (the first half also pays one-off growth). Each
+3. Server memory per idle session: RSS sampled as idle sessions are added in 5 steps up to 1,000 (full
+   run); the figure is the least-squares slope of RSS over the count (the first step also pays one-off
+   growth and is shown apart). Each
    session is a real watched driver process that calls back with the address of one stand-in REPL
    the benchmark serves (bench/stand_in_spark_home), so a thousand fit on the machine. Then 20 real
    REPLs (no Spark) run 100 statements each, to show the server keeps none of them.
@@ -200,42 +201,40 @@ class StandInRepl(BaseHTTPRequestHandler):
         pass
 
 
-def bench_idle_memory(work_dir: Path, sessions: int) -> list[Row]:
-    """Server RSS with `sessions` idle sessions, in two halves: the second half's growth per session is the
-    figure (the first half also pays one-off growth: the channel's pool, Python's URL cache, arenas)."""
+def bench_idle_memory(work_dir: Path, sessions: int, steps: int = 5) -> list[Row]:
+    """Server RSS as idle sessions are added in `steps` equal steps; the figure is the slope of RSS over the
+    session count (least squares), which the allocator's step-wise growth cannot fake in either direction.
+    The first step is shown apart: it also pays one-off growth (the channel's pool, Python's URL cache)."""
     repl = ThreadingHTTPServer(("127.0.0.1", 0), StandInRepl)
     threading.Thread(target=repl.serve_forever, daemon=True).start()
     os.environ["BENCH_REPL_ADDRESS"] = f"http://127.0.0.1:{repl.server_address[1]}"
     settings = {"livy.server.session.max-creation": "32", "livy.server.session.max-sessions": str(sessions + 10)}
+    counts, sizes = [], []
     try:
         with livy_server(work_dir / "idle", settings, spark_home=STAND_IN_SPARK_HOME) as server:
             http = requests.Session()
             http.headers["X-Requested-By"] = "bench"
             open_idle_sessions(http, server.url, 10)  # first-session imports and pools
             before = rss_mb(server.proc.pid)
-            half = sessions // 2
-            open_idle_sessions(http, server.url, half)
-            middle = rss_mb(server.proc.pid)
-            open_idle_sessions(http, server.url, sessions - half)
-            idle = rss_mb(server.proc.pid)
+            for step in range(steps):
+                open_idle_sessions(http, server.url, sessions // steps)
+                counts.append((step + 1) * (sessions // steps))
+                sizes.append(rss_mb(server.proc.pid) * 2**20)
+                say(f"sessions: {counts[-1]} idle sessions: RSS {sizes[-1] / 2**20:.2f} MB")
     finally:
         repl.shutdown()
-    first = (middle - before) * 2**20 / half
-    per_session = (idle - middle) * 2**20 / (sessions - half)
-    say(
-        f"sessions: RSS {before:.1f} MB, {middle:.1f} MB with {half} idle sessions ({first:.0f} B each), "
-        f"{idle:.1f} MB with {sessions} ({per_session:.0f} B each for the second {sessions - half})"
-    )
+    per_session = statistics.linear_regression(counts, sizes).slope
+    first = (sizes[0] / 2**20 - before) * 2**20 / counts[0]
+    trace = " -> ".join(f"{size / 2**20:.1f}" for size in sizes)
     return [
         Row(
             "sessions",
-            f"server memory per idle session (RSS growth from {half} to {sessions} idle sessions, per session)",
+            f"server memory per idle session (slope of RSS over {counts[0]}..{counts[-1]} idle sessions)",
             f"{per_session:.0f} B",
             target=f"<= {TARGET_BYTES} B",
             met=per_session <= TARGET_BYTES,
-            anchor=f"RSS {before:.1f} -> {middle:.1f} -> {idle:.1f} MB; the first {half}: {first:.0f} B each",
-            note="each session a watched driver process calling back to one stand-in REPL "
-            "(bench/stand_in_spark_home); the first ones also pay one-off growth",
+            anchor=f"RSS {before:.1f} MB with 10, then {trace} MB; the first {counts[0]}: {first:.0f} B each",
+            note="each session a watched driver process calling back to one stand-in REPL (bench/stand_in_spark_home)",
         ),
     ]
 
