@@ -257,9 +257,10 @@ def test_kill_9_and_restart_bring_sessions_back(make_server: Callable[..., LivyS
     restarted = make_server(store.settings, port=server.port)
     back = restarted.wait_for(live["id"], {"idle"}, path="/sessions", timeout=30)
     assert back["name"] == "notebook" and back["createdAt"] == live["createdAt"]
-    # the idle clock kept its wall-clock time: not restarted by the restart (the driver reports its last
-    # activity, the statement's end, in ms; the view read before may not have seen that end yet)
-    assert before["lastActivityAt"] - 0.01 <= back["lastActivityAt"] <= killed_at
+    # the idle clock kept its wall-clock time: not restarted by the restart. It is the driver's last activity
+    # now (the statement's end, in ms), which may precede by some ms the server's own mark, taken when the
+    # driver's answer to the submit arrived (seen 15 ms apart on a loaded machine)
+    assert before["lastActivityAt"] - 1 <= back["lastActivityAt"] <= killed_at
     assert back["expiresAt"] == pytest.approx(back["lastActivityAt"] + 3600, abs=0.01)
     assert restarted.get("/sessions/notebook").json()["id"] == live["id"]
     assert restarted.run(live["id"], "x")["output"]["data"]["text/plain"] == "42"
