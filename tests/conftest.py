@@ -164,8 +164,9 @@ def recovering_settings(work_dir: Path) -> dict[str, str]:
     }
 
 
-def start_server(work_dir: Path, settings: dict[str, str], port: int | None = None, timeout: float = 30) -> LivyServer:
-    """Start `python -m airflow_provider_livy.server` and wait until it answers /version."""
+def start_server(work_dir: Path, settings: dict[str, str], port: int | None = None, timeout: float = 90) -> LivyServer:
+    """Start `python -m airflow_provider_livy.server` and wait until it answers /version (a start that recovers
+    records takes seconds when the machine is idle, tens of seconds under a load of 10 or more)."""
     port = port or free_port()
     conf = {
         "livy.server.host": "127.0.0.1",
