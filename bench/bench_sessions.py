@@ -201,11 +201,18 @@ class StandInRepl(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """The server under test drops its pooled connections when it stops: not worth a traceback."""
+
+
 def bench_idle_memory(work_dir: Path, sessions: int, steps: int = 5) -> list[Row]:
     """Server RSS as idle sessions are added in `steps` equal steps; the figure is the slope of RSS over the
     session count (least squares), which the allocator's step-wise growth cannot fake in either direction.
     The first step is shown apart: it also pays one-off growth (the channel's pool, Python's URL cache)."""
-    repl = ThreadingHTTPServer(("127.0.0.1", 0), StandInRepl)
+    repl = QuietServer(("127.0.0.1", 0), StandInRepl)
     threading.Thread(target=repl.serve_forever, daemon=True).start()
     os.environ["BENCH_REPL_ADDRESS"] = f"http://127.0.0.1:{repl.server_address[1]}"
     settings = {"livy.server.session.max-creation": "32", "livy.server.session.max-sessions": str(sessions + 10)}
