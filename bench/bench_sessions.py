@@ -14,7 +14,7 @@
    run); the figure is the least-squares slope of RSS over the count (the first step also pays one-off
    growth and is shown apart). Each
    session is a real watched driver process that calls back with the address of one stand-in REPL
-   the benchmark serves (bench/stand_in_spark_home), so a thousand fit on the machine. Then 20 real
+   the benchmark serves (tests/stand_in_spark_home), so a thousand fit on the machine. Then 20 real
    REPLs (no Spark) run 100 statements each, to show the server keeps none of them.
    Target: <= 4 KB per idle session.
 
@@ -23,15 +23,12 @@ Run alone: .venv/bin/python -m bench.bench_sessions [--quick]
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -40,12 +37,12 @@ from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
 from bench.bench_repl import percentile, statement_round_trips
 from bench.common import Row, livy_server, median, rss_mb, say, spread
+from tests.stand_in_repl import STAND_IN_SPARK_HOME, stand_in_repl
 from tests.state_store import FileStoreView
 
 TARGET_START_S = 1.0
 TARGET_TRIP_MS = 10.0
 TARGET_BYTES = 4096
-STAND_IN_SPARK_HOME = Path(__file__).resolve().parent / "stand_in_spark_home"
 PLAIN_SCRIPT = """
 from pyspark.sql import SparkSession
 spark = SparkSession.builder.getOrCreate()
@@ -174,62 +171,22 @@ def open_idle_sessions(http: requests.Session, url: str, count: int) -> list[int
     return ids
 
 
-class StandInRepl(BaseHTTPRequestHandler):
-    """One REPL answer for every session: idle, nothing run. The server follows it as it follows a real
-    driver (a /status after the callback, keep-alive pings, /shutdown at the end)."""
-
-    protocol_version = "HTTP/1.1"
-    started_ms = int(time.time() * 1000)
-
-    def _answer(self, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        statements = {"run": 0, "failed": 0, "cancelled": 0}
-        self._answer({"state": "idle", "version": 0, "lastActivity": self.started_ms, "statements": statements})
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer({"msg": "ok"})
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """The server under test drops its pooled connections when it stops: not worth a traceback."""
-
-
 def bench_idle_memory(work_dir: Path, sessions: int, steps: int = 5) -> list[Row]:
     """Server RSS as idle sessions are added in `steps` equal steps; the figure is the slope of RSS over the
     session count (least squares), which the allocator's step-wise growth cannot fake in either direction.
     The first step is shown apart: it also pays one-off growth (the channel's pool, Python's URL cache)."""
-    repl = QuietServer(("127.0.0.1", 0), StandInRepl)
-    threading.Thread(target=repl.serve_forever, daemon=True).start()
-    os.environ["BENCH_REPL_ADDRESS"] = f"http://127.0.0.1:{repl.server_address[1]}"
     settings = {"livy.server.session.max-creation": "32", "livy.server.session.max-sessions": str(sessions + 10)}
     counts, sizes = [], []
-    try:
-        with livy_server(work_dir / "idle", settings, spark_home=STAND_IN_SPARK_HOME) as server:
-            http = requests.Session()
-            http.headers["X-Requested-By"] = "bench"
-            open_idle_sessions(http, server.url, 10)  # first-session imports and pools
-            before = rss_mb(server.proc.pid)
-            for step in range(steps):
-                open_idle_sessions(http, server.url, sessions // steps)
-                counts.append((step + 1) * (sessions // steps))
-                sizes.append(rss_mb(server.proc.pid) * 2**20)
-                say(f"sessions: {counts[-1]} idle sessions: RSS {sizes[-1] / 2**20:.2f} MB")
-    finally:
-        repl.shutdown()
+    with stand_in_repl(), livy_server(work_dir / "idle", settings, spark_home=STAND_IN_SPARK_HOME) as server:
+        http = requests.Session()
+        http.headers["X-Requested-By"] = "bench"
+        open_idle_sessions(http, server.url, 10)  # first-session imports and pools
+        before = rss_mb(server.proc.pid)
+        for step in range(steps):
+            open_idle_sessions(http, server.url, sessions // steps)
+            counts.append((step + 1) * (sessions // steps))
+            sizes.append(rss_mb(server.proc.pid) * 2**20)
+            say(f"sessions: {counts[-1]} idle sessions: RSS {sizes[-1] / 2**20:.2f} MB")
     per_session = statistics.linear_regression(counts, sizes).slope
     first = (sizes[0] / 2**20 - before) * 2**20 / counts[0]
     trace = " -> ".join(f"{size / 2**20:.1f}" for size in sizes)
@@ -241,7 +198,7 @@ def bench_idle_memory(work_dir: Path, sessions: int, steps: int = 5) -> list[Row
             target=f"<= {TARGET_BYTES} B",
             met=per_session <= TARGET_BYTES,
             anchor=f"RSS {before:.1f} MB with 10, then {trace} MB; the first {counts[0]}: {first:.0f} B each",
-            note="each session a watched driver process calling back to one stand-in REPL (bench/stand_in_spark_home)",
+            note="each session a watched driver process calling back to one stand-in REPL (tests/stand_in_spark_home)",
         ),
     ]
 
