@@ -119,6 +119,7 @@ BAD_SESSION_REQUESTS = [
     ({"kind": "cobol"}, "unknown session kind"),
     ({"file": "x.py"}, "unknown field"),
     ({"ttl": "10"}, "duration"),
+    ({"idleTimeout": "0s"}, "positive duration"),  # not a silent "use the server default"
     ({"heartbeatTimeoutInSecond": -1}, "heartbeatTimeoutInSecond"),
     ({"jars": ["/etc/passwd"]}, "not in an allowed directory"),
     ({"pyFiles": ["/etc/hosts"]}, "not in an allowed directory"),
