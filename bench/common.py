@@ -118,7 +118,7 @@ def livy_server(
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=180)  # a server with 1,000 sessions needs more than 30 s to kill them all
         if profiler is not None:
             profiler.wait(30)
 
