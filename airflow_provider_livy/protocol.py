@@ -256,9 +256,7 @@ def _validate_fields(body: Any, fields: dict[str, str], what: str) -> dict[str, 
         if fields[field] == NON_NEGATIVE_INT and value < 0:
             raise BatchRequestError(f"field '{field}' must be 0 or more, got {value}")
         if fields[field] == DURATION and not (duration_seconds(value) or 0) > 0:
-            raise BatchRequestError(
-                f"field '{field}' must be a positive duration with a unit (600s, 10m, 1h), got {value!r}"
-            )
+            raise BatchRequestError(f"field '{field}' must be a positive duration with a unit (600s, 10m, 1h), got {value!r}")
     for field in MEMORY_FIELDS:
         if field in clean and not _MEMORY_RE.match(clean[field]):
             raise BatchRequestError(f"field '{field}' must be a size such as 512m or 2g, got {clean[field]!r}")

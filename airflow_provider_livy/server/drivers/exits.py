@@ -29,15 +29,14 @@ class ExitWatch:
     def available() -> bool:
         return hasattr(os, "pidfd_open") and hasattr(select, "epoll")
 
-    def add(self, pid: int, key: int) -> bool:
-        """Watch `pid`; False when it cannot be watched (already reaped, or no pidfd support)."""
+    def add(self, pid: int, key: int) -> None:
+        """Watch `pid`; one already gone cannot be, and the lifecycle's monitor notices it instead."""
         try:
             fd = os.pidfd_open(pid)
         except OSError:
-            return False
+            return
         self._epoll.register(fd, select.EPOLLIN)
         self._keys[fd] = key
-        return True
 
     def _ready(self) -> None:
         for fd, _events in self._epoll.poll(0):
@@ -53,6 +52,3 @@ class ExitWatch:
                 os.close(fd)
         self._keys.clear()
         self._epoll.close()
-
-    def __len__(self) -> int:
-        return len(self._keys)

@@ -405,12 +405,7 @@ class SessionService:
         if batch.id not in self.watched:
             return
         self._read_output(batch)
-        if batch.child:
-            ended = launcher.reap(batch.pid or -1)
-            batch.child = not ended
-        else:
-            ended = not launcher.is_alive(batch.pid or -1, batch.pid_start)
-        if ended:
+        if self._reaped(batch) if batch.child else not launcher.is_alive(batch.pid or -1, batch.pid_start):
             self._read_output(batch)
             self._on_exit(batch)
         elif batch.state == RUNNING and batch.app_id is None and batch.ui_url and self.clock() >= batch.ui_probe_at:
@@ -634,9 +629,15 @@ class SessionService:
         elif batch.state not in TERMINAL_STATES:
             self._finish(batch, KILLED)
 
+    @staticmethod
+    def _reaped(batch: Batch) -> bool:
+        """Whether our child supervisor has ended; once reaped it is no longer our child to wait for."""
+        batch.child = not launcher.reap(batch.pid or -1)
+        return not batch.child
+
     def _group_running(self, batch: Batch) -> bool:
         if batch.child:  # reap the supervisor, else its zombie keeps the group "alive"
-            batch.child = not launcher.reap(batch.pid or -1)
+            self._reaped(batch)
         return launcher.group_alive(batch.pid or -1)
 
     # --- the clock -----------------------------------------------------------------------
