@@ -470,8 +470,7 @@ def test_callback_refused_stops_the_driver(tmp_path: Path) -> None:
 
 
 def test_matplot(tmp_path: Path) -> None:
-    """%matplot as sparkmagic users plot (matplotlib is not a dependency: skipped where it is missing)."""
-    pytest.importorskip("matplotlib")
+    """%matplot as sparkmagic users plot (matplotlib is a test dependency, not the package's)."""
     driver = start_driver(tmp_path, spark=False)  # the default output cap: a plot is 30 KB
     try:
         code = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n%matplot plt"
