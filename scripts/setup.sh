@@ -47,4 +47,6 @@ if [[ ! -e "$stamp" ]]; then
   .venv/bin/python -c "import airflow_provider_livy, pyspark, kazoo" # fails loudly if the install did not work
   touch "$stamp"
 fi
+# The tests run Spark's driver JVM with a class-data archive of Spark's classes (tests/spark_jvm.py)
+$want_tests && .venv/bin/python -m tests.spark_jvm
 say "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

@@ -22,6 +22,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from airflow_provider_livy.protocol import TERMINAL_STATES
+from tests.spark_jvm import java_options
 from tests.state_store import store  # noqa: F401 - a fixture for every test module
 from tests.zookeeper import private_zookeeper, zk_prefix, zookeeper  # noqa: F401 - fixtures for every test module
 
@@ -40,6 +41,7 @@ os.environ.update(
     # airflow.cfg picks a key, and Variables written by a DAG run read back as garbage here.
     AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
 )
+os.environ.setdefault("SPARK_SUBMIT_OPTS", java_options())  # every Spark driver the tests start, through their servers
 
 
 def pytest_unconfigure() -> None:
