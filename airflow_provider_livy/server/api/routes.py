@@ -48,6 +48,7 @@ from airflow_provider_livy.protocol import (
     TERMINAL_STATES,
     BatchRequestError,
 )
+from airflow_provider_livy.server import heap
 from airflow_provider_livy.server.api import docs, metrics, ui
 from airflow_provider_livy.server.security import (
     AccessDenied,
@@ -310,7 +311,9 @@ def create_app(service: SessionService, sessions: SessionService | None = None) 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         for each in services:
             each.start()
+        trimming = asyncio.create_task(heap.trim_periodically())
         yield
+        trimming.cancel()
         await asyncio.gather(*(each.stop() for each in services))
 
     app = FastAPI(
