@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need (Java, ZooKeeper, .venv) and runs the whole suite: the main suite,
 # then the stress suite (tests/stress: a minute of load, crashes, a ZooKeeper outage).
+# The main suite runs on two workers, a test module at a time on one of them (pytest-xdist, --dist loadfile).
 # Extra arguments go to pytest and run only the main suite, e.g. scripts/test.sh -k recovery
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,7 @@ bash scripts/setup.sh --tests
 echo "[test] ruff"
 .venv/bin/ruff check .
 echo "[test] pytest: main suite"
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile "$@"
 if [[ $# -eq 0 ]]; then
   echo "[test] pytest: stress suite (tests/stress)"
   .venv/bin/python -m pytest -p no:cacheprovider tests/stress -s
