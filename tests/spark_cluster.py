@@ -17,6 +17,7 @@ import requests
 
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
+from tests.spark_jvm import FAST_START
 
 SLEEPER_JAVA = """
 import java.nio.file.Files;
@@ -110,6 +111,7 @@ def start_cluster(work_dir: Path, timeout: float = 300) -> StandaloneCluster:
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_LOG_DIR": str(work_dir),
         "SPARK_MASTER_OPTS": f"-Dspark.master.rest.enabled=true -Dspark.master.rest.port={rest_port}",
+        "SPARK_DAEMON_JAVA_OPTS": FAST_START,  # the master's and worker's JVMs start as the tests' drivers do
     }
     spark_class = str(spark_home / "bin" / "spark-class")
     url = f"spark://127.0.0.1:{port}"
