@@ -6,78 +6,39 @@ then on a tracker follows every driver of one cluster with ONE status request pe
 (standalone master JSON, YARN's apps listing by tag, a Kubernetes pod list by label), not a
 process, thread or request per app.
 
-A tracker is plain data plus four calls, run in a worker thread (they block on HTTP):
-- `submit_conf(tag)`: spark-submit settings (don't wait; tag the app so a listing finds it),
-- `submitted_id(line)`: the cluster's id for the driver in a line of spark-submit's output,
-- `poll(handles)`: one request, the status of every followed driver it knows (by tag),
-- `kill(handle)`: ask the cluster to kill the driver; the next poll confirms.
-plus `driver_output(handle, status)` (the driver's own output where the cluster serves it) and
-`coordinates`: what the store record keeps so a restarted server, on any port or host, builds the
-same tracker again.
+What a tracker is lives in drivers/tracker.py, one per kind of cluster beside it (standalone.py,
+yarn.py, kubernetes.py); here: which tracker a config or a store record names, and the Follower that
+polls them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
 from airflow_provider_livy.protocol import TERMINAL_STATES
+from airflow_provider_livy.server import heap
 from airflow_provider_livy.server.config import ServerConfig
+from airflow_provider_livy.server.drivers.kubernetes import KubernetesTracker
+from airflow_provider_livy.server.drivers.standalone import StandaloneTracker
+from airflow_provider_livy.server.drivers.tracker import Handle, Status, Tracker
+from airflow_provider_livy.server.drivers.yarn import YarnTracker
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT = 10.0
-TRIM_AFTER = 1000  # drivers in one poll from which the memory its parse freed is handed back to the OS
+# Drivers in one poll from which the memory its parse freed is handed back to the OS at once: glibc raises its
+# mmap threshold after a big buffer is freed, so the next poll's 2.5 MB answer and its 10,000-entry tables land
+# on the heap too; untrimmed, a server following 10,000 drivers held ~2.8 MB of a poll's garbage (bench_cluster.py).
+TRIM_AFTER = 1000
 GONE_AFTER_MISSES = 2  # polls in a row without the driver before it counts as unknown to the cluster
 Key = Hashable  # what the caller follows a driver for: a batch id; an interactive session ("interactive", id)
-
-
-@dataclass(slots=True)
-class Status:
-    """A driver as its cluster reports it, in Livy's terms."""
-
-    state: str  # starting, running, success, dead or killed
-    detail: str  # the cluster's own words for the state (kept short: one Status per followed driver)
-    app_id: str | None = None
-    ui_url: str | None = None
-    driver_log_url: str | None = None
-    worker_url: str | None = None  # standalone: the worker's web UI, which serves the driver's output
-
-
-@dataclass(slots=True)
-class Handle:
-    """One followed driver: our tag for it, the cluster's id, and what following it needs."""
-
-    tag: str
-    cluster_id: str
-    since: float  # wall clock of submission: bounds a listing's time window
-    misses: int = 0
-    app_id: str | None = None  # the app's id once known (standalone: differs from the driver's)
-    log_offset: int = 0  # standalone: bytes of the driver's stderr read while its app id is unknown
-    status: Status | None = None  # as of the last poll; a tracker answers this same object when nothing changed
-
-
-class Tracker(Protocol):
-    coordinates: dict[str, Any]
-    finds_by_tag: bool  # a listing finds the driver by our tag alone, without the id spark-submit printed
-    driver_env: str  # the prefix of Spark settings that set the driver's environment ("": none, no sessions there)
-
-    def submit_conf(self, tag: str) -> dict[str, str]: ...
-    def submitted_id(self, line: str) -> str | None: ...
-    def poll(self, handles: Iterable[Handle]) -> dict[str, Status]: ...
-    def kill(self, handle: Handle) -> None: ...
-    def driver_output(self, handle: Handle, status: Status) -> list[str]: ...
-    def log_hint(self, handle: Handle, status: Status | None) -> str: ...
 
 
 def tracker_for_config(config: ServerConfig) -> Tracker | None:
@@ -86,16 +47,10 @@ def tracker_for_config(config: ServerConfig) -> Tracker | None:
         return None
     master = config.spark_master
     if master.startswith("spark://"):
-        from airflow_provider_livy.server.drivers.standalone import StandaloneTracker
-
         return StandaloneTracker.from_config(config)
     if master.startswith("yarn"):
-        from airflow_provider_livy.server.drivers.yarn import YarnTracker
-
         return YarnTracker.from_config(config)
     if master.startswith("k8s://"):
-        from airflow_provider_livy.server.drivers.kubernetes import KubernetesTracker
-
         return KubernetesTracker.from_config(config)
     return None
 
@@ -107,16 +62,10 @@ def tracker_from_coordinates(coordinates: dict[str, Any], config: ServerConfig) 
     """
     kind = coordinates.get("kind")
     if kind == "standalone":
-        from airflow_provider_livy.server.drivers.standalone import StandaloneTracker
-
         return StandaloneTracker(str(coordinates["ui"]), str(coordinates.get("rest") or ""))
     if kind == "yarn":
-        from airflow_provider_livy.server.drivers.yarn import YarnTracker
-
         return YarnTracker(tuple(str(a) for a in coordinates["rm"]))
     if kind == "kubernetes":
-        from airflow_provider_livy.server.drivers.kubernetes import KubernetesTracker
-
         api, namespace = str(coordinates["api"]), str(coordinates["namespace"])
         return KubernetesTracker(api, namespace, config.k8s_token_file, config.k8s_ca_file)
     raise ValueError(f"unknown cluster kind {kind!r}")
@@ -140,12 +89,6 @@ def find_submitted_id(tracker: Tracker, log_path: Path) -> str | None:
     except FileNotFoundError:
         pass
     return None
-
-
-def http_session() -> requests.Session:
-    session = requests.Session()
-    session.headers["Accept"] = "application/json"
-    return session
 
 
 class Follower:
@@ -272,20 +215,8 @@ def _poll(tracker: Tracker, handles: dict[Key, Handle]) -> dict[str, Status]:
     try:
         return tracker.poll(handles.values())
     finally:
-        if len(handles) >= TRIM_AFTER and (trim := _malloc_trim()) is not None:
-            trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim (None elsewhere, e.g. musl). glibc keeps freed heap memory for reuse, and raises its
-    mmap threshold after a big buffer is freed, so the next poll's 2.5 MB answer and its 10,000-entry tables
-    land on the heap too: without a trim, a server following 10,000 drivers holds ~2.8 MB (280 B per driver)
-    of a poll's garbage for good (measured, bench_cluster.py)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
+        if len(handles) >= TRIM_AFTER and (trim := heap.glibc_trim()) is not None:
+            trim()
 
 
 def _coordinates_key(coordinates: dict[str, Any]) -> str:

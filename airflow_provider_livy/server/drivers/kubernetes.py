@@ -20,7 +20,7 @@ import requests
 
 from airflow_provider_livy.protocol import DEAD, RUNNING, STARTING, SUCCESS
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers.cluster import HTTP_TIMEOUT, Handle, Status, http_session
+from airflow_provider_livy.server.drivers.tracker import HTTP_TIMEOUT, Handle, Status, http_session
 
 LABEL = "livy-app-tag"
 SUBMITTED_RE = re.compile(r"(?:submission ID [^\s:]+:(\S+?) into Kubernetes|\bpod name: (\S+))")

@@ -19,8 +19,8 @@ import requests
 
 from airflow_provider_livy.protocol import DEAD, KILLED, RUNNING, STARTING, SUCCESS
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers.cluster import HTTP_TIMEOUT, Handle, Status, http_session
 from airflow_provider_livy.server.drivers.launcher import APP_ID_RE, UI_URL_RE
+from airflow_provider_livy.server.drivers.tracker import HTTP_TIMEOUT, Handle, Status, http_session
 
 SUBMITTED_RE = re.compile(r"\b(?:Driver successfully submitted as|Submission successfully created as) (driver-\d{14}-\d{4,})\b")
 STATES = {

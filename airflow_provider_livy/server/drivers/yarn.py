@@ -17,7 +17,7 @@ import requests
 
 from airflow_provider_livy.protocol import DEAD, KILLED, RUNNING, STARTING, SUCCESS
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.drivers.cluster import HTTP_TIMEOUT, Handle, Status, http_session
+from airflow_provider_livy.server.drivers.tracker import HTTP_TIMEOUT, Handle, Status, http_session
 
 SERVER_TAG = "livy-server"  # YARN lower-cases tags; ours are lower case already
 SUBMITTED_RE = re.compile(r"\bSubmitted application (application_\d+_\d+)\b")
