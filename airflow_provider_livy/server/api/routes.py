@@ -1,5 +1,5 @@
 """The HTTP routes: Livy's batch and interactive session APIs, /version, /metrics, the API docs; the web UI
-comes from ui.py.
+comes from ui.py, the shapes the routes document from schemas.py, request reading and errors from parsing.py.
 
 Batches (/batches) and interactive sessions (/sessions) share their routes for create, list,
 view, state, log and delete: one definition serves both families. Statements, cancel, completion
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,27 +28,44 @@ from starlette.routing import Route
 
 from airflow_provider_livy import __version__
 from airflow_provider_livy.protocol import (
-    BATCH_REQUEST_FIELDS,
     BATCH_STATES,
     BATCHES_PATH,
     DEFAULT_LOG_PAGE,
-    DURATION,
-    INT,
-    KIND_ALIASES,
-    KNOWN_KINDS,
-    NON_NEGATIVE_INT,
-    RESOURCE_FIELDS,
-    SESSION_REQUEST_FIELDS,
     SESSION_STATES,
     SESSIONS_PATH,
     STATE_WAIT_PARAM,
-    STR,
-    STR_LIST,
     TERMINAL_STATES,
     BatchRequestError,
 )
 from airflow_provider_livy.server import heap
-from airflow_provider_livy.server.api import docs, metrics, ui
+from airflow_provider_livy.server.api import docs, metrics, statements, ui
+from airflow_provider_livy.server.api.parsing import (
+    WAIT_ERROR,
+    ApiError,
+    error,
+    not_found,
+    parse_wait,
+    query_int,
+    read_json_body,
+)
+from airflow_provider_livy.server.api.schemas import (
+    BATCH_LOG_SCHEMA,
+    BATCH_REQUEST_SCHEMA,
+    BATCH_VIEW_SCHEMA,
+    ERROR_SCHEMA,
+    KEY_PARAMETER,
+    LIVY_API_VERSION,
+    MAX_LIST_PAGE,
+    MAX_LOG_PAGE,
+    SESSION_REQUEST_SCHEMA,
+    SESSION_VIEW_SCHEMA,
+    VERSION_SCHEMA,
+    WAIT_PARAMETER,
+    documented,
+    list_schema,
+    paging_parameters,
+    state_schema,
+)
 from airflow_provider_livy.server.security import (
     AccessDenied,
     AccessPolicy,
@@ -63,230 +79,6 @@ from airflow_provider_livy.server.sessions.registry import Batch
 from airflow_provider_livy.server.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-MAX_LIST_PAGE = 10_000
-LIVY_API_VERSION = "0.9.0"
-MAX_LOG_PAGE = 1_000_000
-_JSON_TYPES = {
-    STR: {"type": "string"},
-    INT: {"type": "integer", "minimum": 1},
-    NON_NEGATIVE_INT: {"type": "integer", "minimum": 0},
-    DURATION: {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|min|h|d)$"},
-    STR_LIST: {"type": "array", "items": {"type": "string"}},
-}
-
-
-def request_schema(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": required,
-        "additionalProperties": False,
-        "properties": {
-            field: _JSON_TYPES.get(kind, {"type": "object", "additionalProperties": {"type": "string"}})
-            for field, kind in fields.items()
-        },
-    }
-
-
-BATCH_REQUEST_SCHEMA = request_schema(BATCH_REQUEST_FIELDS, ["file"])
-SESSION_REQUEST_SCHEMA = request_schema(SESSION_REQUEST_FIELDS, [])
-SESSION_REQUEST_SCHEMA["properties"]["kind"] = {"type": "string", "enum": [*KNOWN_KINDS, *KIND_ALIASES]}
-
-# Response shapes for the OpenAPI description (the fuzz test holds the server to them). Routes
-# return plain dicts, not response models, so documenting costs nothing at run time.
-NULLABLE_STR = {"type": ["string", "null"]}
-ERROR_SCHEMA = {"type": "object", "required": ["msg"], "properties": {"msg": {"type": "string"}}}
-BATCH_VIEW_SCHEMA = {
-    "type": "object",
-    "required": ["id", "name", "owner", "proxyUser", "state", "appId", "appInfo", "log"],
-    "properties": {
-        "id": {"type": "integer", "minimum": 0},
-        "name": NULLABLE_STR,
-        "owner": NULLABLE_STR,
-        "proxyUser": NULLABLE_STR,
-        "state": {"type": "string", "enum": list(BATCH_STATES)},
-        "appId": NULLABLE_STR,
-        "appInfo": {
-            "type": "object",
-            "required": ["driverLogUrl", "sparkUiUrl", "executorLogUrls"],
-            "properties": {"driverLogUrl": NULLABLE_STR, "sparkUiUrl": NULLABLE_STR, "executorLogUrls": NULLABLE_STR},
-        },
-        "log": {"type": "array", "items": {"type": "string"}},
-        "createdAt": {"type": "number"},
-        "finishedAt": {"type": ["number", "null"]},
-        "expiresAt": {"type": ["number", "null"]},
-    },
-}
-NULLABLE_INT = {"type": ["integer", "null"]}
-SESSION_VIEW_SCHEMA = {
-    "type": "object",
-    "required": [
-        "id",
-        "name",
-        "appId",
-        "owner",
-        "proxyUser",
-        "state",
-        "kind",
-        "appInfo",
-        "log",
-        *RESOURCE_FIELDS,
-        "conf",
-        "heartbeatTimeoutInSecond",
-        "ttl",
-        "idleTimeout",
-    ],
-    "properties": {
-        **BATCH_VIEW_SCHEMA["properties"],
-        "state": {"type": "string", "enum": list(SESSION_STATES)},
-        "kind": {"type": "string"},
-        **{field: NULLABLE_INT if BATCH_REQUEST_FIELDS[field] == INT else NULLABLE_STR for field in RESOURCE_FIELDS},
-        "conf": {"type": "object", "additionalProperties": {"type": "string"}},
-        "heartbeatTimeoutInSecond": {"type": "integer", "minimum": 0},
-        "ttl": NULLABLE_STR,
-        "idleTimeout": NULLABLE_STR,
-        "lastActivityAt": {"type": "number"},
-    },
-}
-
-
-def list_schema(view: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["from", "total", "sessions"],
-        "properties": {
-            "from": {"type": "integer", "minimum": 0},
-            "total": {"type": "integer", "minimum": 0},
-            "sessions": {"type": "array", "items": view},
-        },
-    }
-
-
-def state_schema(states: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["id", "state"],
-        "properties": {"id": {"type": "integer", "minimum": 0}, "state": {"type": "string", "enum": list(states)}},
-    }
-
-
-BATCH_LIST_SCHEMA = list_schema(BATCH_VIEW_SCHEMA)
-BATCH_STATE_SCHEMA = state_schema(BATCH_STATES)
-BATCH_LOG_SCHEMA = {
-    "type": "object",
-    "required": ["id", "from", "total", "log"],
-    "properties": {
-        "id": {"type": "integer", "minimum": 0},
-        "from": {"type": "integer", "minimum": 0},
-        "total": {"type": "integer", "minimum": 0},
-        "log": {"type": "array", "items": {"type": "string"}},
-    },
-}
-ERROR_TEXT = {
-    400: "Rejected request (bad body, parameter or missing CSRF header)",
-    401: "Authentication required (livy.server.auth.type = basic)",
-    403: "Not allowed for this user (access control, impersonation)",
-    404: "No such batch, session or statement",
-    409: "The session is not up (starting or ended): no statements",
-    413: "Request body over livy.server.request.max-body-bytes",
-    429: "The session's driver holds as many unfinished statements as it may keep; retry later",
-    503: "Busy, state store or session driver unavailable; retry after Retry-After seconds",
-}
-VERSION_SCHEMA = {
-    "type": "object",
-    "required": ["version"],
-    "properties": {"version": {"type": "string"}, "server": {"type": "string"}, "serverVersion": {"type": "string"}},
-}
-KEY_PARAMETER = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "id or name"}
-WAIT_PARAMETER = {
-    "name": STATE_WAIT_PARAM,
-    "in": "query",
-    "required": False,
-    "schema": {"type": "number", "minimum": 0},
-    "description": "hold the answer until the state changes or this many seconds pass (capped by the server)",
-}
-
-
-def paging_parameters(size_low: int | None, size_high: int, from_low: int | None = 0) -> list[dict[str, Any]]:
-    size_schema: dict[str, Any] = {"type": "integer", "maximum": size_high}
-    if size_low is not None:
-        size_schema["minimum"] = size_low
-    from_schema: dict[str, Any] = {"type": "integer", "maximum": 2**31}
-    if from_low is not None:
-        from_schema["minimum"] = from_low
-    return [
-        {"name": "from", "in": "query", "required": False, "schema": from_schema},
-        {"name": "size", "in": "query", "required": False, "schema": size_schema},
-    ]
-
-
-def documented(schema: dict[str, Any] | None, *errors: int, ok: int = 200) -> dict[int | str, dict[str, Any]]:
-    """FastAPI `responses=`: the success body and each error as {"msg": ...}."""
-    responses: dict[int | str, dict[str, Any]] = {
-        status: {"description": ERROR_TEXT[status], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-        for status in (401, *errors)
-    }
-    if schema is not None:
-        responses[ok] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
-    return responses
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"msg": message}, status_code=status, headers=headers)
-
-
-def not_found(key: str) -> ApiError:
-    return ApiError(404, f"Session '{key}' not found.")
-
-
-WAIT_ERROR = f"query parameter '{STATE_WAIT_PARAM}' must be a number of seconds >= 0, got {{!r}}"
-
-
-def parse_wait(text: str) -> float | None:
-    """A long poll's ?wait=S: seconds >= 0; None for anything else (a 400)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < float("inf") else None
-
-
-def query_int(request: Request, name: str, default: int | None, low: int | None, high: int) -> int | None:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"query parameter '{name}' must be a whole number, got {text!r}") from None
-    if (low is not None and value < low) or value > high:
-        raise ApiError(400, f"query parameter '{name}' must be between {low} and {high}, got {value}")
-    return value
-
-
-async def read_json_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type not in ("application/json", "") and not content_type.endswith("+json"):
-        raise ApiError(400, f"Rejected, Reason: expected a JSON body (Content-Type application/json), got {content_type}")
-    try:
-        return json.loads(b"".join(chunks) or b"null")
-    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, a number over 4,300 digits, deep nesting
-        raise ApiError(400, f"Rejected, Reason: the body is not valid JSON: {str(err)[:200]}") from None
 
 
 @dataclass(frozen=True)
@@ -369,8 +161,6 @@ def create_app(service: SessionService, sessions: SessionService | None = None) 
 
     add_family_routes(app, Family(BATCHES_PATH, "batch", service, BATCH_VIEW_SCHEMA, BATCH_REQUEST_SCHEMA, BATCH_STATES), policy)
     if sessions is not None:
-        from airflow_provider_livy.server.api import statements  # it builds on this module's helpers
-
         family = Family(SESSIONS_PATH, "session", sessions, SESSION_VIEW_SCHEMA, SESSION_REQUEST_SCHEMA, SESSION_STATES)
         add_family_routes(app, family, policy)
         statements.add_statement_routes(app, sessions, policy, family_lookup(family, policy))

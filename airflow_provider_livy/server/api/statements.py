@@ -22,18 +22,14 @@ from airflow_provider_livy.protocol import (
     validate_completion_request,
     validate_statement_request,
 )
-from airflow_provider_livy.server.api.routes import (
+from airflow_provider_livy.server.api.parsing import WAIT_ERROR, ApiError, parse_wait, query_int, read_json_body
+from airflow_provider_livy.server.api.schemas import (
     ERROR_SCHEMA,
     KEY_PARAMETER,
     MAX_LIST_PAGE,
-    WAIT_ERROR,
     WAIT_PARAMETER,
-    ApiError,
     documented,
     paging_parameters,
-    parse_wait,
-    query_int,
-    read_json_body,
 )
 from airflow_provider_livy.server.security import AccessPolicy
 from airflow_provider_livy.server.sessions.interactive import SessionNotReady
