@@ -13,8 +13,6 @@ the name travels inside the POST itself: there is no window in which a crash los
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -27,15 +25,13 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.operators.livy_session import LivySessionOperator
+from airflow_provider_livy.operators.livy_task import FAIL_METHOD, batch_name, defer_timeout, execution_deadline, request_body
 from airflow_provider_livy.polling import LOG_INTERVAL, Poller
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     FAILED_STATES,
-    INT,
-    NON_NEGATIVE_INT,
     OPERATOR_ARGUMENTS,
-    STR_LIST,
-    STR_MAP,
     SUCCESS,
     TERMINAL_STATES,
     BatchRequestError,
@@ -43,77 +39,16 @@ from airflow_provider_livy.protocol import (
 )
 from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 
+__all__ = ["LivyBatchOperator", "LivySessionOperator", "build_request"]  # DAGs import both operators from here
+
 ERROR_LOG_LINES = 20
-DEFER_TIMEOUT_GRACE = 120.0  # Airflow's own deferral timeout, a backstop behind the trigger's deadline
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:+@=-]+")
 # Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart.
 ATTRIBUTES = {arg: "livy_queue" if arg == "queue" else arg for arg in OPERATOR_ARGUMENTS}
-FAIL_METHOD = "__fail__"  # what Airflow resumes a deferred task with when its trigger timed out or failed
-
-
-def __getattr__(name: str) -> Any:
-    """LivySessionOperator lives in its own module and is importable from here too (imported on first use,
-    as its module builds on this one)."""
-    if name == "LivySessionOperator":
-        from airflow_provider_livy.operators.livy_session import LivySessionOperator
-
-        return LivySessionOperator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def batch_name(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
-    """The same name for every try of one task instance, unique across task instances.
-
-    Readable (airflow-<dag>-<task>-<hash>) and always valid for Livy: not all digits, no '/',
-    at most 255 characters. The hash covers the full ids, so truncating the readable part is safe.
-    """
-    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{map_index}".encode()).hexdigest()[:16]
-    readable = _UNSAFE_NAME_CHARS.sub("_", f"{dag_id}-{task_id}")[:180]
-    suffix = "" if map_index < 0 else f"-{map_index}"
-    return f"airflow-{readable}{suffix}-{digest}"
-
-
-def _conf_value(value: Any) -> Any:
-    """Spark conf values are strings; write booleans the way Spark spells them."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value) if isinstance(value, (int, float)) else value
-
-
-def _coerce(kind: str, value: Any) -> Any:
-    """Accept what templating and Python habits produce (numbers as strings, numbers in conf)."""
-    if kind in (INT, NON_NEGATIVE_INT) and isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if kind == STR_LIST and isinstance(value, (tuple, list)):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
-    if kind == STR_MAP and isinstance(value, dict):
-        return {k: _conf_value(v) for k, v in value.items()}
-    return value
-
-
-def request_body(arguments: dict[str, Any], table: dict[str, str], fields: dict[str, str]) -> dict[str, Any]:
-    """Operator arguments -> request fields (`table` maps one to the other), coerced, not yet validated."""
-    return {table[arg]: _coerce(fields[table[arg]], value) for arg, value in arguments.items()}
 
 
 def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
     """Operator arguments -> a validated POST /batches body. Raises BatchRequestError."""
     return validate_batch_request(request_body(arguments, OPERATOR_ARGUMENTS, BATCH_REQUEST_FIELDS))
-
-
-def execution_deadline(execution_timeout: timedelta | None, context: Context) -> float | None:
-    """When the task must end (epoch s). execution_timeout does not cover deferred time in Airflow 3,
-    so the trigger enforces it."""
-    if execution_timeout is None:
-        return None
-    start = getattr(context["ti"], "start_date", None)
-    started = start.timestamp() if start is not None else time.time()
-    return started + execution_timeout.total_seconds()
-
-
-def defer_timeout(deadline: float | None) -> timedelta | None:
-    """Airflow's own deferral timeout: a backstop behind the trigger's deadline."""
-    return None if deadline is None else timedelta(seconds=max(deadline - time.time(), 0) + DEFER_TIMEOUT_GRACE)
 
 
 class LivyBatchOperator(BaseOperator):

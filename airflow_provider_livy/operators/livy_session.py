@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskD
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.hooks.waiting import ProgressLog
-from airflow_provider_livy.operators.livy import (
+from airflow_provider_livy.operators.livy_task import (
     FAIL_METHOD,
     batch_name,
     defer_timeout,

@@ -29,7 +29,8 @@ from airflow.models.trigger import TriggerFailureReason
 from airflow.sdk.api.datamodels._generated import TaskInstance as TaskInstanceData
 from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
-from airflow_provider_livy.operators.livy import FAIL_METHOD, LivyBatchOperator, batch_name
+from airflow_provider_livy.operators.livy import LivyBatchOperator
+from airflow_provider_livy.operators.livy_task import FAIL_METHOD, batch_name
 from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 from tests.airflow.conftest import connection_env, wait_until
 from tests.conftest import LivyServer

@@ -14,7 +14,8 @@ import pytest
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.maintenance.rest_sweep import KEPT_ACTIVE, sweep_rest
 from airflow_provider_livy.maintenance.tasks import hook_kinds
-from airflow_provider_livy.operators.livy import LivyBatchOperator, batch_name, build_request
+from airflow_provider_livy.operators.livy import LivyBatchOperator, build_request
+from airflow_provider_livy.operators.livy_task import batch_name
 from airflow_provider_livy.protocol import OPERATOR_ARGUMENTS, BatchRequestError
 from tests.airflow.conftest import DagRunner, connection_env, wait_until
 from tests.conftest import LivyServer

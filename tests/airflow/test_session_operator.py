@@ -23,8 +23,8 @@ from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.sdk.exceptions import TaskDeferralTimeout
 
 from airflow_provider_livy.hooks import livy_dbapi
-from airflow_provider_livy.operators.livy import FAIL_METHOD
 from airflow_provider_livy.operators.livy_session import LivySessionOperator, session_name
+from airflow_provider_livy.operators.livy_task import FAIL_METHOD
 from airflow_provider_livy.triggers.livy import LivySessionTrigger
 from tests.airflow.conftest import DagRunner, connection_env, wait_until
 from tests.airflow.test_deferral import run_then_cancel, task_context
