@@ -16,7 +16,7 @@ def test_trim_gives_freed_pages_back() -> None:
     assert trim is not None
     kept = [bytearray(size) for size in (600, 2000, 9000) * 10_000][::10]  # freed blocks among kept ones
     assert trim() == 1, "glibc returned no memory although ~90 MB were just freed"
-    assert len(kept) == 3_000
+    del kept  # held until after the trim, so the freed blocks lie between live ones
 
 
 def test_the_trimming_task_runs_until_cancelled() -> None:

@@ -2,7 +2,7 @@
 
 Python frees objects into glibc's heap, which keeps the pages: after bursts of requests, driver
 call-backs and log reads, the heap of a server holding 1,000 idle sessions had about 2 MB free but
-resident (measured: `malloc_trim` returned it), twice what the sessions themselves hold. glibc hands
+resident (measured: `malloc_trim` returned it), more than the sessions themselves hold (1.2 MB). glibc hands
 such pages back only when asked, so the server asks every TRIM_INTERVAL seconds, off the event
 loop (one call takes a few milliseconds), and the cluster follower asks after each big poll
 (drivers/cluster.py). Elsewhere (musl, macOS) there is nothing to call.
