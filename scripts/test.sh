@@ -9,7 +9,7 @@ bash scripts/setup.sh --tests
 echo "[test] ruff"
 .venv/bin/ruff check .
 echo "[test] pytest: main suite"
-.venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile "$@"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --durations=25 "$@"
 if [[ $# -eq 0 ]]; then
   echo "[test] pytest: stress suite (tests/stress)"
   .venv/bin/python -m pytest -p no:cacheprovider tests/stress -s
