@@ -31,6 +31,13 @@ if ((${#apt_packages[@]})); then
 fi
 
 python=${PYTHON:-python3.11}
+clients_pid=""
+if $want_tests; then
+  # The third-party clients' own virtualenv (tests/client_venv.py), made beside the .venv install below
+  say "making the Livy clients' virtualenv for the tests in the background (tests/.client-venvs)"
+  "$python" tests/client_venv.py >.venv-clients.log 2>&1 &
+  clients_pid=$!
+fi
 if [[ ! -x .venv/bin/python ]]; then
   say "creating .venv with $python"
   "$python" -m venv .venv
@@ -49,4 +56,10 @@ if [[ ! -e "$stamp" ]]; then
 fi
 # The tests run Spark's driver JVM with a class-data archive of Spark's classes (tests/spark_jvm.py)
 $want_tests && .venv/bin/python -m tests.spark_jvm
+if [[ -n "$clients_pid" ]] && ! wait "$clients_pid"; then
+  cat .venv-clients.log >&2
+  say "could not make the Livy clients' virtualenv (above)"
+  exit 1
+fi
+[[ -n "$clients_pid" ]] && cat .venv-clients.log && rm -f .venv-clients.log
 say "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

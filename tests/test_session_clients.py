@@ -1,41 +1,24 @@
 """Third-party Livy clients, unmodified, against our server on real local Spark.
 
 sparkmagic 0.23 (its SparkController, as a notebook kernel drives it) and pylivy 0.8 (`livy` on PyPI)
-run in a virtualenv of their own, which this test makes once and keeps under
-tests/.client-venvs (sparkmagic needs Debian's libkrb5-dev, installed by scripts/setup.sh --tests).
+run in a virtualenv of their own (tests/client_venv.py: made by scripts/setup.sh --tests, or here on
+first use; sparkmagic needs Debian's libkrb5-dev, which setup installs).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.client_venv import client_python
 from tests.conftest import TESTS_DIR, LivyServer, kill_drivers, start_server
 
 pytestmark = pytest.mark.spark
 
-VENV = TESTS_DIR / ".client-venvs" / "livy-clients"
-CLIENTS = ("sparkmagic==0.23.0", "livy==0.8.0")
 SCRIPT = TESTS_DIR / "session_clients" / "clients.py"
-
-
-def client_python() -> Path:
-    """The clients' own virtualenv, made on first use (a few minutes) and reused while its stamp matches."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / ("installed-" + "-".join(CLIENTS))
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--prefer-binary", *CLIENTS], capture_output=True, text=True, timeout=3600
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        stamp.touch()
-    return python
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""60 s of load on loopback: 200 pollers plus 20 clients submitting and deleting (fake spark-home).
+"""Load on loopback: 200 pollers plus 20 clients submitting and deleting (fake spark-home), for
+STRESS_SECONDS (60 by default; scripts/test.sh, which runs the stress suite after the main suite, sets 30).
 
-Run with `.venv/bin/python -m pytest tests/stress -s` (not part of the default run). Fails on any
+Run alone with `.venv/bin/python -m pytest tests/stress -s`. Fails on any
 error other than the intentional 503 at the session cap, on a server that dies, and on memory that
 keeps growing; prints request counts and latency percentiles.
 """
@@ -35,7 +36,7 @@ def sample_memory(pid: int, samples: list[float], stop: threading.Event) -> None
         samples.append(process.memory_info().rss / 2**20)
 
 
-def test_pollers_and_submitters_for_a_minute(make_server, job_file: str, tmp_path: Path) -> None:
+def test_pollers_and_submitters_under_load(make_server, job_file: str, tmp_path: Path) -> None:
     server: LivyServer = make_server(
         {
             "livy.server.session.max-sessions": "60",
