@@ -36,21 +36,25 @@ _JSON_TYPES = {
 }
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional request field may be null, which means "not set" (as Jackson reads Livy's Option fields)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def request_schema(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
+    string_map = {"type": "object", "additionalProperties": {"type": "string"}}  # conf
+    properties = {field: _JSON_TYPES.get(kind, string_map) for field, kind in fields.items()}
     return {
         "type": "object",
         "required": required,
         "additionalProperties": False,
-        "properties": {
-            field: _JSON_TYPES.get(kind, {"type": "object", "additionalProperties": {"type": "string"}})
-            for field, kind in fields.items()
-        },
+        "properties": {field: schema if field in required else nullable(schema) for field, schema in properties.items()},
     }
 
 
 BATCH_REQUEST_SCHEMA = request_schema(BATCH_REQUEST_FIELDS, ["file"])
 SESSION_REQUEST_SCHEMA = request_schema(SESSION_REQUEST_FIELDS, [])
-SESSION_REQUEST_SCHEMA["properties"]["kind"] = {"type": "string", "enum": [*KNOWN_KINDS, *KIND_ALIASES]}
+SESSION_REQUEST_SCHEMA["properties"]["kind"] = nullable({"type": "string", "enum": [*KNOWN_KINDS, *KIND_ALIASES]})
 
 # Response shapes for the OpenAPI description (the fuzz test holds the server to them). Routes
 # return plain dicts, not response models, so documenting costs nothing at run time.

@@ -29,6 +29,7 @@ from airflow_provider_livy.server.api.schemas import (
     MAX_LIST_PAGE,
     WAIT_PARAMETER,
     documented,
+    nullable,
     paging_parameters,
 )
 from airflow_provider_livy.server.security import AccessPolicy
@@ -58,13 +59,13 @@ STATEMENT_LIST_SCHEMA = {
         "statements": {"type": "array", "items": STATEMENT_SCHEMA},
     },
 }
-CODE_KIND = {"code": {"type": "string"}, "kind": {"type": "string", "enum": list(STATEMENT_KINDS)}}
+CODE_KIND = {"code": {"type": "string"}, "kind": nullable({"type": "string", "enum": list(STATEMENT_KINDS)})}
 STATEMENT_REQUEST_SCHEMA = {"type": "object", "required": ["code"], "additionalProperties": False, "properties": CODE_KIND}
 COMPLETION_REQUEST_SCHEMA = {
     "type": "object",
     "required": ["code"],
     "additionalProperties": False,
-    "properties": {**CODE_KIND, "cursor": {"type": "integer", "minimum": 0}},
+    "properties": {**CODE_KIND, "cursor": nullable({"type": "integer", "minimum": 0})},
 }
 COMPLETION_SCHEMA = {
     "type": "object",
