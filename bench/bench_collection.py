@@ -73,6 +73,11 @@ def write_driver_logs(log_dir: Path, count: int) -> None:
         (log_dir / f"{batch_id}.exit").write_bytes(b"0\n")
 
 
+def driver_files(log_dir: Path) -> list[str]:
+    """The batches' logs and exit files left (the log dir also holds the sessions' `interactive/` folder)."""
+    return [entry.name for entry in os.scandir(log_dir) if entry.is_file()]
+
+
 def collect_once(
     work: Path, settings: dict[str, str], count: int, finished: float, in_store: Callable[[], int]
 ) -> dict[str, float]:
@@ -107,7 +112,7 @@ def collect_once(
                 memory = time.time() - expiry
                 wait_until(lambda: in_store() == 0, 300, 0.005)
                 store = time.time() - expiry
-                wait_until(lambda: not os.listdir(log_dir), 300, 0.05)
+                wait_until(lambda: not driver_files(log_dir), 300, 0.05)
                 logs = time.time() - expiry
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
