@@ -3,7 +3,7 @@
 The server gets them the way a long-running server would hold them: a store filled with 40,000
 finished records (all finished at the same instant F), recovered at start-up into memory. The
 moment they expire is set by state-retain: a first start measures how long recovery takes on
-this machine now, then the server starts again with state-retain chosen so that F + retain falls
+the host right now, then the server starts again with state-retain chosen so that F + retain falls
 a few seconds after it is serving. Timed: from that instant until GET /batches counts none and
 the store holds neither records nor index entries.
 """

@@ -7,8 +7,8 @@ its own Spark job group: one Py4J call) and the same file without Spark (LIVY_RE
 and bookkeeping only). Figures: the client's round trip (median, p99) and the driver's own
 execution time (`completed - started` of the statement view: epoch ms, so 1 ms resolution).
 
-This is the anchor for the server's row of issue 11 (the server adds <= 10 ms to a statement's
-round trip through /sessions/{id}/statements): `statement_round_trips` measures either path.
+This is the anchor for the server's target (the server adds <= 10 ms to a statement's round trip
+through /sessions/{id}/statements): `statement_round_trips` measures either path.
 
 Run alone: .venv/bin/python -m bench.bench_repl [--quick]
 """

@@ -4,7 +4,7 @@ A filesystem store is filled with 10,000 finished batches (finished a minute ago
 day, max-sessions 10,000: the banner warns), the server recovers them, then one keep-alive client
 asks, in alternating rounds, for the overview's first page, a state-filtered page, the last page,
 GET /batches?size=50 (the API's page of the same size, the anchor) and GET /version (the floor: what
-any answer costs on this machine at that moment). Latencies are per request, client side, over loopback.
+any answer costs on the host at that moment). Latencies are per request, client side, over loopback.
 
 Part of `python -m bench.run`; alone: .venv/bin/python -m bench.bench_ui [--quick]
 """

@@ -35,7 +35,7 @@ def say(message: str) -> None:
 
 
 class NotAvailable(Exception):
-    """A benchmark whose subject has not landed yet: reported as such, not as a failure."""
+    """A benchmark whose subject is missing from the install: reported as such, not as a failure."""
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """Run every benchmark and rewrite the results table in bench/README.md.
 
 Usage: .venv/bin/python -m bench.run [--quick] [--only NAME ...] [--no-write]
-A benchmark whose parts have not landed yet reports "not available" instead of failing the run.
+A benchmark whose parts are missing from the install reports "not available" instead of failing the run.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def table(rows: list[Row], quick: bool, timings: dict[str, float]) -> str:
         f"({', '.join(f'{name} {seconds:.0f} s' for name, seconds in timings.items())}).",
         "",
         f"Machine: {info['cores']} cores, {info['memory']}, {info['cpu']}; {info['os']}; Python {info['python']}; "
-        f"{info['java']}; {info['wrk']}; load average at the end {info['load']} (shared with other developers).",
+        f"{info['java']}; {info['wrk']}; load average at the end {info['load']}.",
         "",
         "| benchmark | figure | measured | target | anchor | met |",
         "|---|---|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""Interactive sessions in deploy mode cluster (YARN, Kubernetes), with stand-ins for what this machine lacks.
+"""Interactive sessions in deploy mode cluster (YARN, Kubernetes), with stand-ins for what a test host lacks.
 
 There is no YARN or Kubernetes here. As in test_cluster_trackers.py, a small HTTP server answers as the
 ResourceManager's REST API (apps listing by tag, `PUT .../state` to kill) and Kubernetes' (pod list by

@@ -1,6 +1,6 @@
 """YARN and Kubernetes trackers against a stand-in for their REST APIs.
 
-There is no ResourceManager or Kubernetes API server on this machine, so a small HTTP server in
+There is no ResourceManager or Kubernetes API server on a test host, so a small HTTP server in
 the test answers as those APIs document their answers (Hadoop's ResourceManager REST API:
 `GET /ws/v1/cluster/apps` -> `{"apps": {"app": [...]}}`, `PUT .../apps/<id>/state`; Kubernetes:
 `GET /api/v1/namespaces/<ns>/pods?labelSelector=` -> a PodList, `DELETE .../pods/<name>`). This is

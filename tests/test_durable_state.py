@@ -36,7 +36,7 @@ def test_default_log_dir_follows_the_store_not_the_port(tmp_path: Path, monkeypa
 def test_volatile_filesystems_are_recognised(tmp_path: Path) -> None:
     assert volatile_filesystem(Path("/dev/shm/livy/logs")) == "tmpfs"
     assert volatile_filesystem(Path("/proc/self")) is None
-    assert volatile_filesystem(tmp_path) in (None, "tmpfs")  # whatever /tmp is on this machine, it is answered
+    assert volatile_filesystem(tmp_path) in (None, "tmpfs")  # whatever /tmp is on the host, it is answered
 
 
 def test_a_driver_that_exited_0_while_the_server_was_down_ends_success_after_a_restart_on_another_port(

@@ -1,4 +1,4 @@
-"""The server's heap trimming (server/heap.py) on this machine's glibc."""
+"""The server's heap trimming (server/heap.py) on the host's glibc."""
 
 from __future__ import annotations
 

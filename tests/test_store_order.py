@@ -1,4 +1,4 @@
-"""Issue 17: a DELETE answered 200 is never undone, in either store, however fast it follows the POST.
+"""A DELETE answered 200 is never undone, in either store, however fast it follows the POST.
 
 Clients create batches and delete them at once, while the batch waits for a creation slot, while it
 launches and after it ended, for CHURN_SECONDS against each store. Afterwards the store holds exactly

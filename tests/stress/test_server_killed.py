@@ -1,4 +1,4 @@
-"""kill -9 of the server while 50 batches run, twice, with a restart after each (issue 7), for both state stores.
+"""kill -9 of the server while 50 batches run, twice, with a restart after each, for both state stores.
 
 The 50 fake batches are in every phase when the server dies: ended before the crash, running
 and ending while the server is down, running on past the restarts, launched but not up yet,

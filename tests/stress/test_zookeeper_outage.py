@@ -1,4 +1,4 @@
-"""ZooKeeper stopped for 30 s and started again while clients create and delete batches (issue 7).
+"""ZooKeeper stopped for 30 s and started again while clients create and delete batches.
 
 A few client threads keep submitting quick fake batches and deleting their older ones throughout;
 a reader keeps listing. While ZooKeeper is down, creations must be refused with 503 and a clear

@@ -1,4 +1,8 @@
-"""Code that runs inside the Spark driver of an interactive session (launched by spark-submit, not imported by the server)."""
+"""The REPL of interactive sessions: driver.py runs inside the Spark driver (spark-submit's main file).
+
+The server imports only `locate_sparkr` from it, to check R and SparkR on its host before a sparkr
+session starts; everything else runs in the driver's process.
+"""
 
 from pathlib import Path
 

@@ -2,8 +2,8 @@
 
 spark-submit runs this file as the application's main Python file. It is ONE self-contained file
 (standard library + pyspark only): in cluster deploy mode it runs on a node where our package is
-not installed. The server and this driver talk over the channel below; both sides implement it
-exactly (the lead agreed it; /work/wt/REPL_PROTOCOL.md was its draft).
+not installed. The server and this driver talk over the channel below, which both sides implement
+exactly.
 
 ## Launch
 Environment (client/local mode: inherited from spark-submit; cluster mode: `spark.yarn.appMasterEnv.X`

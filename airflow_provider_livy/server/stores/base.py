@@ -3,7 +3,7 @@
 With recovery off nothing is persisted (NullStore). The filesystem and ZooKeeper stores
 implement the same calls; recovery reads them back at start-up.
 
-Ordering is the whole point (issue 17: deleted batches came back after a restart). Every write
+Ordering is the whole point: without it, a deleted batch could come back after a restart. Every write
 call SENDS its work at the call, before it returns an awaitable, and a store applies what was
 sent in the order it was sent (ZooKeeper: one session, requests in order; filesystem: one
 writer thread). The server makes its calls through a `StoreWriter`, which writes a session only
