@@ -210,6 +210,28 @@ def retryable(method: str, status: int, retry_after: str | None) -> bool:
     return status in RETRY_STATUSES and (method != "POST" or (status == 503 and retry_after is not None))
 
 
+def next_retry(
+    method: str,
+    attempt: int,
+    retries: int,
+    *,
+    status: int | None = None,
+    retry_after: str | None = None,
+    never_sent: bool = False,
+) -> float | None:
+    """The one retry rule of both hooks: seconds to wait before repeating failed try `attempt` (0-based),
+    or None to give up.
+
+    `status` is the answer's status, None when no answer came (a connection error or a timeout);
+    `never_sent`: the connection was never established, so not even a POST can have done anything.
+    """
+    if attempt >= retries:
+        return None
+    if status is None:
+        return None if method == "POST" and not never_sent else retry_delay(attempt)
+    return retry_delay(attempt, retry_after) if retryable(method, status, retry_after) else None
+
+
 def batch_path(key: int | str, action: str = "") -> str:
     return family_path(BATCHES_PATH, key, action)
 

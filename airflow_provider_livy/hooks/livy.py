@@ -34,13 +34,12 @@ from airflow_provider_livy.hooks.connection import (
     family_path,
     load_auth_class,
     log_step,
-    retry_delay,
-    retryable,
+    next_retry,
     settings_from_connection,
     statement_path,
     wait_params,
 )
-from airflow_provider_livy.hooks.waiting import WaitTimeout, drive, session_up, statement_done
+from airflow_provider_livy.hooks.waiting import drive, session_up, statement_done
 from airflow_provider_livy.protocol import (
     BATCHES_PATH,
     DEFAULT_LOG_PAGE,
@@ -127,25 +126,25 @@ class LivyHook(BaseHook):
         `held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
         """
         url = self.settings.url(path)
+        timeout = self.settings.timeout + held
         attempt = 0
         while True:
-            retry_after = None
             try:
-                response = self.session.request(method, url, timeout=self.settings.timeout + held, **kwargs)
-            except requests.ConnectionError as err:
+                response = self.session.request(method, url, timeout=timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                # ConnectTimeout is both; a read timeout or a dropped connection may follow a sent request
                 never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err)
-                if (method == "POST" and not never_sent) or attempt >= self.retries:
-                    raise LivyError(f"Livy {method} {url} failed: {err}") from err
+                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
+                if delay is None:
+                    failure = f"timed out after {timeout:g}s" if isinstance(err, requests.Timeout) else f"failed: {err}"
+                    raise LivyError(f"Livy {method} {url} {failure}") from err
                 self.log.warning("Livy %s %s failed (%s); retry %d of %d", method, url, err, attempt + 1, self.retries)
-            except requests.Timeout as err:
-                if method == "POST" or attempt >= self.retries:
-                    raise LivyError(f"Livy {method} {url} timed out after {self.settings.timeout + held:g}s") from err
-                self.log.warning("Livy %s %s timed out; retry %d of %d", method, url, attempt + 1, self.retries)
             else:
                 if response.status_code in expect:
                     return response
                 retry_after = response.headers.get("Retry-After")
-                if not retryable(method, response.status_code, retry_after) or attempt >= self.retries:
+                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
+                if delay is None:
                     raise self._error(method, url, response)
                 self.log.warning(
                     "Livy %s %s answered %d%s; retry %d of %d",
@@ -156,7 +155,7 @@ class LivyHook(BaseHook):
                     attempt + 1,
                     self.retries,
                 )
-            self._sleep(retry_delay(attempt, retry_after))
+            self._sleep(delay)
             attempt += 1
 
     @staticmethod
@@ -328,13 +327,11 @@ class LivyHook(BaseHook):
         timeout: float | None = None,
         on_progress: Callable[[Statement], None] | None = None,
     ) -> Statement:
-        """Long-poll a submitted statement until it is available or cancelled; cancel it at `timeout`."""
+        """Long-poll a submitted statement until it is available or cancelled; at `timeout` the waiter
+        has it cancelled and WaitTimeout raised."""
         waiter = statement_done(session_id, statement, polling_interval, timeout, on_progress)
-        try:
-            return drive(waiter, lambda wait: self.get_statement(session_id, statement["id"], wait), self._sleep)
-        except WaitTimeout:
-            self.cancel_quietly(session_id, statement["id"])
-            raise
+        poll = lambda wait: self.get_statement(session_id, statement["id"], wait)  # noqa: E731
+        return drive(waiter, poll, self._sleep, cancel=lambda: self.cancel_quietly(session_id, statement["id"]))
 
     def cancel_quietly(self, session_id: int, statement_id: int) -> None:
         try:

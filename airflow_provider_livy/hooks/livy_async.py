@@ -26,14 +26,13 @@ from airflow_provider_livy.hooks.connection import (
     family_path,
     load_auth_class,
     log_step,
-    retry_delay,
-    retryable,
+    next_retry,
     session_path,
     settings_from_connection,
     statement_path,
     wait_params,
 )
-from airflow_provider_livy.hooks.waiting import WaitTimeout, adrive, session_up, statement_done
+from airflow_provider_livy.hooks.waiting import adrive, session_up, statement_done
 from airflow_provider_livy.protocol import (
     BATCHES_PATH,
     SESSIONS_PATH,
@@ -92,27 +91,32 @@ class LivyAsyncHook(BaseHook):
             kwargs["timeout"] = (await self.settings()).timeout + held
         attempt = 0
         while True:
-            retry_after = None
             try:
                 response = await client.request(method, path, **kwargs)
             except httpx.TransportError as err:
                 never_sent = isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout))
-                if (method == "POST" and not never_sent) or attempt >= self.retries:
+                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
+                if delay is None:
                     raise LivyError(f"Livy {method} {client.base_url}{path} failed: {err!r}") from err
                 self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, err, attempt + 1, self.retries)
             else:
                 if response.status_code in expect:
                     return response
                 retry_after = response.headers.get("Retry-After")
-                if not retryable(method, response.status_code, retry_after) or attempt >= self.retries:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    msg = error_message(response.status_code, body, response.text)
-                    raise LivyError(describe(method, str(response.url), response.status_code, msg), response.status_code, msg)
-            await asyncio.sleep(retry_delay(attempt, retry_after))
+                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
+                if delay is None:
+                    raise self._error(method, response)
+            await asyncio.sleep(delay)
             attempt += 1
+
+    @staticmethod
+    def _error(method: str, response: httpx.Response) -> LivyError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        msg = error_message(response.status_code, body, response.text)
+        return LivyError(describe(method, str(response.url), response.status_code, msg), response.status_code, msg)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._call(method, path, **kwargs)
@@ -184,13 +188,9 @@ class LivyAsyncHook(BaseHook):
     ) -> Statement:
         """Submit and wait, as LivyHook.run_statement: cancelled and WaitTimeout at `timeout`."""
         statement = await self.submit_statement(session_id, code, kind)
-        try:
-            return await self.wait_for_statement(
-                session_id, statement, polling_interval=polling_interval, timeout=timeout, on_progress=on_progress
-            )
-        except WaitTimeout:
-            await self.cancel_statement(session_id, statement["id"])
-            raise
+        return await self.wait_for_statement(
+            session_id, statement, polling_interval=polling_interval, timeout=timeout, on_progress=on_progress
+        )
 
     async def get_session(self, key: int | str) -> SessionView:
         return await self._json("GET", session_path(key))
@@ -224,6 +224,13 @@ class LivyAsyncHook(BaseHook):
         timeout: float | None = None,
         on_progress: Callable[[Statement], None] | None = None,
     ) -> Statement:
-        """As LivyHook.wait_for_statement (the caller decides what a timeout means: the trigger deletes the session)."""
+        """As LivyHook.wait_for_statement: the same waiter, so a statement past its timeout is cancelled here too."""
         waiter = statement_done(session_id, statement, polling_interval, timeout, on_progress)
-        return await adrive(waiter, lambda wait: self.get_statement(session_id, statement["id"], wait))
+        poll = lambda wait: self.get_statement(session_id, statement["id"], wait)  # noqa: E731
+        return await adrive(waiter, poll, cancel=lambda: self.cancel_quietly(session_id, statement["id"]))
+
+    async def cancel_quietly(self, session_id: int, statement_id: int) -> None:
+        try:
+            await self.cancel_statement(session_id, statement_id)
+        except LivyError as err:
+            self.log.warning("Could not cancel statement %s of session %s: %s", statement_id, session_id, err)

@@ -17,17 +17,22 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
-from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.hooks.connection import LivyError
+from airflow_provider_livy.hooks.waiting import batch_done, drive
 from airflow_provider_livy.operators.livy_session import LivySessionOperator
-from airflow_provider_livy.operators.livy_task import FAIL_METHOD, batch_name, defer_timeout, execution_deadline, request_body
-from airflow_provider_livy.polling import LOG_INTERVAL, Poller
+from airflow_provider_livy.operators.livy_task import (
+    FAIL_METHOD,
+    LivyTaskOperator,
+    attributes,
+    defer_timeout,
+    execution_deadline,
+    request_body,
+)
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     FAILED_STATES,
@@ -42,8 +47,7 @@ from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 __all__ = ["LivyBatchOperator", "LivySessionOperator", "build_request"]  # DAGs import both operators from here
 
 ERROR_LOG_LINES = 20
-# Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart.
-ATTRIBUTES = {arg: "livy_queue" if arg == "queue" else arg for arg in OPERATOR_ARGUMENTS}
+ATTRIBUTES = attributes(OPERATOR_ARGUMENTS)
 
 
 def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -51,31 +55,26 @@ def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
     return validate_batch_request(request_body(arguments, OPERATOR_ARGUMENTS, BATCH_REQUEST_FIELDS))
 
 
-class LivyBatchOperator(BaseOperator):
+class LivyBatchOperator(LivyTaskOperator):
     """Run one Spark batch through Livy.
 
     The batch arguments are Livy's request fields (see `protocol.OPERATOR_ARGUMENTS`), all templated:
-    file, class_name, args, conf, jars, py_files, files, archives, driver_memory, driver_cores,
-    executor_memory, executor_cores, num_executors, queue, name, proxy_user. `name` defaults to a
-    deterministic per-task-instance name; a name of your own must be unique per run too.
+    file, class_name, args and the resource arguments of LivyTaskOperator (conf, jars, py_files, files,
+    archives, driver_memory, driver_cores, executor_memory, executor_cores, num_executors, queue, name,
+    proxy_user), which also takes livy_conn_id, polling_interval, deferrable, extra_headers, executor_queue.
 
-    :param livy_conn_id: the Livy connection.
     :param wait_for_completion: wait for the batch (default). Without waiting the task returns the
         batch id at once and the batch is left to a LivyBatchSensor (with delete_batch=True).
-    :param polling_interval: the longest wait between polls; early polls come sooner. Our server holds
-        each poll until the state changes (up to 10 s), so the end is noticed at once whatever the interval.
-    :param deferrable: wait on the triggerer instead of holding a worker slot.
     :param delete_on_failure: delete a batch that ended dead/killed (default). False keeps it.
     :param stream_logs: copy driver log lines into the task log while the job runs.
     :param error_log_lines: how many of the last driver log lines a failure message quotes.
-    :param executor_queue: Airflow's `queue` for this task (which executor queue runs it). `queue`
-        itself is Livy's (the YARN queue), as in the official operator. A `queue` in default_args
-        therefore sets both: Livy's queue, and the executor's unless `executor_queue` is given.
     """
 
+    ATTRIBUTES = ATTRIBUTES
+    word = "batch"
+    id_attribute = "batch_id"
     template_fields: Sequence[str] = (*ATTRIBUTES.values(), "livy_conn_id")
     template_fields_renderers = {"conf": "json", "args": "py"}
-    ui_color = "#f4a460"
 
     def __init__(
         self,
@@ -83,68 +82,31 @@ class LivyBatchOperator(BaseOperator):
         file: str,
         class_name: str | None = None,
         args: list[str] | None = None,
-        conf: dict[str, Any] | None = None,
-        jars: list[str] | None = None,
-        py_files: list[str] | None = None,
-        files: list[str] | None = None,
-        archives: list[str] | None = None,
-        driver_memory: str | None = None,
-        driver_cores: int | str | None = None,
-        executor_memory: str | None = None,
-        executor_cores: int | str | None = None,
-        num_executors: int | str | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        proxy_user: str | None = None,
-        livy_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
-        polling_interval: float = 10.0,
-        deferrable: bool = False,
         delete_on_failure: bool = True,
         stream_logs: bool = True,
         error_log_lines: int = ERROR_LOG_LINES,
-        extra_headers: dict[str, str] | None = None,
-        executor_queue: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs if executor_queue is None else {**kwargs, "queue": executor_queue})
-        self.file, self.class_name, self.args, self.conf = file, class_name, args, conf
-        self.jars, self.py_files, self.files, self.archives = jars, py_files, files, archives
-        self.driver_memory, self.driver_cores = driver_memory, driver_cores
-        self.executor_memory, self.executor_cores, self.num_executors = executor_memory, executor_cores, num_executors
-        self.livy_queue, self.name, self.proxy_user = queue, name, proxy_user
-        if polling_interval <= 0:
-            raise ValueError(f"polling_interval must be positive, got {polling_interval}")
-        self.livy_conn_id = livy_conn_id
+        super().__init__(**kwargs)
+        self.file, self.class_name, self.args = file, class_name, args
         self.wait_for_completion = wait_for_completion
-        self.polling_interval = polling_interval
-        self.deferrable = deferrable
         self.delete_on_failure = delete_on_failure
         self.stream_logs = stream_logs
         self.error_log_lines = error_log_lines
-        self.extra_headers = extra_headers
         self.batch_id: int | None = None
-        self._killed = False
         self._recent: deque[str] = deque(maxlen=max(error_log_lines, 1))
 
-    @cached_property
-    def hook(self) -> LivyHook:
-        return LivyHook(self.livy_conn_id, extra_headers=self.extra_headers)
+    def delete(self, key: int | str) -> bool:
+        return self.hook.delete_batch(key)
 
-    # --- request and name ----------------------------------------------------------------------
+    # --- request ------------------------------------------------------------------------------
     def batch_request(self, context: Context) -> dict[str, Any]:
         """The validated request body, with the deterministic name unless one was given."""
-        arguments = {arg: getattr(self, attr) for arg, attr in ATTRIBUTES.items()}
-        arguments["name"] = self.name or self.default_name(context)
         try:
-            return build_request(arguments)
+            return build_request(self.request_arguments(context))
         except BatchRequestError as err:
             raise AirflowFailException(f"invalid Livy batch request for task {self.task_id}: {err}") from None
-
-    @staticmethod
-    def default_name(context: Context) -> str:
-        ti = context["ti"]
-        return batch_name(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
 
     # --- execute ---------------------------------------------------------------------------------
     def execute(self, context: Context) -> int:
@@ -170,7 +132,7 @@ class LivyBatchOperator(BaseOperator):
         try:
             state = self._wait(batch_id)
         except BaseException:
-            self._delete_quietly(batch_id, "the task stopped while the batch was running")
+            self.delete_quietly(batch_id, "the task stopped while the batch was running")
             raise
         return self._finish(context, batch_id, state)
 
@@ -212,22 +174,19 @@ class LivyBatchOperator(BaseOperator):
 
     def _wait(self, batch_id: int) -> str:
         """Poll until the batch ends, copying new driver log lines into the task log as they come."""
-        poller = Poller(self.polling_interval)
         offset = 0
-        logs_read = 0.0
-        while True:
+
+        def poll(wait: float | None) -> str:
             if self._killed:
                 raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
-            asked = time.monotonic()
-            state = self.hook.get_batch_state(batch_id, poller.wait)
-            took = time.monotonic() - asked
-            if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
-                lines, offset = self.hook.read_log(batch_id, offset)
-                logs_read = time.monotonic()
-                self._log_lines(batch_id, lines)
-            if state in TERMINAL_STATES:
-                return state
-            time.sleep(poller.pause_after(state, took))
+            return self.hook.get_batch_state(batch_id, wait)
+
+        def read_log() -> None:
+            nonlocal offset
+            lines, offset = self.hook.read_log(batch_id, offset)
+            self._log_lines(batch_id, lines)
+
+        return drive(batch_done(batch_id, self.polling_interval, stream_logs=self.stream_logs), poll, read_log=read_log)
 
     def _log_lines(self, batch_id: int, lines: list[str]) -> None:
         for line in lines:
@@ -241,22 +200,15 @@ class LivyBatchOperator(BaseOperator):
         ti.xcom_push(key="app_id", value=view.get("appId"))
         ti.xcom_push(key="spark_ui_url", value=(view.get("appInfo") or {}).get("sparkUiUrl"))
         if state == SUCCESS:
-            self._delete_quietly(batch_id, "it succeeded")
+            self.delete_quietly(batch_id, "it succeeded")
             return batch_id
         tail = list(self._recent) if self.stream_logs else self.hook.tail_log(batch_id, self.error_log_lines)
         if self.delete_on_failure:
-            self._delete_quietly(batch_id, f"it ended {state}")
+            self.delete_quietly(batch_id, f"it ended {state}")
         else:
             self.log.warning("Keeping failed batch %s for debugging (delete_on_failure=False)", batch_id)
         shown = "\n".join(tail[-self.error_log_lines :]) or "(no driver output)"
         raise AirflowException(f"Livy batch {batch_id} ended {state}. Last driver log lines:\n{shown}")
-
-    def _delete_quietly(self, batch_id: int, why: str) -> None:
-        try:
-            if self.hook.delete_batch(batch_id):
-                self.log.info("Deleted Livy batch %s because %s", batch_id, why)
-        except LivyError as err:
-            self.log.error("Could not delete Livy batch %s (%s): %s", batch_id, why, err)
 
     # --- deferral ----------------------------------------------------------------------------------
     def _deadline(self, context: Context) -> float | None:
@@ -271,7 +223,7 @@ class LivyBatchOperator(BaseOperator):
         status = event.get("status")
         if status == "finished":
             return self._finish(context, batch_id, event["state"])
-        self._delete_quietly(batch_id, f"the trigger reported {status}")
+        self.delete_quietly(batch_id, f"the trigger reported {status}")
         raise AirflowException(f"Livy batch {batch_id}: {status}: {event.get('message')}")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -280,11 +232,5 @@ class LivyBatchOperator(BaseOperator):
             name = self.name or self.default_name(context)
             view = self.hook.find_batch(name)
             if view is not None and (view["state"] not in FAILED_STATES or self.delete_on_failure):
-                self._delete_quietly(int(view["id"]), "the deferred wait failed or timed out")
+                self.delete_quietly(int(view["id"]), "the deferred wait failed or timed out")
         return super().resume_execution(next_method, next_kwargs, context)
-
-    def on_kill(self) -> None:
-        """Airflow is stopping the task (user kill, execution timeout, SIGTERM): stop and forget the job."""
-        self._killed = True
-        if self.batch_id is not None:
-            self._delete_quietly(self.batch_id, "the task was killed")

@@ -17,17 +17,17 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
-from airflow_provider_livy.hooks.livy import LivyHook
+from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.hooks.waiting import ProgressLog
 from airflow_provider_livy.operators.livy_task import (
     FAIL_METHOD,
+    LivyTaskOperator,
+    attributes,
     batch_name,
     defer_timeout,
     execution_deadline,
@@ -50,8 +50,7 @@ from airflow_provider_livy.protocol import (
 )
 from airflow_provider_livy.triggers.livy import LivySessionTrigger
 
-# Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart.
-ATTRIBUTES = {arg: "livy_queue" if arg == "queue" else arg for arg in SESSION_OPERATOR_ARGUMENTS}
+ATTRIBUTES = attributes(SESSION_OPERATOR_ARGUMENTS)
 NAME_FREED_TIMEOUT = 60.0  # how long a deleted session of an earlier try may take to let go of its name
 LOGGED_JSON_CHARS = 2000
 LOG_TAIL_LINES = 20
@@ -89,91 +88,63 @@ def shown(value: Any) -> str:
     return text if len(text) <= LOGGED_JSON_CHARS else text[:LOGGED_JSON_CHARS] + f"... ({len(text)} characters)"
 
 
-class LivySessionOperator(BaseOperator):
+class LivySessionOperator(LivyTaskOperator):
     """Run statements in one Livy interactive session; return the last one's output.
 
     The session arguments are Livy's create fields (see `protocol.SESSION_OPERATOR_ARGUMENTS`):
-    kind (pyspark by default; spark, sql, shared where the server runs them), proxy_user, jars,
-    py_files, files, archives, driver_memory, driver_cores, executor_memory, executor_cores,
-    num_executors, queue, name, conf, heartbeat_timeout_in_second, ttl, idle_timeout. `name`
-    defaults to a deterministic per-task-instance name; a name of your own must be unique per run too.
+    kind (pyspark by default; spark, sql, shared where the server runs them), heartbeat_timeout_in_second,
+    ttl, idle_timeout and the resource arguments of LivyTaskOperator (proxy_user, jars, py_files, files,
+    archives, driver_memory, driver_cores, executor_memory, executor_cores, num_executors, queue, name,
+    conf), which also takes livy_conn_id, polling_interval, deferrable (wait on the triggerer while the
+    session starts and while each statement runs), extra_headers, executor_queue.
 
     :param statements: run in order; each a string in the session's kind or {"code": ..., "kind": ...}.
         A statement that fails (output status error) fails the task; later ones do not run.
     :param statement_timeout: seconds one statement may run; then it is cancelled and the task fails.
     :param session_start_timeout: seconds the session may take to become idle.
-    :param polling_interval: the longest wait between polls (our server answers a long poll at once on a change).
-    :param deferrable: wait on the triggerer while the session starts and while each statement runs.
 
     XCom: return_value is the last statement's output (the application/json value, for sql
     `{"schema", "data"}`, else the text/plain string); also `session_id` and `app_id`.
     """
 
+    ATTRIBUTES = ATTRIBUTES
+    word = "session"
+    id_attribute = "session_id"
     template_fields: Sequence[str] = ("statements", "conf", "name", "livy_conn_id")
     template_fields_renderers = {"conf": "json", "statements": "py"}
-    ui_color = "#f4a460"
 
     def __init__(
         self,
         *,
         statements: list[str | dict[str, str]],
         kind: str = DEFAULT_KIND,
-        proxy_user: str | None = None,
-        jars: list[str] | None = None,
-        py_files: list[str] | None = None,
-        files: list[str] | None = None,
-        archives: list[str] | None = None,
-        driver_memory: str | None = None,
-        driver_cores: int | str | None = None,
-        executor_memory: str | None = None,
-        executor_cores: int | str | None = None,
-        num_executors: int | str | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        conf: dict[str, Any] | None = None,
         heartbeat_timeout_in_second: int | str | None = None,
         ttl: str | None = None,
         idle_timeout: str | None = None,
-        livy_conn_id: str = DEFAULT_CONN_ID,
         statement_timeout: float | None = None,
         session_start_timeout: float | None = 600.0,
-        polling_interval: float = 10.0,
-        deferrable: bool = False,
-        extra_headers: dict[str, str] | None = None,
-        executor_queue: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs if executor_queue is None else {**kwargs, "queue": executor_queue})
+        super().__init__(**kwargs)
         self.statements = statements
         self.kind = session_kind(kind)  # an unknown kind fails when the DAG is parsed
-        self.proxy_user, self.jars, self.py_files, self.files, self.archives = proxy_user, jars, py_files, files, archives
-        self.driver_memory, self.driver_cores = driver_memory, driver_cores
-        self.executor_memory, self.executor_cores, self.num_executors = executor_memory, executor_cores, num_executors
-        self.livy_queue, self.name, self.conf = queue, name, conf
         self.heartbeat_timeout_in_second, self.ttl, self.idle_timeout = heartbeat_timeout_in_second, ttl, idle_timeout
-        for label, value in (("polling_interval", polling_interval), ("statement_timeout", statement_timeout)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{label} must be positive, got {value}")
-        self.livy_conn_id = livy_conn_id
+        if statement_timeout is not None and statement_timeout <= 0:
+            raise ValueError(f"statement_timeout must be positive, got {statement_timeout}")
         self.statement_timeout = statement_timeout
         self.session_start_timeout = session_start_timeout
-        self.polling_interval = polling_interval
-        self.deferrable = deferrable
-        self.extra_headers = extra_headers
         self.session_id: int | None = None
-        self._killed = False
 
-    @cached_property
-    def hook(self) -> LivyHook:
-        return LivyHook(self.livy_conn_id, extra_headers=self.extra_headers)
+    def delete(self, key: int | str) -> bool:
+        return self.hook.delete_session(key)
 
     # --- requests ----------------------------------------------------------------------------------
     def session_request(self, context: Context) -> dict[str, Any]:
         """The validated POST /sessions body, with the deterministic name unless one was given."""
-        arguments = {arg: getattr(self, attr) for arg, attr in ATTRIBUTES.items()}
-        arguments["name"] = self.name or self.default_name(context)
         try:
-            return validate_session_request(request_body(arguments, SESSION_OPERATOR_ARGUMENTS, SESSION_REQUEST_FIELDS))
+            return validate_session_request(
+                request_body(self.request_arguments(context), SESSION_OPERATOR_ARGUMENTS, SESSION_REQUEST_FIELDS)
+            )
         except BatchRequestError as err:
             raise AirflowFailException(f"invalid Livy session request for task {self.task_id}: {err}") from None
 
@@ -182,11 +153,6 @@ class LivySessionOperator(BaseOperator):
             return statement_requests(self.statements, self.kind)
         except BatchRequestError as err:
             raise AirflowFailException(f"invalid statements for task {self.task_id}: {err}") from None
-
-    @staticmethod
-    def default_name(context: Context) -> str:
-        ti = context["ti"]
-        return session_name(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
 
     # --- execute ---------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -277,16 +243,9 @@ class LivySessionOperator(BaseOperator):
         except TaskDeferred:
             raise
         except BaseException as err:
-            self.delete_session_quietly(session_id, f"the task stopped ({type(err).__name__})")
+            self.delete_quietly(session_id, f"the task stopped ({type(err).__name__})")
             raise
-        self.delete_session_quietly(session_id, "its statements ran")
-
-    def delete_session_quietly(self, session_id: int, why: str) -> None:
-        try:
-            if self.hook.delete_session(session_id):
-                self.log.info("Deleted Livy session %s because %s", session_id, why)
-        except LivyError as err:
-            self.log.error("Could not delete Livy session %s (%s): %s", session_id, why, err)
+        self.delete_quietly(session_id, "its statements ran")
 
     # --- deferral ----------------------------------------------------------------------------------
     def _defer(self, context: Context, session_id: int, statement_id: int | None = None, index: int = 0) -> None:
@@ -329,11 +288,5 @@ class LivySessionOperator(BaseOperator):
         if next_method == FAIL_METHOD:
             view = self.hook.find_session(self.name or self.default_name(context))
             if view is not None:
-                self.delete_session_quietly(int(view["id"]), "the deferred wait failed or timed out")
+                self.delete_quietly(int(view["id"]), "the deferred wait failed or timed out")
         return super().resume_execution(next_method, next_kwargs, context)
-
-    def on_kill(self) -> None:
-        """Airflow is stopping the task (user kill, execution timeout, SIGTERM): end the session."""
-        self._killed = True
-        if self.session_id is not None:
-            self.delete_session_quietly(self.session_id, "the task was killed")

@@ -1,18 +1,24 @@
-"""What every Livy operator does the same way: a deterministic name per task instance, a request body
-from operator arguments, and the deadlines a deferred task keeps (Airflow 3's execution_timeout does not
-cover deferred time). LivyBatchOperator (livy.py) and LivySessionOperator (livy_session.py) build on it.
+"""What every Livy operator does the same way: the Spark resource arguments, a deterministic name per task
+instance, a request body from operator arguments, the hook, deleting what it made when killed, and the
+deadlines a deferred task keeps (Airflow 3's execution_timeout does not cover deferred time).
+LivyBatchOperator (livy.py) and LivySessionOperator (livy_session.py) build on LivyTaskOperator.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
-from airflow.sdk import Context
+from airflow.sdk import BaseOperator, Context
 
+from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
+from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.protocol import INT, NON_NEGATIVE_INT, STR_LIST, STR_MAP
 
 DEFER_TIMEOUT_GRACE = 120.0  # Airflow's own deferral timeout, a backstop behind the trigger's deadline
@@ -68,3 +74,116 @@ def execution_deadline(execution_timeout: timedelta | None, context: Context) ->
 def defer_timeout(deadline: float | None) -> timedelta | None:
     """Airflow's own deferral timeout: a backstop behind the trigger's deadline."""
     return None if deadline is None else timedelta(seconds=max(deadline - time.time(), 0) + DEFER_TIMEOUT_GRACE)
+
+
+def attributes(table: dict[str, str]) -> dict[str, str]:
+    """Argument -> attribute. BaseOperator already has `queue` (the executor's queue), so Livy's is kept apart."""
+    return {arg: "livy_queue" if arg == "queue" else arg for arg in table}
+
+
+def _merged_signature(own: Callable[..., Any], shared: Callable[..., Any]) -> inspect.Signature:
+    """A subclass's __init__ as help(), IDEs and Airflow's default_args see it: its own arguments, then the
+    shared ones of LivyTaskOperator, then **kwargs."""
+    mine = [p for p in inspect.signature(own).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in mine}
+    rest = [p for p in inspect.signature(shared).parameters.values() if p.name not in names]
+    return inspect.Signature(mine + rest)
+
+
+class LivyTaskOperator(BaseOperator):
+    """The arguments and behaviour LivyBatchOperator and LivySessionOperator share.
+
+    The Spark resource arguments are Livy's request fields (proxy_user, jars, py_files, files, archives,
+    driver_memory, driver_cores, executor_memory, executor_cores, num_executors, queue, name, conf).
+    `name` defaults to a deterministic per-task-instance name; a name of your own must be unique per run too.
+
+    :param livy_conn_id: the Livy connection.
+    :param polling_interval: the longest wait between polls; early polls come sooner. Our server holds
+        each poll until the state changes (up to 10 s), so the end is noticed at once whatever the interval.
+    :param deferrable: wait on the triggerer instead of holding a worker slot.
+    :param extra_headers: headers added to the connection's.
+    :param executor_queue: Airflow's `queue` for this task (which executor queue runs it). `queue`
+        itself is Livy's (the YARN queue), as in the official operator. A `queue` in default_args
+        therefore sets both: Livy's queue, and the executor's unless `executor_queue` is given.
+    """
+
+    ATTRIBUTES: ClassVar[dict[str, str]]  # the subclass's argument -> attribute table
+    word: ClassVar[str]  # "batch" or "session", in log lines
+    id_attribute: ClassVar[str]  # where the subclass keeps the id of what it created
+    template_fields_renderers = {"conf": "json"}
+    ui_color = "#f4a460"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__.__signature__ = _merged_signature(cls.__init__, LivyTaskOperator.__init__)  # type: ignore[attr-defined]
+
+    def __init__(
+        self,
+        *,
+        proxy_user: str | None = None,
+        jars: list[str] | None = None,
+        py_files: list[str] | None = None,
+        files: list[str] | None = None,
+        archives: list[str] | None = None,
+        driver_memory: str | None = None,
+        driver_cores: int | str | None = None,
+        executor_memory: str | None = None,
+        executor_cores: int | str | None = None,
+        num_executors: int | str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        conf: dict[str, Any] | None = None,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        polling_interval: float = 10.0,
+        deferrable: bool = False,
+        extra_headers: dict[str, str] | None = None,
+        executor_queue: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs if executor_queue is None else {**kwargs, "queue": executor_queue})
+        self.proxy_user, self.jars, self.py_files, self.files, self.archives = proxy_user, jars, py_files, files, archives
+        self.driver_memory, self.driver_cores = driver_memory, driver_cores
+        self.executor_memory, self.executor_cores, self.num_executors = executor_memory, executor_cores, num_executors
+        self.livy_queue, self.name, self.conf = queue, name, conf
+        if polling_interval <= 0:
+            raise ValueError(f"polling_interval must be positive, got {polling_interval}")
+        self.livy_conn_id = livy_conn_id
+        self.polling_interval = polling_interval
+        self.deferrable = deferrable
+        self.extra_headers = extra_headers
+        self._killed = False
+
+    @cached_property
+    def hook(self) -> LivyHook:
+        return LivyHook(self.livy_conn_id, extra_headers=self.extra_headers)
+
+    def request_arguments(self, context: Context) -> dict[str, Any]:
+        """The operator's request arguments, with the deterministic name unless one was given."""
+        arguments = {arg: getattr(self, attr) for arg, attr in self.ATTRIBUTES.items()}
+        arguments["name"] = self.name or self.default_name(context)
+        return arguments
+
+    @staticmethod
+    def default_name(context: Context) -> str:
+        ti = context["ti"]
+        return batch_name(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
+
+    def delete(self, key: int | str) -> bool:
+        """Delete the batch or session `key`; False when it was already gone."""
+        raise NotImplementedError
+
+    def delete_quietly(self, key: int | str, why: str) -> None:
+        """Delete it, logging why; a failure to delete is logged, not raised (the task's own outcome stands)."""
+        try:
+            if self.delete(key):
+                self.log.info("Deleted Livy %s %s because %s", self.word, key, why)
+        except LivyError as err:
+            self.log.error("Could not delete Livy %s %s (%s): %s", self.word, key, why, err)
+
+    def on_kill(self) -> None:
+        """Airflow is stopping the task (user kill, execution timeout, SIGTERM): end what it made."""
+        self._killed = True
+        key = getattr(self, self.id_attribute, None)
+        if key is not None:
+            self.delete_quietly(key, "the task was killed")

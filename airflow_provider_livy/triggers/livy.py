@@ -10,7 +10,6 @@ the triggerer rebuilds the trigger from the arguments stored at deferral, so it 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,9 +19,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
-from airflow_provider_livy.hooks.waiting import ProgressLog, WaitTimeout
-from airflow_provider_livy.polling import LOG_INTERVAL, Poller
-from airflow_provider_livy.protocol import TERMINAL_STATES
+from airflow_provider_livy.hooks.waiting import ProgressLog, WaitTimeout, adrive, batch_done
 
 EVENT_LOG_LINES = 1000  # the last lines ride along in the event; all of them are in the trigger log
 
@@ -79,36 +76,31 @@ class LivyBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = LivyAsyncHook(self.livy_conn_id)
         lines: deque[str] = deque(maxlen=EVENT_LOG_LINES)
-        poller = Poller(self.polling_interval)
         state: str | None = None
-        logs_read = 0.0
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.time())
+
+        async def poll(wait: float | None) -> str:
+            nonlocal state
+            state = await hook.get_batch_state(self.batch_id, wait)
+            return state
+
+        async def read_log() -> None:
+            new, self.log_offset = await hook.read_log(self.batch_id, self.log_offset)
+            for line in new:
+                self.log.info("[livy batch %s] %s", self.batch_id, line)
+            lines.extend(new)
+
         try:
-            while True:
-                asked = time.monotonic()
-                state = await hook.get_batch_state(self.batch_id, poller.wait)
-                took = time.monotonic() - asked
-                if self.stream_logs and (state in TERMINAL_STATES or time.monotonic() - logs_read >= LOG_INTERVAL):
-                    new, self.log_offset = await hook.read_log(self.batch_id, self.log_offset)
-                    logs_read = time.monotonic()
-                    for line in new:
-                        self.log.info("[livy batch %s] %s", self.batch_id, line)
-                    lines.extend(new)
-                if state in TERMINAL_STATES:
-                    yield self._event("finished", state, lines)
-                    return
-                if self.deadline is not None and time.time() >= self.deadline:
-                    message = f"batch {self.batch_id} still {state} at the deadline"
-                    if self.delete_on_timeout:
-                        await hook.delete_batch(self.batch_id)
-                        message += "; deleted it"
-                    self.log.warning(message)
-                    yield self._event("timeout", state, lines, message)
-                    return
-                pause = poller.pause_after(state, took)
-                if self.deadline is not None:
-                    left = max(0.0, self.deadline - time.time())
-                    pause, poller.wait = min(pause, left), min(poller.wait or 0.0, left)
-                await asyncio.sleep(pause)
+            waiter = batch_done(self.batch_id, self.polling_interval, timeout, self.stream_logs)
+            state = await adrive(waiter, poll, read_log=read_log)
+            yield self._event("finished", state, lines)
+        except WaitTimeout as err:
+            message = str(err)
+            if self.delete_on_timeout:
+                await hook.delete_batch(self.batch_id)
+                message += "; deleted it"
+            self.log.warning(message)
+            yield self._event("timeout", err.state, lines, message)
         except LivyError as err:
             yield self._event("error", state, lines, str(err))
         finally:

@@ -95,6 +95,12 @@ def test_async_hook_session_lifecycle(fake_server: LivyServer, hook: LivyHook) -
             cancelled = await ahook.wait_for_statement(session_id, slow, polling_interval=1, timeout=30)
             with pytest.raises(WaitTimeout):
                 await ahook.run_statement(session_id, "import time; time.sleep(30)", polling_interval=1, timeout=1)
+            # the deferred path's wait: the same rule as the sync hook's, the statement is cancelled at its timeout
+            slower = await ahook.submit_statement(session_id, "import time; time.sleep(30)")
+            with pytest.raises(WaitTimeout, match="after 1s"):
+                await ahook.wait_for_statement(session_id, slower, polling_interval=1, timeout=1)
+            timed_out = await ahook.get_statement(session_id, slower["id"])
+            assert timed_out["state"] in ("cancelling", "cancelled")
             lines, _ = await ahook.read_session_log(session_id)
             assert lines and await ahook.delete_session(session_id) is True
             assert await ahook.delete_session(session_id) is False
