@@ -74,6 +74,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "livy.server.recovery.zk-state-store.key-prefix of the server (Livy's default: livy).",
         "schema": {"type": ["string", "null"], "default": "livy"},
     },
+    "zookeeper_auth": {
+        "label": "ZooKeeper identity",
+        "description": "The server's livy.server.recovery.zk-state-store.auth (digest:<user>:<password>, "
+        "sasl:DIGEST-MD5:<user>:<password> or sasl), so the sweep may read and delete its records.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
 }
 
 SQL_CONN_FIELDS: dict[str, dict[str, Any]] = {

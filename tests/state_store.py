@@ -15,6 +15,8 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from airflow_provider_livy.zookeeper_auth import new_client, parse_auth
+
 
 class StoreView(Protocol):
     settings: dict[str, str]
@@ -57,9 +59,11 @@ class FileStoreView:
 
 
 class ZooKeeperView:
-    def __init__(self, hosts: str, prefix: str) -> None:
+    """With `auth` (a zk-state-store.auth value) the view logs in as that identity and the server it configures does too."""
+
+    def __init__(self, hosts: str, prefix: str, auth: str | None = None) -> None:
         self.prefix = prefix
-        self.client = KazooClient(hosts=hosts)
+        self.client: KazooClient = new_client(hosts, parse_auth(auth))
         self.client.start(timeout=30)  # a ZooKeeper just restarted on a busy machine takes a while
         self.settings = {
             "livy.server.recovery.mode": "recovery",
@@ -67,6 +71,8 @@ class ZooKeeperView:
             "livy.server.recovery.state-store.url": hosts,
             "livy.server.recovery.zk-state-store.key-prefix": prefix,
         }
+        if auth:
+            self.settings["livy.server.recovery.zk-state-store.auth"] = auth
 
     def _children(self, key: str) -> list[str]:
         try:

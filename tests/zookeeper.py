@@ -2,6 +2,9 @@
 
 `zookeeper` is one server for the whole session; tests stay apart by key prefix (`zk_prefix`).
 A test that stops and restarts ZooKeeper takes `private_zookeeper`, a server of its own.
+Every server accepts digest authentication (built into ZooKeeper) and SASL DIGEST-MD5 for the
+users of SASL_USERS (a JAAS `Server` section and ZooKeeper's SASL authentication provider), so
+ACL tests log in either way; clients without credentials connect as before.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ JARS = (
 )
 
 
+SASL_USERS = {"livy": "livy-sasl-password", "intruder": "intruder-sasl-password"}
+
+
 def classpath() -> str:
     jars = [JAVA_DIR / f"{name}.jar" for name in JARS]
     if not jars[0].exists() or shutil.which("java") is None:
@@ -67,10 +73,22 @@ class ZooKeeperServer:
         conf.write_text(
             f"tickTime=500\ndataDir={data_dir}\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
             "admin.enableServer=false\n4lw.commands.whitelist=ruok\nmaxClientCnxns=0\n"
+            "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
         )
+        jaas = self.work_dir / "jaas.conf"
+        users = "".join(f'\n  user_{user}="{password}"' for user, password in SASL_USERS.items())
+        jaas.write_text(f"Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required{users};\n}};\n")
         with open(self.work_dir / "zookeeper.log", "ab") as out:
             self.proc = subprocess.Popen(
-                ["java", "-Xmx256m", "-cp", classpath(), "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(conf)],
+                [
+                    "java",
+                    "-Xmx256m",
+                    f"-Djava.security.auth.login.config={jaas}",
+                    "-cp",
+                    classpath(),
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    str(conf),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

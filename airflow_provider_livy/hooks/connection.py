@@ -28,7 +28,7 @@ RETRY_AFTER_CAP = 120.0
 AUTH_KINDS = ("basic", "none", "class")
 KNOWN_EXTRAS = frozenset(
     {"verify", "ca_bundle", "auth_kind", "auth_class", "auth_kwargs", "headers", "endpoint_prefix", "timeout"}
-    | {"zookeeper_hosts", "zookeeper_prefix", "session_conf"}
+    | {"zookeeper_hosts", "zookeeper_prefix", "zookeeper_auth", "session_conf"}
 )
 USER_AGENT = "airflow-provider-livy"
 
@@ -61,6 +61,7 @@ class LivySettings:
     auth_kwargs: Mapping[str, Any] = field(default_factory=dict)
     zookeeper_hosts: str | None = None
     zookeeper_prefix: str = "livy"
+    zookeeper_auth: str | None = field(default=None, repr=False)  # the server's zk-state-store.auth; may hold a password
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -158,6 +159,7 @@ def settings_from_connection(conn: Any) -> LivySettings:
         auth_kwargs=_json_object("auth_kwargs", get("auth_kwargs")),
         zookeeper_hosts=get("zookeeper_hosts") or None,
         zookeeper_prefix=get("zookeeper_prefix") or "livy",
+        zookeeper_auth=get("zookeeper_auth") or None,
     )
 
 

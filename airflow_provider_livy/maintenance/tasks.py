@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kazoo.client import KazooClient
+from airflow.sdk.log import mask_secret
+from kazoo.exceptions import AuthFailedError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
+from airflow_provider_livy import zookeeper_auth
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.maintenance import terminal_since
@@ -207,8 +209,11 @@ def zookeeper_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if not hosts:
             report.skipped = "no ZooKeeper hosts (neither the zookeeper_hosts param nor the connection's field is set)"
             return _publish(report)
+        auth = zookeeper_auth.parse_auth(hook.settings.zookeeper_auth, "connection extra 'zookeeper_auth'")
+        if auth is not None and auth.password:
+            mask_secret(auth.password)
         retry = KazooRetry(max_tries=3)
-        client = KazooClient(hosts=hosts, timeout=15.0, connection_retry=retry, command_retry=retry.copy())
+        client = zookeeper_auth.new_client(hosts, auth, timeout=15.0, connection_retry=retry, command_retry=retry.copy())
         try:
             client.start(timeout=ZK_CONNECT_TIMEOUT)
         except KazooTimeoutError:
@@ -218,7 +223,10 @@ def zookeeper_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:
             log.info("sweeping ZooKeeper %s under /%s", hosts, prefix.strip("/"))
             rules = Rules(min_age=settings.min_age, untouched=settings.untouched)
-            report = sweep_zookeeper(client, prefix, lambda: server_ids(hook), rules, dry_run=settings.dry_run)
+            try:
+                report = sweep_zookeeper(client, prefix, lambda: server_ids(hook), rules, dry_run=settings.dry_run)
+            except AuthFailedError:  # a SASL login is answered once connected: a wrong one fails the first request
+                report.error(f"ZooKeeper at {hosts} refused the login as {auth.describe() if auth else '?'}; nothing was deleted")
         finally:
             client.stop()
             client.close()

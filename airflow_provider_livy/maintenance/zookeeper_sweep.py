@@ -9,7 +9,9 @@ unambiguous go: records that say themselves they finished long ago, and znodes u
 longer than a generous bound (unless the record says the session is still active).
 
 Every delete names the znode version that was read, so a record rewritten meanwhile (a server
-that took the id up again) fails the check and stays.
+that took the id up again) fails the check and stays. Records written with an ACL
+(zookeeper_auth) need the server's identity: without it each directory or record the sweep may not
+read is reported as NoAuth, in words, and nothing of it is deleted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, KazooException, NoNodeError, RolledBackError
+from kazoo.exceptions import BadVersionError, KazooException, NoAuthError, NoNodeError, RolledBackError
 
 from airflow_provider_livy import zookeeper_multi
 from airflow_provider_livy.maintenance.report import SweepReport
@@ -45,6 +47,11 @@ KEEP_UNREACHABLE = "not provably stale (server unreachable)"
 KEEP_NOT_RECORD = "not a session record (state, index or other non-numeric node)"
 KEEP_CHANGED = "changed or gone during the sweep"
 KEEP_UNREADABLE = "could not be read"
+KEEP_NO_AUTH = "NoAuth: this identity may not read it"
+NO_AUTH = (
+    "NoAuth: ZooKeeper denies this sweep's identity access (the connection's zookeeper_auth extra is "
+    "missing or names another identity than the server's livy.server.recovery.zk-state-store.auth)"
+)
 KEEP_FAILED = "delete failed"
 
 
@@ -107,6 +114,9 @@ def walk(client: KazooClient, root: str, report: SweepReport, multi_read: bool =
             children = client.retry(client.get_children, parent)
         except NoNodeError:
             continue
+        except NoAuthError:
+            report.error(f"listing {parent}: {NO_AUTH}; its records were neither read nor deleted")
+            continue
         for name in children:
             if name.isdigit():
                 paths.append((f"{parent}/{name}", directory, int(name)))
@@ -118,6 +128,9 @@ def walk(client: KazooClient, root: str, report: SweepReport, multi_read: bool =
         report.scanned += 1
         if read is None:
             report.keep(KEEP_CHANGED)
+        elif isinstance(read, NoAuthError):
+            report.keep(KEEP_NO_AUTH)
+            report.error(f"reading {path}: {NO_AUTH}; kept")
         elif isinstance(read, Exception):
             report.keep(KEEP_UNREADABLE)
             report.error(f"reading {path} failed: {read!r}")
@@ -167,6 +180,9 @@ def delete_nodes(client: KazooClient, nodes: list[Znode]) -> Deletion:
             result.get(timeout=DELETE_TIMEOUT)
         except (NoNodeError, BadVersionError):
             done.changed.append(node)
+        except NoAuthError:
+            done.failed.append(node)
+            done.errors.append(f"deleting {node.path}: {NO_AUTH}; kept")
         except (KazooException, client.handler.timeout_exception) as err:
             done.failed.append(node)
             done.errors.append(f"deleting {node.path} failed: {err!r}")

@@ -71,6 +71,17 @@ def parse_choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def parse_zk_auth(key: str, text: str) -> str:
+    """Checked here so a malformed identity stops the start; the ZooKeeper store parses it again when it connects."""
+    from airflow_provider_livy.zookeeper_auth import ZooKeeperAuthError, parse_auth  # kazoo only when it is set
+
+    try:
+        parse_auth(text, key)
+    except ZooKeeperAuthError as err:
+        raise ConfigError(str(err)) from None
+    return text.strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -93,6 +104,7 @@ class ServerConfig:
     state_store: str = "filesystem"
     state_store_url: str = ""
     zk_key_prefix: str = "livy"
+    zk_auth: str = dataclasses.field(default="", repr=False)  # zookeeper_auth.parse_auth; holds a password
     auth_type: str = "none"
     auth_users_file: str = ""
     access_control: bool = False
@@ -149,6 +161,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.recovery.state-store": ("state_store", parse_choice("filesystem", "zookeeper")),
     "livy.server.recovery.state-store.url": ("state_store_url", parse_str),
     "livy.server.recovery.zk-state-store.key-prefix": ("zk_key_prefix", parse_str),
+    "livy.server.recovery.zk-state-store.auth": ("zk_auth", parse_zk_auth),
     "livy.server.auth.type": ("auth_type", parse_choice("none", "basic")),
     "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),
     "livy.server.access-control.enabled": ("access_control", parse_bool),

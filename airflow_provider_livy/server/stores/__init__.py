@@ -10,8 +10,9 @@ def open_store(config: ServerConfig, family: str = "batch") -> RecoverableStore:
     """The store of one family of sessions ("batch" or "interactive"), each under its own Livy directory."""
     if config.state_store == "zookeeper":
         from airflow_provider_livy.server.stores.zookeeper import ZooKeeperStore
+        from airflow_provider_livy.zookeeper_auth import parse_auth
 
-        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix, family=family)
+        return ZooKeeperStore(config.state_store_url, config.zk_key_prefix, family=family, auth=parse_auth(config.zk_auth))
     from airflow_provider_livy.server.stores.filesystem import FileSystemStore
 
     return FileSystemStore(config.state_store_url, family)

@@ -29,8 +29,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState, TransactionRequest
-from kazoo.exceptions import KazooException, NodeExistsError, RolledBackError
+from kazoo.client import KazooState, TransactionRequest
+from kazoo.exceptions import AuthFailedError, KazooException, NoAuthError, NodeExistsError, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.paths import normpath
@@ -49,6 +49,7 @@ from airflow_provider_livy.server.stores.index import (
     entry_name,
     family_dirs,
 )
+from airflow_provider_livy.zookeeper_auth import AUTH_KEY, ZooKeeperAuth, creator_acl, is_open, new_client
 from airflow_provider_livy.zookeeper_multi import Deletes, read_many
 
 log = logging.getLogger(__name__)
@@ -100,17 +101,26 @@ async def committed(sent: IAsyncResult) -> None:
 
 
 class ZooKeeperStore:
-    def __init__(self, hosts: str, prefix: str = "livy", connect_timeout: float = CONNECT_TIMEOUT, family: str = "batch") -> None:
+    def __init__(
+        self,
+        hosts: str,
+        prefix: str = "livy",
+        connect_timeout: float = CONNECT_TIMEOUT,
+        family: str = "batch",
+        auth: ZooKeeperAuth | None = None,
+    ) -> None:
         root = "/" + prefix.strip("/")
         self.hosts = hosts
+        self.auth = auth
         records, index = family_dirs(family)
         self.batch_path = f"{root}/{records}"
         self.index_path = f"{root}/{index}"
         self.state_path = f"{self.batch_path}/{STATE_KEY}"
         retry = {"delay": 0.1, "backoff": 2, "max_delay": 2.0}
         try:
-            self.client = KazooClient(
-                hosts=hosts,
+            self.client = new_client(
+                hosts,
+                auth,
                 timeout=SESSION_TIMEOUT,
                 connection_retry=KazooRetry(max_tries=-1, **retry),
                 command_retry=KazooRetry(max_tries=5, **retry),
@@ -132,17 +142,48 @@ class ZooKeeperStore:
         # The paths as sent on the wire (chroot included), for the requests built without kazoo's per-call checks.
         self._wire_batch = normpath(f"{self.client.chroot}{self.batch_path}")
         self._wire_index = normpath(f"{self.client.chroot}{self.index_path}")
-        for path in (self.batch_path, self.index_path):
-            self.client.retry(self.client.ensure_path, path)
-        with contextlib.suppress(NodeExistsError):
-            self.client.retry(self.client.create, self.state_path, encode_state(0))
+        try:
+            for path in (self.batch_path, self.index_path):
+                self.client.retry(self.client.ensure_path, path)
+            with contextlib.suppress(NodeExistsError):
+                self.client.retry(self.client.create, self.state_path, encode_state(0))
+            if auth is not None:
+                self._restrict((root, f"{root}/v1", self.batch_path, self.index_path, self.state_path))
+        except AuthFailedError:  # SASL answers after the connection is up: a wrong login fails the first request
+            self._shut()
+            raise ConnectionError(
+                f"ZooKeeper at {hosts} refused the login as {auth.describe() if auth else '?'} ({AUTH_KEY})"
+            ) from None
+        except NoAuthError:
+            self._shut()
+            raise ConnectionError(
+                f"ZooKeeper at {hosts} denies this server access to {root} "
+                f"({'as ' + auth.describe() if auth else 'without an identity'}; see {AUTH_KEY})"
+            ) from None
+        if auth is None and family == "interactive":
+            log.warning(
+                "ZooKeeper records under %s are readable and writable by anyone who can reach %s, and carry the "
+                "secret of each interactive session's driver channel: set %s (see the README's security section)",
+                root,
+                hosts,
+                AUTH_KEY,
+            )
         self._present: set[int] = set()  # ids whose record znode exists
+        self._unsure: set[int] = set()  # ids whose record may still have the open ACL: re-created on the next write
         self._index: dict[int, str] = {}  # id -> its index znode
         self._dirty: set[int] = set()  # ids whose znodes must be brought back in line with memory
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resyncing = False
         self._lookup: RecordLookup = lambda _id: None
         self._next_id: Callable[[], int] = lambda: 0
+
+    def _restrict(self, paths: tuple[str, ...]) -> None:
+        """Our own nodes, written open by an older version or by Apache Livy, get the creator-only ACL."""
+        for path in paths:
+            acls, _ = self.client.retry(self.client.get_acls, path)
+            if is_open(acls):
+                self.client.retry(self.client.set_acls, path, creator_acl())
+                log.info("ZooKeeper node %s was open to anyone; now only this server's identity may use it", path)
 
     def bind(self, lookup: RecordLookup, next_session_id: Callable[[], int]) -> None:
         self._lookup, self._next_id = lookup, next_session_id
@@ -178,6 +219,7 @@ class ZooKeeperStore:
                 transaction.delete(f"{self.index_path}/{name}")
             transaction.commit()
         self._present = set(snap.record_ids)
+        self._unsure = set(snap.record_ids) if self.auth is not None else set()
         self._index = dict(snap.index)
         return snap
 
@@ -200,7 +242,11 @@ class ZooKeeperStore:
         """Write a record and move its index entry, given what we believe the store holds."""
         batch_id = record["id"]
         path = f"{self.batch_path}/{batch_id}"
-        if batch_id in self._present:
+        if batch_id in self._unsure:  # a setData keeps the open ACL: replace the znode in the same transaction
+            transaction.delete(path)
+            transaction.create(path, encode(record))
+            self._unsure.discard(batch_id)
+        elif batch_id in self._present:
             transaction.set_data(path, encode(record))
         else:
             transaction.create(path, encode(record))
@@ -362,6 +408,8 @@ class ZooKeeperStore:
                 self._forget(batch_id)
                 if batch_id in present:
                     self._present.add(batch_id)
+                    if self.auth is not None:
+                        self._unsure.add(batch_id)
                 known = entries.get(batch_id, [])
                 record = self._lookup(batch_id)
                 keep = entry_name(record) if record is not None else None
@@ -380,6 +428,7 @@ class ZooKeeperStore:
 
     def _forget(self, batch_id: int) -> None:
         self._present.discard(batch_id)
+        self._unsure.discard(batch_id)
         self._index.pop(batch_id, None)
 
     def close(self) -> None:
