@@ -44,6 +44,8 @@ REMOVE_CHUNK = 1000  # records per disk job, so saves interleave with a bulk pur
 UNLINK_THREADS = 4
 STALE_TEMP_AGE = 60.0  # a temp file this old belongs to a writer that died
 RETRY_DELAY = 5.0
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600  # index entries (records and state are mkstemp's 0600)
 
 
 def store_path(url: str) -> Path:
@@ -52,6 +54,28 @@ def store_path(url: str) -> Path:
     if parsed.scheme not in ("", "file"):
         raise OSError(f"livy.server.recovery.state-store.url = {url!r}: the filesystem store needs a local directory")
     return Path(parsed.path if parsed.scheme else url)
+
+
+def private_dir(directory: Path) -> None:
+    """Create the directory 0700 (whatever the umask), or tighten an existing one that lets others in.
+
+    The records hold session secrets and their names say which sessions exist; files are written
+    0600 by mkstemp. A directory we may not chmod (another owner) is named in a warning, not fatal.
+    """
+    directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)  # missing ancestors outside the store: default modes
+    mode = directory.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            directory.chmod(PRIVATE_DIR)
+        except OSError as err:
+            log.warning(
+                "state store directory %s is mode %o and cannot be made 0700 (%s): other local users may list or read it",
+                directory,
+                mode,
+                err.strerror,
+            )
+        else:
+            log.info("state store directory %s was mode %o; now 0700", directory, mode)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -99,8 +123,9 @@ class FileSystemStore:
         self.batch_dir = root / records
         self.index_dir = root / index
         self.state_path = self.batch_dir / STATE_KEY
+        for directory in (root, root / "v1", self.batch_dir, self.index_dir):
+            private_dir(directory)
         for directory in (self.batch_dir, self.index_dir):
-            directory.mkdir(parents=True, exist_ok=True)
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise PermissionError(f"the state store directory {directory} is not writable")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="livy-fs-store")
@@ -191,14 +216,14 @@ class FileSystemStore:
         write_atomic_many([(self.batch_dir / str(record["id"]), encode(record)) for record in records])
         for _, old, name in moves:
             if name != old:
-                (self.index_dir / name).touch()
+                (self.index_dir / name).touch(PRIVATE_FILE)
                 if old is not None:
                     (self.index_dir / old).unlink(missing_ok=True)
 
     def _write(self, record: dict[str, Any], old: str | None, name: str, next_session_id: int | None) -> None:
         write_atomic(self.batch_dir / str(record["id"]), encode(record))
         if name != old:
-            (self.index_dir / name).touch()
+            (self.index_dir / name).touch(PRIVATE_FILE)
             if old is not None:
                 (self.index_dir / old).unlink(missing_ok=True)
         if next_session_id is not None and next_session_id > self._counter:
@@ -274,7 +299,7 @@ class FileSystemStore:
             else:
                 name = entry_name(record)
                 write_atomic(self.batch_dir / str(batch_id), encode(record))
-                (self.index_dir / name).touch()
+                (self.index_dir / name).touch(PRIVATE_FILE)
                 stale = [n for n in stale if n != name]
             for name in stale:
                 (self.index_dir / name).unlink(missing_ok=True)
