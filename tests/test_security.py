@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from airflow_provider_livy.server.auth.basic import read_users_file
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.security import AccessDenied, AccessPolicy, ImpersonationDisabled, read_users_file
+from airflow_provider_livy.server.security import AccessDenied, AccessPolicy, ImpersonationDisabled
 from tests.conftest import LivyServer
 
 PASSWORDS = {
@@ -64,6 +65,8 @@ def secure_server(make_server: Callable[..., LivyServer], users_file: Path) -> C
                 "livy.server.access-control.view-users": "victor",
                 "livy.server.access-control.allowed-users": "alice,bob,svc",
                 "livy.server.csrf-protection.enabled": "true",
+                # every client here is 127.0.0.1, and these tests send wrong credentials on purpose
+                "livy.server.auth.failures.max": "1000",
                 **settings,
             }
         )

@@ -251,7 +251,7 @@ def test_csrf_header_required_when_enabled(make_server, job_file: str) -> None:
 
 
 def test_basic_auth_sets_owner(make_server, job_file: str, tmp_path: Path) -> None:
-    from airflow_provider_livy.server.security import hash_password
+    from airflow_provider_livy.server.auth.basic import hash_password
 
     users = tmp_path / "users"
     users.write_text(f"alice:{hash_password('wonderland')}\n")

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from airflow_provider_livy import __version__
+from airflow_provider_livy.server.auth import build_gate
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
 from airflow_provider_livy.server.drivers.logs import volatile_filesystem
 from airflow_provider_livy.server.sessions.lifecycle import INTERACTIVE, SessionService
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.conf, args.set)
+        build_gate(config)  # a keytab, users file or directory URL it cannot use stops the start, not the first request
         service, sessions = build_services(config)
     except (ConfigError, OSError) as err:
         print(f"livy-server: {err}", file=sys.stderr)

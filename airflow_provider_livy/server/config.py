@@ -107,6 +107,21 @@ class ServerConfig:
     zk_auth: str = dataclasses.field(default="", repr=False)  # zookeeper_auth.parse_auth; holds a password
     auth_type: str = "none"
     auth_users_file: str = ""
+    kerberos_principal: str = ""  # HTTP/_HOST@REALM; _HOST becomes this host's name
+    kerberos_keytab: str = ""
+    kerberos_name_rules: str = "DEFAULT"
+    ldap_url: str = ""
+    ldap_base_dn: str = ""
+    ldap_user_filter: str = ""  # e.g. (uid={user}); empty: bind as uid=<user>,<base-dn>
+    ldap_domain: str = ""  # Active Directory: bind as <user>@<domain>
+    ldap_security_authentication: str = "simple"
+    ldap_start_tls: bool = False
+    ldap_timeout: float = 5.0
+    auth_cache_ttl: float = 300.0  # how long a successful sign-in is remembered (cookie and credential cache)
+    auth_max_failures: int = 10  # failed sign-ins per client address per window before it must wait
+    auth_failure_window: float = 60.0
+    launch_principal: str = ""  # spark-submit --principal (livy.server.launch.kerberos.principal)
+    launch_keytab: str = ""  # spark-submit --keytab; never shown
     access_control: bool = False
     superusers: tuple[str, ...] = ()
     allowed_users: tuple[str, ...] = ("*",)  # with access control on, who may use the server at all
@@ -162,8 +177,23 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.recovery.state-store.url": ("state_store_url", parse_str),
     "livy.server.recovery.zk-state-store.key-prefix": ("zk_key_prefix", parse_str),
     "livy.server.recovery.zk-state-store.auth": ("zk_auth", parse_zk_auth),
-    "livy.server.auth.type": ("auth_type", parse_choice("none", "basic")),
+    "livy.server.auth.type": ("auth_type", parse_choice("none", "basic", "kerberos", "ldap")),
     "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),
+    "livy.server.auth.kerberos.principal": ("kerberos_principal", parse_str),
+    "livy.server.auth.kerberos.keytab": ("kerberos_keytab", parse_str),
+    "livy.server.auth.kerberos.name-rules": ("kerberos_name_rules", parse_str),
+    "livy.server.auth.ldap.url": ("ldap_url", parse_str),
+    "livy.server.auth.ldap.base-dn": ("ldap_base_dn", parse_str),
+    "livy.server.auth.ldap.user-filter": ("ldap_user_filter", parse_str),
+    "livy.server.auth.ldap.domain": ("ldap_domain", parse_str),
+    "livy.server.auth.ldap.security-authentication": ("ldap_security_authentication", parse_choice("simple")),
+    "livy.server.auth.ldap.enablestarttls": ("ldap_start_tls", parse_bool),
+    "livy.server.auth.ldap.timeout": ("ldap_timeout", parse_duration),
+    "livy.server.auth.cache.ttl": ("auth_cache_ttl", parse_duration),
+    "livy.server.auth.failures.max": ("auth_max_failures", parse_int),
+    "livy.server.auth.failures.window": ("auth_failure_window", parse_duration),
+    "livy.server.launch.kerberos.principal": ("launch_principal", parse_str),
+    "livy.server.launch.kerberos.keytab": ("launch_keytab", parse_str),
     "livy.server.access-control.enabled": ("access_control", parse_bool),
     "livy.superusers": ("superusers", parse_list),
     "livy.server.access-control.allowed-users": ("allowed_users", parse_list),
@@ -226,6 +256,16 @@ def build_config(pairs: Iterable[tuple[str, str]]) -> ServerConfig:
         raise ConfigError("livy.server.recovery.mode = recovery needs livy.server.recovery.state-store.url")
     if config.auth_type == "basic" and not config.auth_users_file:
         raise ConfigError("livy.server.auth.type = basic needs livy.server.auth.basic.users-file")
+    if config.auth_type == "kerberos" and not (config.kerberos_principal and config.kerberos_keytab):
+        raise ConfigError(
+            "livy.server.auth.type = kerberos needs livy.server.auth.kerberos.principal and livy.server.auth.kerberos.keytab"
+        )
+    if config.auth_type == "ldap" and not config.ldap_url:
+        raise ConfigError("livy.server.auth.type = ldap needs livy.server.auth.ldap.url")
+    if config.auth_type == "ldap" and not (config.ldap_domain or config.ldap_base_dn):
+        raise ConfigError("livy.server.auth.type = ldap needs livy.server.auth.ldap.base-dn (or .domain for Active Directory)")
+    if bool(config.launch_principal) != bool(config.launch_keytab):
+        raise ConfigError("livy.server.launch.kerberos.principal and livy.server.launch.kerberos.keytab go together")
     return config
 
 

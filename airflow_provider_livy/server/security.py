@@ -1,37 +1,33 @@
 """Authentication, access control, impersonation and CSRF protection.
 
-Authentication and CSRF run in one plain ASGI middleware rather than Starlette's
-BaseHTTPMiddleware: the polling endpoint is hot, and with every feature off the middleware is
-not installed at all. Access control follows Livy's AccessManager: the owner of a batch, view
-users, modify users and superusers; its checks are set lookups, cheap enough for the poll path.
+Authentication (the sign-in gate of `server/auth/`, whatever livy.server.auth.type) and CSRF run in one
+plain ASGI middleware rather than Starlette's BaseHTTPMiddleware: the polling endpoint is hot, and with
+every feature off the middleware is not installed at all. Access control follows Livy's AccessManager: the
+owner of a batch, view users, modify users and superusers; its checks are set lookups, cheap enough for
+the poll path, and the same for every sign-in type.
 
-Users files are made with `python -m airflow_provider_livy.server.security add-user FILE USER`.
+Users files for basic sign-in are made with `python -m airflow_provider_livy.server.security add-user FILE USER`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import binascii
 import dataclasses
 import getpass
-import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from airflow_provider_livy.protocol import CSRF_HEADER
+from airflow_provider_livy.server.auth import build_gate
+from airflow_provider_livy.server.auth.basic import add_user
+from airflow_provider_livy.server.auth.refusal import Refused
 from airflow_provider_livy.server.config import ConfigError, ServerConfig
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/version"})
+OPEN_PATHS = frozenset({"/version", "/ready"})
 # The REPL drivers' callback: authenticated by each session's own secret (checked by the route), not by users.
 DRIVER_CALLBACK_PREFIX = "/internal/repl/"
 CSRF_METHODS = frozenset({"POST", "DELETE", "PUT", "PATCH"})
@@ -44,96 +40,6 @@ class AccessDenied(PermissionError):
 
 class ImpersonationDisabled(ValueError):
     """A proxyUser was asked for, but this server does not impersonate (400)."""
-
-
-def hash_password(password: str) -> str:
-    import bcrypt  # here and in Authenticator: only servers with basic auth pay for it at start-up
-
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
-
-
-def read_users_file(path: str) -> dict[str, bytes]:
-    """`user:bcrypt-hash` lines (htpasswd's bcrypt form); `#` comments."""
-    users: dict[str, bytes] = {}
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read users file {path}: {err}") from None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, hashed = line.partition(":")
-        if not sep or not hashed.startswith("$2"):
-            raise ConfigError(f"{path}:{number}: expected user:bcrypt-hash")
-        users[user] = hashed.encode()
-    return users
-
-
-def add_user(path: str, user: str, password: str) -> None:
-    """Add or replace one user in a users file, atomically, readable by its owner only."""
-    if not user or ":" in user or any(c.isspace() for c in user):
-        raise ConfigError(f"user name {user!r} must be non-empty, without ':' or spaces")
-    if not password:
-        raise ConfigError("the password must not be empty")
-    target = Path(path)
-    lines = target.read_text().splitlines() if target.exists() else []
-    kept = [line for line in lines if line.strip().partition(":")[0] != user]
-    kept.append(f"{user}:{hash_password(password)}")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(kept) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
-
-
-def parse_basic(header: bytes | None) -> tuple[str, str] | None:
-    if not header or not header.lower().startswith(b"basic "):
-        return None
-    try:
-        user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
-
-
-class Authenticator:
-    """Checks HTTP basic credentials. bcrypt is slow by design: it runs off the event loop, and a
-    verified pair is remembered (as a digest) so each client pays for it once."""
-
-    def __init__(self, users: dict[str, bytes]) -> None:
-        import bcrypt
-
-        self._bcrypt = bcrypt
-        self.users = users
-        # Checked against when the user is unknown, so a wrong user name costs as long as a wrong password.
-        self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
-        self._verified: set[tuple[str, bytes]] = set()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
-
-    @staticmethod
-    def _key(user: str, password: str) -> tuple[str, bytes]:
-        return user, hashlib.sha256(password.encode()).digest()
-
-    def known(self, user: str, password: str) -> bool:
-        return self._key(user, password) in self._verified
-
-    def verify(self, user: str, password: str) -> bool:
-        hashed = self.users.get(user)
-        ok = self._bcrypt.checkpw(password.encode(), hashed or self._dummy_hash) and hashed is not None
-        if ok:
-            self._verified.add(self._key(user, password))
-        return ok
-
-    async def user_for(self, header: bytes | None) -> str | None:
-        credentials = parse_basic(header)
-        if credentials is None:
-            return None
-        if self.known(*credentials):
-            return credentials[0]
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._pool, self.verify, *credentials)
-        return credentials[0] if ok else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +102,7 @@ def startup_warnings(config: ServerConfig) -> list[str]:
     problems = []
     if config.auth_type == "none" and (config.access_control or config.impersonation):
         problems.append(
-            "access control and impersonation need livy.server.auth.type = basic: without it every request "
+            "access control and impersonation need livy.server.auth.type = basic, kerberos or ldap: without it every request "
             "is anonymous and passes every check"
         )
     return problems
@@ -214,14 +120,25 @@ async def _reply(send: Any, status: int, message: str, headers: tuple[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
+def _with_headers(send: Any, extra: tuple[tuple[bytes, bytes], ...]) -> Any:
+    """`send`, adding the sign-in's reply headers (mutual-auth token, cookie) to the response start."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sending
+
+
 class SecurityMiddleware:
-    """Authenticates, refuses users outside livy.server.access-control.allowed-users, checks CSRF.
+    """Signs the caller in, refuses users outside livy.server.access-control.allowed-users, checks CSRF.
     The user lands in scope["state"]["user"] (request.state.user) for the routes' checks."""
 
     def __init__(self, app: Any, config: ServerConfig) -> None:
         self.app = app
         self.csrf = config.csrf_protection
-        self.auth = Authenticator(read_users_file(config.auth_users_file)) if config.auth_type == "basic" else None
+        self.gate = build_gate(config)
         self.policy = AccessPolicy.from_config(config)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -232,15 +149,19 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.auth is not None and scope["path"] not in OPEN_PATHS:
-            user = await self.auth.user_for(headers.get(b"authorization"))
-            if user is None:
-                await _reply(send, 401, "Authentication required", ((b"www-authenticate", b'Basic realm="livy"'),))
+        if self.gate is not None and scope["path"] not in OPEN_PATHS:
+            client = (scope.get("client") or ("unknown",))[0]
+            try:
+                user, extra = await self.gate.sign_in(headers.get(b"authorization"), headers.get(b"cookie"), client)
+            except Refused as refusal:
+                await _reply(send, refusal.status, refusal.msg, refusal.headers)
                 return
             if not self.policy.is_allowed(user):
                 await _reply(send, 403, f"User '{user}' is not allowed to use this server.")
                 return
             scope.setdefault("state", {})["user"] = user
+            if extra:
+                send = _with_headers(send, extra)
         if self.csrf and scope["method"] in CSRF_METHODS and CSRF_HEADER.lower().encode() not in headers:
             await _reply(send, 400, "Missing Required Header for CSRF protection.")
             return

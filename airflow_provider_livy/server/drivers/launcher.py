@@ -10,7 +10,9 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ FILE_CONF_KEYS = (
 )
 # What the server decides and users may not override through `conf`.
 RESERVED_CONF = ("spark.master", "spark.submit.deployMode")
+# Whose Kerberos identity a driver launches with: the server's (livy.server.launch.kerberos.*), never the user's.
+KERBEROS_CONF = ("spark.kerberos.principal", "spark.kerberos.keytab", "spark.yarn.principal", "spark.yarn.keytab")
 REMOTE_SCHEMES = ("hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "viewfs")
 # `local:/path` names a file on the driver's node: our own host in local and client mode (so it faces
 # the whitelist like a plain path), a cluster node in cluster mode (so it passes as a remote URI does).
@@ -122,6 +126,8 @@ def check_request_files(request: dict[str, Any], whitelist: tuple[str, ...], clu
     for key, value in conf.items():
         if key in RESERVED_CONF:
             raise BatchRequestError(f"conf: '{key}' is set by the server (livy.spark.master / deploy-mode)")
+        if key in KERBEROS_CONF:
+            raise BatchRequestError(f"conf: '{key}' is set by the server (livy.server.launch.kerberos.*)")
         if key in FILE_CONF_KEYS:
             conf[key] = ",".join(
                 check_local_file(p.strip(), whitelist, f"conf {key}", cluster) for p in value.split(",") if p.strip()
@@ -157,6 +163,7 @@ def build_command(
         cmd += ["--queue", request["queue"]]
     if request.get("proxyUser"):
         cmd += ["--proxy-user", request["proxyUser"]]
+    cmd += kerberos_arguments(config, request.get("proxyUser"))
     conf: dict[str, str] = dict(request.get("conf", {}))
     for field, key in CONF_FIELDS.items():
         if field in request:
@@ -173,6 +180,49 @@ def build_command(
     cmd.append(request["file"])
     cmd += request.get("args", [])
     return cmd
+
+
+def kerberos_arguments(config: ServerConfig, proxy_user: str | None) -> list[str]:
+    """`--principal/--keytab` of livy.server.launch.kerberos.*, so drivers on YARN get and renew their tokens.
+    Not with --proxy-user: spark-submit takes one or the other; an impersonated launch runs on the
+    ticket cache `launch_ticket_cache` fills from the same keytab, as Livy's own kinit does."""
+    if not config.launch_principal or proxy_user:
+        return []
+    return ["--principal", launch_principal(config), "--keytab", config.launch_keytab]
+
+
+def launch_principal(config: ServerConfig) -> str:
+    from airflow_provider_livy.server.auth.principals import server_principal
+
+    return server_principal(config.launch_principal, config.host)
+
+
+def kerberos_environment(config: ServerConfig, proxy_user: str | None, directory: Path) -> dict[str, str]:
+    """KRB5CCNAME for an impersonated launch on a server with a launch keytab (see kerberos_arguments)."""
+    if not config.launch_principal or not proxy_user:
+        return {}
+    return {"KRB5CCNAME": launch_ticket_cache(config, directory / "launch.ccache")}
+
+
+def launch_ticket_cache(config: ServerConfig, ccache: Path, max_age: float = 3600.0) -> str:
+    """A ticket cache (0600, as kinit makes it) holding the launch principal's TGT, renewed by `kinit -kt` once
+    it is `max_age` old. Raises OSError when kinit fails, with the keytab's path left out."""
+    try:
+        fresh = time.time() - ccache.stat().st_mtime < max_age
+    except FileNotFoundError:
+        fresh = False
+    if not fresh:
+        done = subprocess.run(
+            ["kinit", "-k", "-t", config.launch_keytab, "-c", f"FILE:{ccache}", launch_principal(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip().replace(config.launch_keytab, "<launch keytab>")
+            raise OSError(f"kinit for {launch_principal(config)} failed: {message}")
+    return f"FILE:{ccache}"
 
 
 def spark_environment(request: dict[str, Any], cluster: bool = False) -> dict[str, str]:

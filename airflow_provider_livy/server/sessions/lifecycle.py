@@ -351,6 +351,7 @@ class SessionService:
             batch.cluster = self.tracker.coordinates
         log_path = self.log_path(batch.id)
         try:
+            env.update(launcher.kerberos_environment(self.config, request.get("proxyUser"), self.log_dir))
             if properties is not None:
                 launcher.write_properties_file(properties, self.spark_home, env, driver_settings)
             pid = launcher.start(command, log_path, self.exit_path(batch.id), env)

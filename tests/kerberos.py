@@ -1,0 +1,92 @@
+"""A real MIT Kerberos realm for the sign-in tests: k5test's KDC on loopback, in a temp dir.
+
+Principals: HTTP/localhost (the server's, in http.keytab), HTTP/elsewhere (a service the server is not,
+in the same keytab, so a ticket for it must be refused), users alice and bob (passwords), svc (a keytab).
+Each user's tickets go to its own ccache. Its KDC listens on a port base of its own (k5test's default is
+fixed, and a KDC a killed test left behind would answer the next realm's kinit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REALM = "KRBTEST.COM"
+SERVICE = f"HTTP/localhost@{REALM}"
+USERS = {"alice": "alice-Kerberos-1", "bob": "bob-Kerberos-2"}
+
+
+def free_port_base(span: int = 10) -> int:
+    """A port whose next `span` ports were free a moment ago."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + span > 65535:
+            continue
+        try:
+            for offset in range(span):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range for the KDC")
+
+
+@dataclass
+class Realm:
+    k5: object
+    tmpdir: Path
+    env: dict[str, str]
+    http_keytab: Path
+    svc_keytab: Path
+
+    def kinit(self, user: str, lifetime: str | None = None, ccache: str | None = None) -> Path:
+        """A fresh ccache with the user's TGT (password for alice and bob, keytab for svc)."""
+        path = self.tmpdir / (ccache or f"{user}.ccache")
+        path.unlink(missing_ok=True)
+        env = {**self.env, "KRB5CCNAME": f"FILE:{path}"}
+        flags = ["-l", lifetime] if lifetime else []
+        if user == "svc":
+            self.k5.kinit(f"svc@{REALM}", flags=[*flags, "-k", "-t", str(self.svc_keytab)], env=env)
+        else:
+            self.k5.kinit(f"{user}@{REALM}", USERS[user], flags=flags, env=env)
+        return path
+
+
+@contextlib.contextmanager
+def kerberos_realm() -> Iterator[Realm]:
+    import k5test
+
+    k5 = k5test.K5Realm(
+        portbase=free_port_base(),
+        create_host=False,
+        get_creds=False,
+        krb5_conf={"libdefaults": {"clockskew": "2", "rdns": "false", "dns_canonicalize_hostname": "false"}},
+    )
+    try:
+        tmpdir = Path(k5.tmpdir)
+        http_keytab, svc_keytab = tmpdir / "http.keytab", tmpdir / "svc.keytab"
+        for name in ("HTTP/localhost", "HTTP/elsewhere"):
+            k5.addprinc(name)
+            k5.extract_keytab(name, str(http_keytab))
+        for user, password in USERS.items():
+            k5.addprinc(user, password)
+        k5.addprinc("svc")
+        k5.extract_keytab("svc", str(svc_keytab))
+        env = {key: k5.env[key] for key in ("KRB5_CONFIG", "KRB5RCACHEDIR")}
+        yield Realm(k5, tmpdir, env, http_keytab, svc_keytab)
+    finally:
+        daemons = list(k5._daemons)
+        try:
+            k5.stop()
+        finally:  # a KDC that outlived stop() would answer the next realm's kinit
+            for proc in daemons:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)
