@@ -20,6 +20,10 @@ command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
 if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
 # sparkmagic, one of the third-party clients the tests run in a venv of their own, builds pykerberos against it
 if $want_tests && ! dpkg -s libkrb5-dev >/dev/null 2>&1; then apt_packages+=(libkrb5-dev); fi
+# the sign-in tests' real KDC (k5test drives krb5-kdc and kadmin.local) and real directory (slapd)
+for package in krb5-kdc krb5-admin-server krb5-user slapd ldap-utils; do
+  if $want_tests && ! dpkg -s "$package" >/dev/null 2>&1; then apt_packages+=("$package"); fi
+done
 # Playwright drives Debian's chromium: its own browser download cannot work on a host without internet access.
 if $want_tests && ! command -v chromium >/dev/null 2>&1; then apt_packages+=(chromium); fi
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then apt_packages+=(wrk); fi

@@ -8,6 +8,8 @@ refused before any bind: LDAP reads it as an anonymous bind, which succeeds.
 
 from __future__ import annotations
 
+import math
+
 import ldap3
 import ldap3.core.exceptions
 from ldap3.utils.conv import escape_filter_chars
@@ -38,7 +40,6 @@ class LdapChecker:
         self.domain = domain
         self.start_tls = start_tls
         self.timeout = timeout
-        self.server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE)
 
     def check(self, header: bytes) -> tuple[str, tuple[tuple[bytes, bytes], ...]]:
         credentials = parse_basic(header)
@@ -66,12 +67,13 @@ class LdapChecker:
 
     def _open(self, dn: str | None = None, password: str | None = None) -> ldap3.Connection:
         """A connection, opened (and under TLS when StartTLS is on), not yet bound."""
+        # A new Server each time: ldap3 remembers an address that failed once as unavailable for minutes.
         connection = ldap3.Connection(
-            self.server,
+            ldap3.Server(self.url, connect_timeout=self.timeout, get_info=ldap3.NONE),
             user=dn,
             password=password,
             authentication=ldap3.SIMPLE if dn else ldap3.ANONYMOUS,
-            receive_timeout=self.timeout,
+            receive_timeout=max(1, math.ceil(self.timeout)),  # ldap3 packs it as whole seconds
             raise_exceptions=False,
             read_only=True,
         )
