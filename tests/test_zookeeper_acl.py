@@ -21,6 +21,7 @@ from kazoo.security import ACL, Id, Permissions
 
 from airflow_provider_livy.maintenance import tasks
 from airflow_provider_livy.maintenance.zookeeper_sweep import KEEP_NO_AUTH, Rules, sweep_zookeeper
+from airflow_provider_livy.server.config import ConfigError, build_config
 from airflow_provider_livy.zookeeper_auth import ZooKeeperAuthError, new_client, parse_auth
 from tests.state_store import ZooKeeperView, livy_record
 from tests.zookeeper import SASL_USERS, classpath
@@ -74,6 +75,11 @@ def test_auth_values_and_readable_errors() -> None:
         with pytest.raises(ZooKeeperAuthError) as raised:
             parse_auth(bad)
         assert "digest:<user>:<password>" in str(raised.value) and bad not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"zk-state-store\.auth: expected one of") as raised:
+        build_config([("livy.server.recovery.zk-state-store.auth", "digest:alice-without-password")])
+    assert "alice-without-password" not in str(raised.value)
+    config = build_config([("livy.server.recovery.zk-state-store.auth", "digest:alice:pa:ss")])
+    assert config.zk_auth == "digest:alice:pa:ss" and "pa:ss" not in repr(config)
 
 
 def test_with_an_identity_only_it_may_use_the_records_and_the_server_recovers_and_purges(
@@ -120,6 +126,7 @@ def test_with_an_identity_only_it_may_use_the_records_and_the_server_recovers_an
     while batch["id"] in store.records("batch") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert batch["id"] not in store.records("batch"), "the expired batch was purged"
+    assert SASL_USERS["livy"] not in restarted.server_log(), "the ZooKeeper password is never logged"
     assert restarted.delete(f"/sessions/{session['id']}").json() == {"msg": "deleted"}
     deadline = time.monotonic() + 10
     while session["id"] in store.records("interactive") and time.monotonic() < deadline:

@@ -241,15 +241,15 @@ class ZooKeeperStore:
     def _record_ops(self, transaction: TransactionRequest, record: dict[str, Any]) -> None:
         """Write a record and move its index entry, given what we believe the store holds."""
         batch_id = record["id"]
-        path = f"{self.batch_path}/{batch_id}"
+        path, data = f"{self.batch_path}/{batch_id}", encode(record)
         if batch_id in self._unsure:  # a setData keeps the open ACL: replace the znode in the same transaction
             transaction.delete(path)
-            transaction.create(path, encode(record))
+            transaction.create(path, data)
             self._unsure.discard(batch_id)
         elif batch_id in self._present:
-            transaction.set_data(path, encode(record))
+            transaction.set_data(path, data)
         else:
-            transaction.create(path, encode(record))
+            transaction.create(path, data)
             self._present.add(batch_id)
         name, old = entry_name(record), self._index.get(batch_id)
         if name != old:
