@@ -23,6 +23,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS, KazooException, NoNodeError
 from kazoo.protocol.serialization import (
+    CheckVersion,
     Delete,
     GetData,
     MultiHeader,
@@ -135,17 +136,23 @@ def read_many(client: KazooClient, paths: list[str], multi: bool = True) -> list
 
 
 _DELETE_HEADER = multiheader_struct.pack(Delete.type, False, -1)
+_CHECK_HEADER = multiheader_struct.pack(CheckVersion.type, False, -1)
 _ANY_VERSION = int_struct.pack(-1)
 _DONE = multiheader_struct.pack(-1, True, -1)
 
 
-class Deletes(namedtuple("Deletes", "paths")):
-    """A transaction of deletes (any version) on wire paths; its answer is the list of failures, empty when all went."""
+class Deletes(namedtuple("Deletes", "paths checks", defaults=((),))):
+    """A transaction of deletes (any version) on wire paths, after `checks` ((wire path, version), a leader's fence).
+
+    Its answer has one entry per operation, checks first: None where it applied, else its exception."""
 
     type = Transaction.type
 
     def serialize(self) -> bytes:
         parts = []
+        for path, version in self.checks:
+            raw = path.encode()
+            parts += (_CHECK_HEADER, int_struct.pack(len(raw)), raw, int_struct.pack(version))
         for path in self.paths:
             raw = path.encode()
             parts += (_DELETE_HEADER, int_struct.pack(len(raw)), raw, _ANY_VERSION)
@@ -153,6 +160,5 @@ class Deletes(namedtuple("Deletes", "paths")):
         return b"".join(parts)
 
     @classmethod
-    def deserialize(cls, data: bytes, offset: int) -> list[KazooException]:
-        results = multi_results(data, offset, lambda _data, at: (None, at))  # a delete's success has no body
-        return [result for result in results if result is not None]
+    def deserialize(cls, data: bytes, offset: int) -> list[KazooException | None]:
+        return multi_results(data, offset, lambda _data, at: (None, at))  # a check's or delete's success has no body

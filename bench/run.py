@@ -34,6 +34,7 @@ BENCHMARKS = {
     "cluster": "bench.bench_cluster",
     "scala": "bench.bench_scala",
     "sessions": "bench.bench_sessions",
+    "ha": "bench.bench_ha",
 }
 
 

@@ -16,6 +16,11 @@ ZooKeeper's work. With it, a restart's purge of 78,000 znodes costs this process
 in 1.2 s: the rest is ZooKeeper's. A removal is sent from the call on, without the event loop, so
 recovery starts its purge as soon as it knows what expired, while the server is still starting.
 Records are read with ZooKeeper's multi-read (zookeeper_multi), 1,000 per request.
+
+With several servers on one ZooKeeper (recovery mode ha), the store is given the leader's `Fence`
+(server.fence): every transaction starts with its checks, so a server that no longer leads writes
+nothing. A refused write is dropped, not retried; a write made while the fence is held (the
+connection suspended) is kept as unwritten, as when ZooKeeper is lost.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from kazoo.client import KazooState, TransactionRequest
-from kazoo.exceptions import AuthFailedError, KazooException, NoAuthError, NodeExistsError, RolledBackError
+from kazoo.exceptions import AuthFailedError, KazooException, NoAuthError, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.paths import normpath
 from kazoo.retry import KazooRetry
 
+from airflow_provider_livy.server.fence import Fence, FenceHeld, FenceRefused, failures_of
 from airflow_provider_livy.server.stores.base import RecordLookup, StoreUnavailable
 from airflow_provider_livy.server.stores.index import (
     STATE_KEY,
@@ -88,14 +94,17 @@ async def _raise(error: Exception) -> None:
     raise error
 
 
-async def commit(transaction: TransactionRequest) -> None:
-    await committed(transaction.commit_async())
+async def commit(transaction: TransactionRequest, fence: Fence | None = None, checks: int = 0) -> None:
+    await committed(transaction.commit_async(), fence, checks)
 
 
-async def committed(sent: IAsyncResult) -> None:
-    """Raise the first real failure of a sent transaction (kazoo returns them in the result list)."""
+async def committed(sent: IAsyncResult, fence: Fence | None = None, checks: int = 0) -> None:
+    """Raise the first real failure of a sent transaction (kazoo returns them in the result list);
+    FenceRefused when the failure is the fence's (its `checks` operations head the transaction)."""
     results = await wait(sent)
-    failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+    if fence is not None and (refused := fence.refusal(results, checks)) is not None:
+        raise refused
+    failures = failures_of(results)
     if failures:
         raise failures[0]
 
@@ -107,11 +116,14 @@ class ZooKeeperStore:
         prefix: str = "livy",
         connect_timeout: float = CONNECT_TIMEOUT,
         family: str = "batch",
+        *,
         auth: ZooKeeperAuth | None = None,
+        fence: Fence | None = None,
     ) -> None:
         root = "/" + prefix.strip("/")
         self.hosts = hosts
         self.auth = auth
+        self.fence = fence
         records, index = family_dirs(family)
         self.batch_path = f"{root}/{records}"
         self.index_path = f"{root}/{index}"
@@ -176,6 +188,8 @@ class ZooKeeperStore:
         self._resyncing = False
         self._lookup: RecordLookup = lambda _id: None
         self._next_id: Callable[[], int] = lambda: 0
+        if fence is not None:
+            fence.when_armed(self._kick_soon)
 
     def _restrict(self, paths: tuple[str, ...]) -> None:
         """Our own nodes, written open by an older version or by Apache Livy, get the creator-only ACL."""
@@ -197,9 +211,17 @@ class ZooKeeperStore:
         elif state == KazooState.CONNECTED and not self.connected:
             self.connected = True
             log.info("connected to ZooKeeper at %s again", self.hosts)
-            if self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
-                    self._loop.call_soon_threadsafe(self._kick)
+            self._kick_soon()
+
+    def _kick_soon(self) -> None:
+        """Catch up from any thread: reconnected, or the fence armed again."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+                self._loop.call_soon_threadsafe(self._kick)
+
+    def _guard(self, transaction: TransactionRequest) -> int:
+        """The fence's checks at the head of a transaction (none without a fence); raises FenceHeld / FenceRefused."""
+        return 0 if self.fence is None else self.fence.guard(transaction)
 
     # --- start-up -----------------------------------------------------------------------
     def scan(self) -> Snapshot:
@@ -215,6 +237,10 @@ class ZooKeeperStore:
         snap = build_snapshot(decode_state(state), records, index)
         for chunk in chunks(snap.duplicates, TRANSACTION_OPS):
             transaction = self.client.transaction()
+            try:
+                self._guard(transaction)
+            except (FenceHeld, FenceRefused):
+                break  # tidying is the leader's; the duplicates do no harm meanwhile
             for name in chunk:
                 transaction.delete(f"{self.index_path}/{name}")
             transaction.commit()
@@ -268,14 +294,26 @@ class ZooKeeperStore:
                 return _raise(StoreUnavailable(f"ZooKeeper at {self.hosts} is not connected; nothing was created, retry shortly"))
             return _nothing()
         transaction = self.client.transaction()
+        try:
+            checks = self._guard(transaction)
+        except FenceHeld:
+            self._dirty.add(batch_id)
+            if next_session_id is not None:
+                return _raise(StoreUnavailable("the ZooKeeper connection is suspended; nothing was created, retry shortly"))
+            return _nothing()
+        except FenceRefused as err:
+            return _raise(StoreUnavailable(str(err))) if next_session_id is not None else _nothing()
         self._record_ops(transaction, record)
         if next_session_id is not None:
             transaction.set_data(self.state_path, encode_state(next_session_id))
-        return self._settle_save(transaction.commit_async(), batch_id, next_session_id)
+        return self._settle_save(transaction.commit_async(), batch_id, next_session_id, checks)
 
-    async def _settle_save(self, sent: IAsyncResult, batch_id: int, next_session_id: int | None) -> None:
+    async def _settle_save(self, sent: IAsyncResult, batch_id: int, next_session_id: int | None, checks: int) -> None:
         try:
-            await committed(sent)
+            await committed(sent, self.fence, checks)
+        except FenceRefused as err:
+            if next_session_id is not None:
+                raise StoreUnavailable(str(err)) from None
         except (KazooException, TimeoutError) as err:
             self._dirty.add(batch_id)
             self._kick()
@@ -293,15 +331,24 @@ class ZooKeeperStore:
                 self._dirty.update(ids)
                 continue
             transaction = self.client.transaction()
+            try:
+                checks = self._guard(transaction)
+            except FenceHeld:
+                self._dirty.update(ids)
+                continue
+            except FenceRefused:
+                break
             for record in chunk:
                 self._record_ops(transaction, record)
-            sent.append((ids, transaction.commit_async()))
+            sent.append((ids, checks, transaction.commit_async()))
         return self._settle_many(sent)
 
-    async def _settle_many(self, sent: list[tuple[list[int], IAsyncResult]]) -> None:
-        for ids, result in sent:
+    async def _settle_many(self, sent: list[tuple[list[int], int, IAsyncResult]]) -> None:
+        for ids, checks, result in sent:
             try:
-                await committed(result)
+                await committed(result, self.fence, checks)
+            except FenceRefused:
+                continue
             except (KazooException, TimeoutError) as err:
                 self._dirty.update(ids)
                 self._kick()
@@ -314,13 +361,21 @@ class ZooKeeperStore:
         kazoo's thread, so a POST or a read never queues behind a whole purge. What fails is re-synced.
         """
         ids = list(ids)
+        try:
+            checks = () if self.fence is None else self.fence.current()
+        except FenceRefused:
+            return _nothing()
+        except FenceHeld:
+            self._dirty.update(ids)
+            return _nothing()
         if not self.connected:
             self._dirty.update(ids)
             return _nothing()
-        return self._settle_removal(self._send_removal(ids))
+        return self._settle_removal(self._send_removal(ids, checks))
 
-    def _send_removal(self, ids: list[int]) -> concurrent.futures.Future[list[int]]:
-        """Send the delete transactions; the future gives the ids whose removal failed."""
+    def _send_removal(self, ids: list[int], checks: tuple[tuple[str, int], ...] = ()) -> concurrent.futures.Future[list[int]]:
+        """Send the delete transactions (each after the fence's checks); the future gives the ids whose removal failed."""
+        wire_checks = tuple((normpath(f"{self.client.chroot}{path}"), version) for path, version in checks)
         pending: deque[tuple[list[int], Deletes]] = deque()
         for chunk in chunks(ids, TRANSACTION_OPS // 2):
             paths = []
@@ -330,7 +385,7 @@ class ZooKeeperStore:
                 if (name := self._index.get(batch_id)) is not None:
                     paths.append(f"{self._wire_index}/{name}")
                 self._forget(batch_id)
-            pending.append((chunk, Deletes(paths)))
+            pending.append((chunk, Deletes(paths, wire_checks)))
         done: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
         failed: list[int] = []
         in_flight = 0
@@ -347,7 +402,10 @@ class ZooKeeperStore:
         def answered(chunk: list[int], answer: IAsyncResult) -> None:
             nonlocal in_flight
             try:
-                failures = [r for r in answer.get_nowait() if not isinstance(r, RolledBackError)]
+                results = answer.get_nowait()
+                if self.fence is not None and self.fence.refusal(results, len(wire_checks)) is not None:
+                    results = []  # another server leads: nothing to retry
+                failures = failures_of(results)
                 if failures:
                     raise failures[0]
             except Exception as err:  # whatever it is, this chunk must still settle the removal
@@ -386,6 +444,11 @@ class ZooKeeperStore:
                 ids, self._dirty = self._dirty, set()
                 try:
                     await self._write_from_memory(sorted(ids))
+                except FenceHeld:
+                    self._dirty.update(ids)  # written once the fence is armed again (it kicks)
+                    return
+                except FenceRefused:
+                    return  # another server leads and has its own view; this one's is stale
                 except (KazooException, TimeoutError) as err:
                     self._dirty.update(ids)
                     log.warning("re-syncing %d batches with ZooKeeper failed (%s); retrying", len(ids), type(err).__name__)
@@ -404,6 +467,7 @@ class ZooKeeperStore:
                 entries.setdefault(batch_id, []).append(name)
         for chunk in chunks(ids, RESYNC_CHUNK):
             transaction = self.client.transaction()
+            checks = self._guard(transaction)
             for batch_id in chunk:
                 self._forget(batch_id)
                 if batch_id in present:
@@ -424,7 +488,7 @@ class ZooKeeperStore:
                     transaction.delete(f"{self.batch_path}/{batch_id}")
                     self._present.discard(batch_id)
             transaction.set_data(self.state_path, encode_state(self._next_id()))
-            await commit(transaction)
+            await commit(transaction, self.fence, checks)
 
     def _forget(self, batch_id: int) -> None:
         self._present.discard(batch_id)
