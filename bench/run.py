@@ -35,6 +35,7 @@ BENCHMARKS = {
     "scala": "bench.bench_scala",
     "sessions": "bench.bench_sessions",
     "ha": "bench.bench_ha",
+    "store_acl": "bench.bench_store_acl",
 }
 
 
