@@ -19,6 +19,7 @@ included; everything that writes our znodes makes its client with `new_client`.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,10 @@ def parse_auth(text: str | None, key: str = AUTH_KEY) -> ZooKeeperAuth | None:
         mechanism, _, credentials = rest.partition(":")
         mechanism = (mechanism or "GSSAPI").upper()
         if mechanism == "GSSAPI" and ":" not in credentials:
+            if importlib.util.find_spec("kerberos") is None:  # pure-sasl's GSSAPI; without it kazoo just drops the connection
+                raise ZooKeeperAuthError(
+                    f"{key}: sasl (GSSAPI) needs the kerberos package beside pure-sasl (pip install kerberos)"
+                )
             return ZooKeeperAuth("sasl", credentials or GSSAPI_SERVICE, mechanism="GSSAPI")
         user, sep, password = credentials.partition(":")
         if mechanism == "DIGEST-MD5" and user and sep and password:

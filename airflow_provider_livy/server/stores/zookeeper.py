@@ -172,6 +172,9 @@ class ZooKeeperStore:
                 f"ZooKeeper at {hosts} denies this server access to {root} "
                 f"({'as ' + auth.describe() if auth else 'without an identity'}; see {AUTH_KEY})"
             ) from None
+        except KazooException as err:  # e.g. the connection closed by a SASL mechanism that could not start
+            self._shut()
+            raise ConnectionError(f"ZooKeeper at {hosts}: preparing {root} failed ({type(err).__name__})") from None
         if auth is None and family == "interactive":
             log.warning(
                 "ZooKeeper records under %s are readable and writable by anyone who can reach %s, and carry the "
