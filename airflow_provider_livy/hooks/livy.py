@@ -1,4 +1,5 @@
-"""LivyHook: the batch API over one pooled requests.Session.
+"""LivyHook: the batch and session API over one pooled requests.Session; with LivyAsyncHook and BatchState,
+the names of the official provider's hooks module and its public methods (`post_batch`, `get_batch_state`...).
 
 Retry policy, in one place:
 - GET and DELETE are repeated with backoff on connection errors and on 502/503/504, waiting
@@ -14,7 +15,7 @@ Retry policy, in one place:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -39,6 +40,16 @@ from airflow_provider_livy.hooks.connection import (
     statement_path,
     wait_params,
 )
+from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
+from airflow_provider_livy.hooks.official import (
+    TERMINAL_BATCH_STATES,
+    BatchState,
+    auth_from_type,
+    batch_state,
+    post_batch_body,
+    with_options,
+    with_retry_args,
+)
 from airflow_provider_livy.hooks.waiting import drive, session_up, statement_done
 from airflow_provider_livy.protocol import (
     BATCHES_PATH,
@@ -52,6 +63,7 @@ from airflow_provider_livy.protocol import (
     validate_statement_request,
 )
 
+__all__ = ["BatchState", "LivyAsyncHook", "LivyHook"]  # the official module's names, for a one-line migration
 LIST_PAGE = 100
 POOL_SIZE = 4
 
@@ -61,8 +73,12 @@ class LivyHook(BaseHook):
 
     :param livy_conn_id: a `livy_batch` connection, or any connection with a host (the official
         provider's `livy` type works unchanged).
-    :param auth: a requests auth object that overrides the connection's (e.g. Kerberos).
+    :param extra_options: the official hook's HttpHook options: `verify`, `timeout`, `proxies`, `cert`.
     :param extra_headers: headers added to the connection's.
+    :param auth_type: a requests auth class (or its dotted path), called as HttpHook does:
+        `auth_type(login, password)` when the connection has a login, else `auth_type()`.
+    :param endpoint_prefix: a path added to the connection's URL (a Livy behind a gateway).
+    :param auth: a requests auth object that overrides the connection's (e.g. Kerberos).
     :param retries: how many times a retryable call is repeated before giving up.
     """
 
@@ -70,25 +86,34 @@ class LivyHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = "livy_batch"
     hook_name = "Livy batch server (airflow-provider-livy)"
+    TERMINAL_STATES = TERMINAL_BATCH_STATES
 
     def __init__(
         self,
         livy_conn_id: str = DEFAULT_CONN_ID,
+        extra_options: dict[str, Any] | None = None,
+        extra_headers: dict[str, Any] | None = None,
+        auth_type: Any | None = None,
+        endpoint_prefix: str | None = None,
+        *,
         auth: requests.auth.AuthBase | None = None,
-        extra_headers: dict[str, str] | None = None,
         retries: int = DEFAULT_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
         self.livy_conn_id = livy_conn_id
+        self.extra_options = dict(extra_options or {})
+        self.extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
+        self.auth_type = auth_type
+        self.endpoint_prefix = endpoint_prefix
         self._auth = auth
-        self.extra_headers = dict(extra_headers or {})
         self.retries = retries
         self._sleep = sleep
 
     @cached_property
     def settings(self) -> LivySettings:
-        return settings_from_connection(self.get_connection(self.livy_conn_id))
+        settings = settings_from_connection(self.get_connection(self.livy_conn_id))
+        return with_options(settings, self.extra_options, self.endpoint_prefix)
 
     @cached_property
     def session(self) -> requests.Session:
@@ -99,7 +124,11 @@ class LivyHook(BaseHook):
         session.mount("https://", adapter)
         session.headers.update(default_headers(self.settings) | self.extra_headers)
         session.verify = self.settings.verify
-        session.auth = self._auth or self._connection_auth()
+        session.proxies.update(self.extra_options.get("proxies") or {})
+        session.cert = self.extra_options.get("cert")
+        s = self.settings
+        typed = auth_from_type(self.auth_type, requests.auth.AuthBase, s.login, s.password)
+        session.auth = self._auth or typed or self._connection_auth()
         return session
 
     def get_conn(self) -> requests.Session:
@@ -119,7 +148,7 @@ class LivyHook(BaseHook):
 
     # --- the one place HTTP happens ------------------------------------------------------------
     def _call(
-        self, method: str, path: str, *, expect: tuple[int, ...] = (200,), held: float = 0.0, **kwargs: Any
+        self, method: str, path: str, *, expect: Container[int] = (200,), held: float = 0.0, **kwargs: Any
     ) -> requests.Response:
         """Send one call with the retry policy in the module docstring; raise LivyError if it fails.
 
@@ -220,17 +249,21 @@ class LivyHook(BaseHook):
         clean = validate_batch_request(body)
         return self._json("POST", BATCHES_PATH, json=clean, expect=(200, 201))
 
-    def get_batch(self, key: int | str) -> BatchView:
+    def get_batch(self, session_id: int | str) -> BatchView:
         """GET /batches/{id}, or by name for a non-numeric key."""
-        return self._get(BATCHES_PATH, key)
+        return self._get(BATCHES_PATH, session_id)
 
     def find_batch(self, key: int | str) -> BatchView | None:
         """Like get_batch, but None when the server does not hold it."""
         return self._find(BATCHES_PATH, key)
 
-    def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
-        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        return self._state(BATCHES_PATH, key, wait)
+    def get_batch_state(
+        self, session_id: int | str, retry_args: dict[str, Any] | None = None, *, wait: float | None = None
+    ) -> BatchState | str:
+        """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll).
+        `retry_args`: the official tenacity arguments, on top of our retry rule."""
+        state = with_retry_args(retry_args, lambda: self._state(BATCHES_PATH, session_id, wait))
+        return batch_state(state)
 
     def list_batches(self, page_size: int = LIST_PAGE) -> Iterator[BatchView]:
         """Every batch the server holds, fetched a page at a time."""
@@ -247,9 +280,44 @@ class LivyHook(BaseHook):
     def tail_log(self, key: int | str, count: int = 20) -> list[str]:
         return list(self.get_log_page(key, None, count).get("log") or [])
 
-    def delete_batch(self, key: int | str) -> bool:
+    def delete_batch(self, session_id: int | str) -> bool:
         """DELETE /batches/{id}: kill it if running, then forget it. False when it was already gone."""
-        return self._delete(BATCHES_PATH, key)
+        return self._delete(BATCHES_PATH, session_id)
+
+    # --- the official hook's batch methods ---------------------------------------------------------
+    build_post_batch_body = staticmethod(post_batch_body)
+
+    def post_batch(self, *args: Any, **kwargs: Any) -> int:
+        """Submit a batch from `build_post_batch_body`'s arguments; returns its id."""
+        body = self.build_post_batch_body(*args, **kwargs)
+        self.log.info("Submitting job %s to %s", body, self.settings.base_url)
+        return int(self.submit_batch(body)["id"])
+
+    def get_batch_logs(self, session_id: int | str, log_start_position: int, log_batch_size: int) -> dict[str, Any]:
+        """One page of the driver log: {"id", "from", "total", "log"}."""
+        return self.get_log_page(session_id, log_start_position, log_batch_size)
+
+    def dump_batch_logs(self, session_id: int | str) -> None:
+        """Copy the whole driver log into this task's log."""
+        lines, _ = self.read_log(session_id)
+        for line in lines:
+            self.log.info(line)
+
+    def run_method(
+        self,
+        endpoint: str,
+        method: str = "GET",
+        data: Any | None = None,
+        headers: dict[str, Any] | None = None,
+        retry_args: dict[str, Any] | None = None,
+    ) -> requests.Response:
+        """Any call on the connection's URL; the response whatever its status, as the official hook returns it.
+        `data` is the query of a GET or HEAD, else the body."""
+        if method not in ("GET", "POST", "PUT", "DELETE", "HEAD"):
+            raise ValueError(f"Invalid http method '{method}'")
+        payload = {"params": data} if method in ("GET", "HEAD") else {"data": data}
+        path = "/" + endpoint.lstrip("/")
+        return with_retry_args(retry_args, lambda: self._call(method, path, expect=range(100, 600), headers=headers, **payload))
 
     # --- the interactive session API -------------------------------------------------------------
     def create_session(self, body: dict[str, Any]) -> SessionView:

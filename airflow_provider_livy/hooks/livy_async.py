@@ -32,6 +32,14 @@ from airflow_provider_livy.hooks.connection import (
     statement_path,
     wait_params,
 )
+from airflow_provider_livy.hooks.official import (
+    TERMINAL_BATCH_STATES,
+    BatchState,
+    auth_from_type,
+    batch_state,
+    post_batch_body,
+    with_options,
+)
 from airflow_provider_livy.hooks.waiting import adrive, session_up, statement_done
 from airflow_provider_livy.protocol import (
     BATCHES_PATH,
@@ -47,21 +55,39 @@ LIST_PAGE = 100
 
 
 class LivyAsyncHook(BaseHook):
+    """The trigger's calls on httpx. Takes the official async hook's arguments (`extra_options`: `verify`,
+    `timeout`; `extra_headers`; `endpoint_prefix`) and also `auth_type`, an httpx.Auth class or its dotted path."""
+
     conn_name_attr = "livy_conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = "livy_batch"
     hook_name = "Livy batch server (async)"
+    TERMINAL_STATES = TERMINAL_BATCH_STATES
 
-    def __init__(self, livy_conn_id: str = DEFAULT_CONN_ID, retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(
+        self,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        extra_options: dict[str, Any] | None = None,
+        extra_headers: dict[str, Any] | None = None,
+        endpoint_prefix: str | None = None,
+        auth_type: Any | None = None,
+        *,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         super().__init__()
         self.livy_conn_id = livy_conn_id
+        self.extra_options = dict(extra_options or {})
+        self.extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
+        self.endpoint_prefix = endpoint_prefix
+        self.auth_type = auth_type
         self.retries = retries
         self._settings: LivySettings | None = None
         self._client: httpx.AsyncClient | None = None
 
     async def settings(self) -> LivySettings:
         if self._settings is None:
-            self._settings = settings_from_connection(await self.aget_connection(self.livy_conn_id))
+            settings = settings_from_connection(await self.aget_connection(self.livy_conn_id))
+            self._settings = with_options(settings, self.extra_options, self.endpoint_prefix)
         return self._settings
 
     async def client(self) -> httpx.AsyncClient:
@@ -72,8 +98,13 @@ class LivyAsyncHook(BaseHook):
                 auth = load_auth_class(s.auth_class, httpx.Auth, s.auth_kwargs)
             elif s.auth_kind == "basic" and s.login:
                 auth = httpx.BasicAuth(s.login, s.password or "")
+            auth = auth_from_type(self.auth_type, httpx.Auth, s.login, s.password) or auth
             self._client = httpx.AsyncClient(
-                base_url=s.base_url, headers=default_headers(s), verify=s.verify, auth=auth, timeout=s.timeout
+                base_url=s.base_url,
+                headers=default_headers(s) | self.extra_headers,
+                verify=s.verify,
+                auth=auth,
+                timeout=s.timeout,
             )
         return self._client
 
@@ -143,19 +174,48 @@ class LivyAsyncHook(BaseHook):
         return (await self._call("DELETE", family_path(family, key), expect=(200, 204, 404))).status_code != 404
 
     # --- batches -------------------------------------------------------------------------------------
-    async def get_batch(self, key: int | str) -> BatchView:
-        return await self._json("GET", batch_path(key))
+    async def get_batch(self, session_id: int | str) -> BatchView:
+        return await self._json("GET", batch_path(session_id))
 
-    async def get_batch_state(self, key: int | str, wait: float | None = None) -> str:
+    async def get_batch_state(self, session_id: int | str, *, wait: float | None = None) -> BatchState | str:
         """The state; with `wait`, our server answers at its next change or after `wait` seconds (a long poll)."""
-        return await self._state(BATCHES_PATH, key, wait)
+        return batch_state(await self._state(BATCHES_PATH, session_id, wait))
 
     async def read_log(self, key: int | str, offset: int = 0, page_size: int = 1000) -> tuple[list[str], int]:
         """The driver log lines after line `offset`, paging until caught up, and the new offset."""
         return await self._read_log(BATCHES_PATH, key, offset, page_size)
 
-    async def delete_batch(self, key: int | str) -> bool:
-        return await self._delete(BATCHES_PATH, key)
+    async def delete_batch(self, session_id: int | str) -> bool:
+        return await self._delete(BATCHES_PATH, session_id)
+
+    # --- the official async hook's batch methods ---------------------------------------------------
+    build_post_batch_body = staticmethod(post_batch_body)
+
+    async def run_method(
+        self, endpoint: str, method: str | None = None, data: Any | None = None, headers: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Any call on the connection's URL, answered as the official hook does: {"status": "success",
+        "response": <JSON>} or {"status": "error", "response": <message>, "Status Code": <status>}."""
+        method = method or "POST"
+        if method not in {"GET", "PATCH", "POST", "PUT", "DELETE", "HEAD"}:
+            return {"status": "error", "response": f"Invalid http method {method}"}
+        payload = {"params": data} if method in ("GET", "HEAD") else {"json": data}
+        try:
+            body = await self._json(method, "/" + endpoint.lstrip("/"), headers=headers, **payload)
+        except LivyError as err:
+            return {"status": "error", "response": err.msg or str(err), "Status Code": err.status}
+        return {"status": "success", "response": body}
+
+    async def get_batch_logs(self, session_id: int | str, log_start_position: int, log_batch_size: int) -> dict[str, Any]:
+        """One page of the driver log, as {"status": "success", "response": {"from", "total", "log"}}."""
+        return await self.run_method(batch_path(session_id, "log"), "GET", {"from": log_start_position, "size": log_batch_size})
+
+    async def dump_batch_logs(self, session_id: int | str) -> list[str]:
+        """Log the whole driver log and return its lines."""
+        lines, _ = await self.read_log(session_id)
+        for line in lines:
+            self.log.info(line)
+        return lines
 
     # --- interactive sessions ------------------------------------------------------------------------
     async def create_session(self, body: dict[str, Any]) -> SessionView:

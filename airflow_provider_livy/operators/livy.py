@@ -22,7 +22,10 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_livy.hooks.arguments import build_request
 from airflow_provider_livy.hooks.connection import LivyError
+from airflow_provider_livy.hooks.hook_spec import HookSpec
+from airflow_provider_livy.hooks.official import default_deferrable
 from airflow_provider_livy.hooks.waiting import batch_done, drive
 from airflow_provider_livy.operators.livy_session import LivySessionOperator
 from airflow_provider_livy.operators.livy_task import (
@@ -31,28 +34,21 @@ from airflow_provider_livy.operators.livy_task import (
     attributes,
     defer_timeout,
     execution_deadline,
-    request_body,
 )
 from airflow_provider_livy.protocol import (
-    BATCH_REQUEST_FIELDS,
     FAILED_STATES,
     OPERATOR_ARGUMENTS,
     SUCCESS,
     TERMINAL_STATES,
     BatchRequestError,
-    validate_batch_request,
 )
 from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 
-__all__ = ["LivyBatchOperator", "LivySessionOperator", "build_request"]  # DAGs import both operators from here
+__all__ = ["LivyBatchOperator", "LivyOperator", "LivySessionOperator", "build_request"]  # DAGs import both operators from here
 
 ERROR_LOG_LINES = 20
+DEFAULT_POLLING_INTERVAL = 10.0  # LivyOperator's wait when polling_interval=0 asks it to wait anyway (deferrable)
 ATTRIBUTES = attributes(OPERATOR_ARGUMENTS)
-
-
-def build_request(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Operator arguments -> a validated POST /batches body. Raises BatchRequestError."""
-    return validate_batch_request(request_body(arguments, OPERATOR_ARGUMENTS, BATCH_REQUEST_FIELDS))
 
 
 class LivyBatchOperator(LivyTaskOperator):
@@ -115,7 +111,12 @@ class LivyBatchOperator(LivyTaskOperator):
         self.batch_id = batch_id = int(view["id"])
         context["ti"].xcom_push(key="batch_id", value=batch_id)
         if not self.wait_for_completion:
-            self.log.info("Batch %s submitted; not waiting (wait_for_completion=False)", batch_id)
+            context["ti"].xcom_push(key="app_id", value=self.hook.get_batch(batch_id).get("appId"))
+            self.log.info(
+                "Batch %s submitted; not waiting for it. It is left to the server's retention (ours forgets a batch "
+                "livy.server.session.state-retain.sec after it ends) or to a LivyBatchSensor that deletes it",
+                batch_id,
+            )
             return batch_id
         if self.deferrable and view.get("state") not in TERMINAL_STATES:
             self.defer(
@@ -125,6 +126,7 @@ class LivyBatchOperator(LivyTaskOperator):
                     self.polling_interval,
                     deadline=self._deadline(context),
                     stream_logs=self.stream_logs,
+                    **HookSpec.of_task(self).stored(),
                 ),
                 method_name="execute_complete",
                 timeout=self._defer_timeout(context),
@@ -179,7 +181,7 @@ class LivyBatchOperator(LivyTaskOperator):
         def poll(wait: float | None) -> str:
             if self._killed:
                 raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
-            return self.hook.get_batch_state(batch_id, wait)
+            return self.hook.get_batch_state(batch_id, wait=wait)
 
         def read_log() -> None:
             nonlocal offset
@@ -234,3 +236,42 @@ class LivyBatchOperator(LivyTaskOperator):
             if view is not None and (view["state"] not in FAILED_STATES or self.delete_on_failure):
                 self.delete_quietly(int(view["id"]), "the deferred wait failed or timed out")
         return super().resume_execution(next_method, next_kwargs, context)
+
+
+class LivyOperator(LivyBatchOperator):
+    """The official provider's LivyOperator, with this provider's behaviour where it is strictly better.
+
+    Its arguments, defaults, templated field (`spark_params`), XCom (`app_id`) and return value (the batch id)
+    are the official ones. `polling_interval=0` (the default) without `deferrable` submits and returns, as there;
+    the batch is then left to the server's retention or to a LivySensor, which deletes it once it has ended.
+    When it waits (a positive `polling_interval`, or deferrable) the batch is deleted at the end, on failure,
+    on kill and on timeout, and logs stream into the task log. Every LivyBatchOperator argument works too.
+    """
+
+    template_fields: Sequence[str] = ("spark_params",)
+    template_fields_renderers = {"spark_params": "json"}
+
+    def __init__(self, *, file: str, polling_interval: float = 0, wait_for_completion: bool | None = None, **kwargs: Any) -> None:
+        deferrable = kwargs.pop("deferrable", None)
+        deferrable = default_deferrable() if deferrable is None else deferrable
+        if wait_for_completion is None:
+            wait_for_completion = deferrable or polling_interval > 0
+        interval = polling_interval if polling_interval > 0 else DEFAULT_POLLING_INTERVAL
+        super().__init__(
+            file=file, polling_interval=interval, wait_for_completion=wait_for_completion, deferrable=deferrable, **kwargs
+        )
+
+    @property
+    def spark_params(self) -> dict[str, Any]:
+        """The batch arguments as one templated dict, as the official operator holds them."""
+        return {arg: getattr(self, attr) for arg, attr in self.ATTRIBUTES.items()}
+
+    @spark_params.setter
+    def spark_params(self, params: dict[str, Any]) -> None:
+        for arg, value in params.items():
+            setattr(self, self.ATTRIBUTES[arg], value)
+
+    def kill(self) -> None:
+        """Delete the current batch (the official operator's name for it)."""
+        if self.batch_id is not None:
+            self.delete_quietly(self.batch_id, "kill() was called")

@@ -22,7 +22,9 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from airflow_provider_livy.hooks.arguments import request_body
 from airflow_provider_livy.hooks.connection import LivyError
+from airflow_provider_livy.hooks.hook_spec import HookSpec
 from airflow_provider_livy.hooks.waiting import ProgressLog
 from airflow_provider_livy.operators.livy_task import (
     FAIL_METHOD,
@@ -31,7 +33,6 @@ from airflow_provider_livy.operators.livy_task import (
     batch_name,
     defer_timeout,
     execution_deadline,
-    request_body,
 )
 from airflow_provider_livy.protocol import (
     AVAILABLE,
@@ -255,7 +256,13 @@ class LivySessionOperator(LivyTaskOperator):
             deadline = min(deadline or float("inf"), time.time() + wait_limit)
         self.defer(
             trigger=LivySessionTrigger(
-                session_id, self.livy_conn_id, self.polling_interval, statement_id=statement_id, index=index, deadline=deadline
+                session_id,
+                self.livy_conn_id,
+                self.polling_interval,
+                statement_id=statement_id,
+                index=index,
+                deadline=deadline,
+                **HookSpec.of_task(self).stored(),
             ),
             method_name="execute_complete",
             timeout=defer_timeout(deadline),

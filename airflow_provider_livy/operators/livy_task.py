@@ -7,19 +7,20 @@ LivyBatchOperator (livy.py) and LivySessionOperator (livy_session.py) build on L
 from __future__ import annotations
 
 import hashlib
-import inspect
 import re
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
+from airflow_provider_livy import openlineage
 from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
+from airflow_provider_livy.hooks.hook_spec import HookSpec
 from airflow_provider_livy.hooks.livy import LivyHook
-from airflow_provider_livy.protocol import INT, NON_NEGATIVE_INT, STR_LIST, STR_MAP
+from airflow_provider_livy.hooks.official import default_deferrable
+from airflow_provider_livy.signatures import inherit_signature
 
 DEFER_TIMEOUT_GRACE = 120.0  # Airflow's own deferral timeout, a backstop behind the trigger's deadline
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:+@=-]+")
@@ -36,29 +37,6 @@ def batch_name(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> s
     readable = _UNSAFE_NAME_CHARS.sub("_", f"{dag_id}-{task_id}")[:180]
     suffix = "" if map_index < 0 else f"-{map_index}"
     return f"airflow-{readable}{suffix}-{digest}"
-
-
-def _conf_value(value: Any) -> Any:
-    """Spark conf values are strings; write booleans the way Spark spells them."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value) if isinstance(value, (int, float)) else value
-
-
-def _coerce(kind: str, value: Any) -> Any:
-    """Accept what templating and Python habits produce (numbers as strings, numbers in conf)."""
-    if kind in (INT, NON_NEGATIVE_INT) and isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if kind == STR_LIST and isinstance(value, (tuple, list)):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
-    if kind == STR_MAP and isinstance(value, dict):
-        return {k: _conf_value(v) for k, v in value.items()}
-    return value
-
-
-def request_body(arguments: dict[str, Any], table: dict[str, str], fields: dict[str, str]) -> dict[str, Any]:
-    """Operator arguments -> request fields (`table` maps one to the other), coerced, not yet validated."""
-    return {table[arg]: _coerce(fields[table[arg]], value) for arg, value in arguments.items()}
 
 
 def execution_deadline(execution_timeout: timedelta | None, context: Context) -> float | None:
@@ -81,15 +59,6 @@ def attributes(table: dict[str, str]) -> dict[str, str]:
     return {arg: "livy_queue" if arg == "queue" else arg for arg in table}
 
 
-def _merged_signature(own: Callable[..., Any], shared: Callable[..., Any]) -> inspect.Signature:
-    """A subclass's __init__ as help(), IDEs and Airflow's default_args see it: its own arguments, then the
-    shared ones of LivyTaskOperator, then **kwargs."""
-    mine = [p for p in inspect.signature(own).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    names = {p.name for p in mine}
-    rest = [p for p in inspect.signature(shared).parameters.values() if p.name not in names]
-    return inspect.Signature(mine + rest)
-
-
 class LivyTaskOperator(BaseOperator):
     """The arguments and behaviour LivyBatchOperator and LivySessionOperator share.
 
@@ -97,14 +66,25 @@ class LivyTaskOperator(BaseOperator):
     driver_memory, driver_cores, executor_memory, executor_cores, num_executors, queue, name, conf).
     `name` defaults to a deterministic per-task-instance name; a name of your own must be unique per run too.
 
-    :param livy_conn_id: the Livy connection.
+    :param livy_conn_id: the Livy connection (ours, `livy_batch`, or the official `livy`).
     :param polling_interval: the longest wait between polls; early polls come sooner. Our server holds
         each poll until the state changes (up to 10 s), so the end is noticed at once whatever the interval.
-    :param deferrable: wait on the triggerer instead of holding a worker slot.
+    :param deferrable: wait on the triggerer instead of holding a worker slot; by default
+        `[operators] default_deferrable`.
     :param extra_headers: headers added to the connection's.
     :param executor_queue: Airflow's `queue` for this task (which executor queue runs it). `queue`
         itself is Livy's (the YARN queue), as in the official operator. A `queue` in default_args
         therefore sets both: Livy's queue, and the executor's unless `executor_queue` is given.
+
+    The official operator's arguments mean what they mean there, on the worker and on the triggerer:
+    :param livy_conn_auth_type: a requests auth class (an httpx.Auth class when deferred), or its dotted path.
+    :param livy_endpoint_prefix: a path added to the connection's URL.
+    :param extra_options: HttpHook options: `verify`, `timeout`, `proxies`, `cert`.
+    :param retry_args: tenacity arguments; `stop=stop_after_attempt(n)` sets how often a call is tried.
+    :param durable: accepted for the official operator's sake; a retry always re-attaches to the batch of an
+        earlier try, found by its deterministic name (Airflow's task state store is not needed for that).
+    :param openlineage_inject_parent_job_info: add the OpenLineage parent job keys to the Spark conf.
+    :param openlineage_inject_transport_info: add Airflow's OpenLineage transport to the Spark conf.
     """
 
     ATTRIBUTES: ClassVar[dict[str, str]]  # the subclass's argument -> attribute table
@@ -115,8 +95,7 @@ class LivyTaskOperator(BaseOperator):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "__init__" in vars(cls):
-            cls.__init__.__signature__ = _merged_signature(cls.__init__, LivyTaskOperator.__init__)  # type: ignore[attr-defined]
+        inherit_signature(cls)
 
     def __init__(
         self,
@@ -136,9 +115,16 @@ class LivyTaskOperator(BaseOperator):
         conf: dict[str, Any] | None = None,
         livy_conn_id: str = DEFAULT_CONN_ID,
         polling_interval: float = 10.0,
-        deferrable: bool = False,
-        extra_headers: dict[str, str] | None = None,
+        deferrable: bool | None = None,
+        extra_headers: dict[str, Any] | None = None,
         executor_queue: str | None = None,
+        livy_conn_auth_type: Any | None = None,
+        livy_endpoint_prefix: str | None = None,
+        extra_options: dict[str, Any] | None = None,
+        retry_args: dict[str, Any] | None = None,
+        durable: bool | None = None,
+        openlineage_inject_parent_job_info: bool | None = None,
+        openlineage_inject_transport_info: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs if executor_queue is None else {**kwargs, "queue": executor_queue})
@@ -150,18 +136,31 @@ class LivyTaskOperator(BaseOperator):
             raise ValueError(f"polling_interval must be positive, got {polling_interval}")
         self.livy_conn_id = livy_conn_id
         self.polling_interval = polling_interval
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.extra_headers = extra_headers
+        self.livy_conn_auth_type, self.livy_endpoint_prefix = livy_conn_auth_type, livy_endpoint_prefix
+        self.extra_options, self.retry_args, self.durable = extra_options, retry_args, durable
+        parent_job, transport = openlineage.inject_defaults()
+        self.openlineage_inject_parent_job_info = (
+            parent_job if openlineage_inject_parent_job_info is None else openlineage_inject_parent_job_info
+        )
+        self.openlineage_inject_transport_info = (
+            transport if openlineage_inject_transport_info is None else openlineage_inject_transport_info
+        )
         self._killed = False
 
     @cached_property
     def hook(self) -> LivyHook:
-        return LivyHook(self.livy_conn_id, extra_headers=self.extra_headers)
+        return HookSpec.of_task(self).hook()
 
     def request_arguments(self, context: Context) -> dict[str, Any]:
-        """The operator's request arguments, with the deterministic name unless one was given."""
+        """The operator's request arguments, with the deterministic name unless one was given, and the
+        OpenLineage keys in the Spark conf when asked (a session's statements inherit its conf)."""
         arguments = {arg: getattr(self, attr) for arg, attr in self.ATTRIBUTES.items()}
         arguments["name"] = self.name or self.default_name(context)
+        parent_job, transport = self.openlineage_inject_parent_job_info, self.openlineage_inject_transport_info
+        if parent_job or transport:
+            arguments["conf"] = openlineage.spark_conf(self.conf, context, parent_job=parent_job, transport=transport)
         return arguments
 
     @staticmethod

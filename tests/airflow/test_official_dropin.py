@@ -1,0 +1,264 @@
+"""A drop-in for apache-airflow-providers-apache-livy: the official provider's own example DAG with only its
+import line (and file paths) changed, the submit-then-sense pattern, the official operator and ours side by
+side in one DAG, and the official classes' signatures read from the installed package, so a new official
+release shows what ours lack. DAG runs use the fake spark-submit: what is checked is bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.apache.livy.hooks import livy as official_hooks
+from airflow.providers.apache.livy.operators.livy import LivyOperator as OfficialLivyOperator
+from airflow.providers.apache.livy.sensors.livy import LivySensor as OfficialLivySensor
+from airflow.providers.apache.livy.triggers.livy import LivyTrigger as OfficialLivyTrigger
+
+from airflow_provider_livy.hooks import livy as our_hooks
+from airflow_provider_livy.operators.livy import LivyBatchOperator, LivyOperator
+from airflow_provider_livy.sensors.livy import LivyBatchSensor, LivySensor
+from airflow_provider_livy.triggers.livy import LivyTrigger
+from tests.airflow.conftest import DagRunner, connection_env
+from tests.conftest import LivyServer
+
+STATE_RETAIN = 600.0
+HOOK_METHODS = (
+    "post_batch",
+    "get_batch",
+    "get_batch_state",
+    "delete_batch",
+    "get_batch_logs",
+    "dump_batch_logs",
+    "run_method",
+    "build_post_batch_body",
+)
+APP_ID = "app-20260101000000-0024"
+
+
+def parameters(function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    return {
+        name: p
+        for name, p in inspect.signature(function).parameters.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def positional(function: Callable[..., Any]) -> list[str]:
+    return [n for n, p in parameters(function).items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+@pytest.mark.parametrize(
+    ("ours", "official"),
+    [
+        (LivyOperator, OfficialLivyOperator),
+        (LivyBatchOperator, OfficialLivyOperator),
+        (LivySensor, OfficialLivySensor),
+        (LivyBatchSensor, OfficialLivySensor),
+    ],
+)
+def test_every_official_argument_is_taken(ours: type, official: type) -> None:
+    missing = set(parameters(official.__init__)) - set(parameters(ours.__init__))
+    assert not missing, f"{ours.__name__} lacks the official arguments {sorted(missing)}"
+
+
+def test_the_official_operator_defaults_and_templated_fields() -> None:
+    ours, official = parameters(LivyOperator.__init__), parameters(OfficialLivyOperator.__init__)
+    assert ours["polling_interval"].default == official["polling_interval"].default == 0
+    assert ours["livy_conn_id"].default == official["livy_conn_id"].default
+    assert LivyOperator.template_fields == OfficialLivyOperator.template_fields == ("spark_params",)
+    assert set(OfficialLivySensor.template_fields) <= set(LivySensor.template_fields)
+    kwargs: dict[str, Any] = {"file": "/x.py", "args": [10], "num_executors": 1, "conf": {"a": "b"}, "class_name": "C"}
+    mine, theirs = LivyOperator(task_id="ours", **kwargs), OfficialLivyOperator(task_id="theirs", **kwargs)
+    assert mine.spark_params == theirs.spark_params
+    assert (mine.deferrable, mine.openlineage_inject_parent_job_info, mine.openlineage_inject_transport_info) == (
+        theirs.deferrable,
+        theirs.openlineage_inject_parent_job_info,
+        theirs.openlineage_inject_transport_info,
+    )
+    assert not mine.wait_for_completion, "polling_interval=0 without deferrable: submit and return"
+    assert LivyOperator(task_id="deferred", file="/x.py", deferrable=True).wait_for_completion
+
+
+@pytest.mark.parametrize("name", ["LivyHook", "LivyAsyncHook"])
+def test_the_official_hook_methods_and_signatures(name: str) -> None:
+    ours, official = getattr(our_hooks, name), getattr(official_hooks, name)
+    assert positional(official.__init__) == positional(ours.__init__)[: len(positional(official.__init__))]
+    methods = [m for m in HOOK_METHODS if hasattr(official, m)]
+    assert len(methods) >= 5
+    for method in methods:
+        theirs, mine = getattr(official, method), getattr(ours, method)
+        assert positional(theirs) == positional(mine)[: len(positional(theirs))], f"{name}.{method}"
+        assert set(parameters(theirs)) <= set(parameters(mine)), f"{name}.{method}"
+        assert inspect.iscoroutinefunction(theirs) == inspect.iscoroutinefunction(mine), f"{name}.{method}"
+    assert {s.value for s in official.TERMINAL_STATES} == set(ours.TERMINAL_STATES)
+    assert {s.value for s in official_hooks.BatchState} <= {s.value for s in our_hooks.BatchState}
+    body = {"file": "/x.py", "args": [10, "a"], "class_name": "C", "jars": ["a.jar"], "driver_memory": "1g"}
+    body |= {"num_executors": 2, "queue": "q", "name": "n", "proxy_user": "u", "conf": {"k": "v"}}
+    assert ours.build_post_batch_body(**body) == official.build_post_batch_body(**body)
+    with pytest.raises(ValueError, match="driverMemory"):
+        ours.build_post_batch_body("/x.py", driver_memory="lots")
+
+
+def test_the_official_trigger_arguments_as_stored(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
+    """The triggerer rebuilds a LivyTrigger from the kwargs the official one stores; ours takes them all
+    and fires the official events."""
+    for key, value in connection_env(fake_server, conn_type="livy").items():
+        monkeypatch.setenv(key, value)
+    batch_id = fake_server.submit(file=job_file, args=["lines=2"])["id"]
+    stored = OfficialLivyTrigger(batch_id, {"file": job_file}, polling_interval=1, extra_headers={"X-Team": "a"}).serialize()[1]
+    assert set(stored) <= set(LivyTrigger(**stored).serialize()[1])
+
+    async def first_event() -> dict[str, Any]:
+        async for event in LivyTrigger(**json.loads(json.dumps(stored, default=str))).run():
+            return event.payload
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert (event["status"], event["batch_id"], event["response"]) == ("success", batch_id, f"Batch {batch_id} succeeded")
+    assert "driver line 1" in "\n".join(event["log_lines"])
+    assert fake_server.get(f"/batches/{batch_id}").json()["state"] == "success"
+
+
+# The official provider's system test example_livy.py (apache/airflow, providers/apache/livy/tests/system/
+# apache/livy/example_livy.py), as released with 4.6.4: only the import line and the two file paths differ,
+# and the lines that hook it into Airflow's own system-test harness (watcher, get_test_run) are left out.
+EXAMPLE_DAG = '''
+"""
+This is an example DAG which uses the LivyOperator.
+The tasks below trigger the computation of pi on the Spark instance
+using the Java and Python executables provided in the example library.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow import DAG
+from airflow_provider_livy.operators.livy import LivyOperator
+
+ENV_ID = os.environ.get("SYSTEM_TESTS_ENV_ID")
+DAG_ID = "example_livy_operator"
+
+with DAG(
+    dag_id=DAG_ID,
+    default_args={{"args": [10]}},
+    schedule="@daily",
+    start_date=datetime(2021, 1, 1),
+    catchup=False,
+) as dag:
+    # [START create_livy]
+    livy_java_task = LivyOperator(
+        task_id="pi_java_task",
+        file="{jar}",
+        num_executors=1,
+        conf={{
+            "spark.shuffle.compress": "false",
+        }},
+        class_name="org.apache.spark.examples.SparkPi",
+    )
+
+    livy_python_task = LivyOperator(task_id="pi_python_task", file="{pi}", polling_interval=60)
+
+    livy_java_task >> livy_python_task
+    # [END create_livy]
+
+    # [START create_livy_deferrable]
+    livy_java_task_deferrable = LivyOperator(
+        task_id="livy_java_task_deferrable",
+        file="{jar}",
+        num_executors=1,
+        conf={{
+            "spark.shuffle.compress": "false",
+        }},
+        class_name="org.apache.spark.examples.SparkPi",
+        deferrable=True,
+    )
+
+    livy_python_task_deferrable = LivyOperator(
+        task_id="livy_python_task_deferrable", file="{pi}", polling_interval=60, deferrable=True
+    )
+
+    livy_java_task_deferrable >> livy_python_task_deferrable
+    # [END create_livy_deferrable]
+'''
+
+
+def batches(server: LivyServer) -> list[dict[str, Any]]:
+    return server.get("/batches").json()["sessions"]
+
+
+def test_the_official_example_dag_runs_unchanged_but_for_its_import(
+    make_server: Callable[..., LivyServer], dag_runner: DagRunner, tmp_path: Path
+) -> None:
+    server = make_server({"livy.server.session.state-retain.sec": f"{STATE_RETAIN:g}s"})
+    jar, pi = tmp_path / "spark-examples.jar", tmp_path / "pi.py"
+    jar.write_bytes(b"PK")
+    pi.write_text("print('pi')\n")
+    dag_file = dag_runner.home / "dags" / "example_livy.py"
+    dag_file.write_text(textwrap.dedent(EXAMPLE_DAG).format(jar=jar, pi=pi))
+    outcome = dag_runner.run(dag_file, "example_livy_operator", connection_env(server))
+    tasks = ("pi_java_task", "pi_python_task", "livy_java_task_deferrable", "livy_python_task_deferrable")
+    assert {t: outcome.task(t)["state"] for t in tasks} == dict.fromkeys(tasks, "success"), outcome.output[-5000:]
+    for task in tasks:
+        assert isinstance(outcome.task(task)["xcom"]["return_value"], int) and "app_id" in outcome.task(task)["xcom"]
+    assert "left to the server's retention" in outcome.output
+    no_wait = outcome.task("pi_java_task")["xcom"]["return_value"]
+    left = batches(server)
+    assert [b["id"] for b in left] == [no_wait], "only the batch nobody waited for is left"
+    ended = server.wait_for(no_wait)
+    view = server.get(f"/batches/{no_wait}").json()
+    driver_log = server.get(f"/batches/{no_wait}/log", params={"from": 0, "size": 100}).json()["log"]
+    assert ended["state"] == "success" and "arg[0]=10" in driver_log, "default_args' numbers reach spark-submit"
+    assert 0 < view["expiresAt"] - view["finishedAt"] <= STATE_RETAIN
+
+
+def test_submit_then_sense_and_the_official_operator_beside_ours(
+    fake_server: LivyServer, dag_runner: DagRunner, job_file: str
+) -> None:
+    """One DAG: LivyOperator(polling_interval=0) >> LivySensor for a batch that succeeds and one that fails
+    (our `livy_batch` connection), and the official LivyOperator beside ours on the official `livy` connection."""
+    dag = dag_runner.write_dag(
+        "livy_dropin",
+        """
+        from airflow.providers.apache.livy.operators.livy import LivyOperator as OfficialLivyOperator
+        from airflow_provider_livy.operators.livy import LivyOperator
+        from airflow_provider_livy.sensors.livy import LivySensor
+
+        for outcome, args in (("ok", ["lines=2"]), ("fails", ["lines=2", "exit=3"])):
+            submit = LivyOperator(task_id=f"submit_{{outcome}}", file={job!r}, args=args, dag=dag)
+            pulled = "{{{{ ti.xcom_pull(task_ids='submit_" + outcome + "') }}}}"
+            sense = LivySensor(task_id=f"sense_{{outcome}}", batch_id=pulled, poke_interval=1, timeout=120, dag=dag)
+            submit >> sense
+        same = dict(file={job!r}, args=["sleep=1", "app={app}"], livy_conn_id="livy_official", polling_interval=1)
+        OfficialLivyOperator(task_id="official", dag=dag, **same)
+        LivyOperator(task_id="ours", dag=dag, **same)
+        """,
+        job=job_file,
+        app=APP_ID,
+    )
+    env = connection_env(fake_server) | connection_env(fake_server, "livy_official", conn_type="livy")
+    outcome = dag_runner.run(dag, "livy_dropin", env)
+    states = {t: outcome.task(t)["state"] for t in ("submit_ok", "sense_ok", "submit_fails", "sense_fails", "official", "ours")}
+    assert states == {
+        "submit_ok": "success",
+        "sense_ok": "success",
+        "submit_fails": "success",
+        "sense_fails": "failed",
+        "official": "success",
+        "ours": "success",
+    }, outcome.output[-5000:]
+    assert "Livy batch" in outcome.output and "ended dead. Last driver log lines:" in outcome.output
+
+    official, ours = outcome.task("official")["xcom"], outcome.task("ours")["xcom"]
+    assert set(official) <= set(ours)
+    assert official["app_id"] == ours["app_id"] == APP_ID
+    assert isinstance(official["return_value"], int) and isinstance(ours["return_value"], int)
+    assert official["return_value"] != ours["return_value"]
+    # nothing is left but what the official operator leaves: it never deletes a batch
+    assert [(b["id"], b["state"]) for b in batches(fake_server)] == [(official["return_value"], "success")]
