@@ -7,6 +7,7 @@ its purge and the maintenance sweep with the server's identity keep working.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import signal
@@ -244,3 +245,31 @@ def test_without_an_identity_the_interactive_store_warns_at_start(
     warnings = [r.getMessage() for r in caplog.records if "readable and writable by anyone" in r.getMessage()]
     assert len(warnings) == 1, "once, for the records that carry driver secrets"
     assert "livy.server.recovery.zk-state-store.auth" in warnings[0] and f"/{zk_prefix}" in warnings[0]
+
+
+def test_an_open_record_and_its_index_entry_are_recreated_with_the_acl_on_the_next_write(
+    zookeeper, zk_prefix: str, anonymous: KazooClient
+) -> None:
+    """As an older version left them: record and index entry open; a write that keeps the entry's name still locks both."""
+    from airflow_provider_livy.server.stores.index import entry_name
+    from airflow_provider_livy.server.stores.zookeeper import ZooKeeperStore
+
+    root = f"/{zk_prefix}/v1"
+    old = json.loads(livy_record(8)) | {"state": "running", "createdAt": time.time() - 60, "finishedAt": None}
+    anonymous.create(f"{root}/batch/8", json.dumps(old).encode(), makepath=True)
+    anonymous.create(f"{root}/batch-index/{entry_name(old)}", makepath=True)
+    store = ZooKeeperStore(zookeeper.hosts, zk_prefix, auth=parse_auth(DIGEST))
+    try:
+        assert store.scan().record_ids == {8}
+        assert not refused(lambda: anonymous.get(f"{root}/batch/8")), "still open: not written yet"
+
+        async def write() -> None:
+            await store.save(old | {"appId": "application_8"})
+
+        asyncio.run(write())
+        for path in (f"{root}/batch/8", f"{root}/batch-index/{entry_name(old)}"):
+            assert refused(lambda p=path: anonymous.get(p)), path
+        assert json.loads(store.client.get(f"{root}/batch/8")[0])["appId"] == "application_8"
+        assert store.client.get_children(f"{root}/batch-index") == [entry_name(old)]
+    finally:
+        store.close()

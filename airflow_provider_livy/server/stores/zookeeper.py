@@ -271,7 +271,8 @@ class ZooKeeperStore:
         """Write a record and move its index entry, given what we believe the store holds."""
         batch_id = record["id"]
         path, data = f"{self.batch_path}/{batch_id}", encode(record)
-        if batch_id in self._unsure:  # a setData keeps the open ACL: replace the znode in the same transaction
+        unsure = batch_id in self._unsure
+        if unsure:  # a setData keeps the open ACL: replace the znode (and its index entry) in the same transaction
             transaction.delete(path)
             transaction.create(path, data)
             self._unsure.discard(batch_id)
@@ -281,7 +282,7 @@ class ZooKeeperStore:
             transaction.create(path, data)
             self._present.add(batch_id)
         name, old = entry_name(record), self._index.get(batch_id)
-        if name != old:
+        if name != old or (unsure and old is not None):
             if old is not None:
                 transaction.delete(f"{self.index_path}/{old}")
             transaction.create(f"{self.index_path}/{name}")
