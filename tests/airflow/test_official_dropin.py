@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tenacity
 from airflow.providers.apache.livy.hooks import livy as official_hooks
 from airflow.providers.apache.livy.operators.livy import LivyOperator as OfficialLivyOperator
 from airflow.providers.apache.livy.sensors.livy import LivySensor as OfficialLivySensor
@@ -102,6 +103,43 @@ def test_the_official_hook_methods_and_signatures(name: str) -> None:
     assert ours.build_post_batch_body(**body) == official.build_post_batch_body(**body)
     with pytest.raises(ValueError, match="driverMemory"):
         ours.build_post_batch_body("/x.py", driver_memory="lots")
+
+
+def test_the_official_hook_calls_against_our_server(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
+    """The calls a DAG or a custom operator makes on the official hooks, made on ours over the official
+    `livy` connection, answer as the official hooks answer."""
+    for key, value in connection_env(fake_server, conn_type="livy").items():
+        monkeypatch.setenv(key, value)
+    hook = our_hooks.LivyHook(extra_headers={"X-Team": "a"}, extra_options={"timeout": 20})
+    batch_id = hook.post_batch(file=job_file, args=["lines=3", 7], name="official-calls")
+    fake_server.wait_for(batch_id)
+    state = hook.get_batch_state(batch_id, retry_args={"stop": tenacity.stop_after_attempt(2)})
+    assert state == our_hooks.BatchState.SUCCESS and state in hook.TERMINAL_STATES
+    assert hook.get_batch(batch_id)["name"] == "official-calls"
+    page = hook.get_batch_logs(batch_id, 0, 100)
+    assert "driver line 2" in page["log"] and "arg[1]=7" in page["log"]
+    hook.dump_batch_logs(batch_id)
+    listed = hook.run_method("batches", data={"from": 0, "size": 10})
+    assert listed.status_code == 200 and [b["id"] for b in listed.json()["sessions"]] == [batch_id]
+    assert hook.run_method("batches/999").status_code == 404, "an answer whatever its status, as there"
+
+    async def async_calls() -> tuple[Any, ...]:
+        ahook = our_hooks.LivyAsyncHook(extra_headers={"X-Team": "a"})
+        try:
+            state = await ahook.get_batch_state(batch_id)
+            logs = await ahook.get_batch_logs(batch_id, 0, 100)
+            lines = await ahook.dump_batch_logs(batch_id)
+            missing = await ahook.run_method("batches/999", "GET")
+            return state, logs, lines, missing
+        finally:
+            await ahook.aclose()
+
+    state, logs, lines, missing = asyncio.run(async_calls())
+    assert state == "success" and logs["status"] == "success" and "driver line 2" in logs["response"]["log"]
+    assert "driver line 2" in lines
+    assert missing["status"] == "error" and missing["Status Code"] == 404
+    assert hook.delete_batch(batch_id) is True
+    assert fake_server.batch_ids() == []
 
 
 def test_the_official_trigger_arguments_as_stored(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
@@ -235,7 +273,8 @@ def test_submit_then_sense_and_the_official_operator_beside_ours(
             pulled = "{{{{ ti.xcom_pull(task_ids='submit_" + outcome + "') }}}}"
             sense = LivySensor(task_id=f"sense_{{outcome}}", batch_id=pulled, poke_interval=1, timeout=120, dag=dag)
             submit >> sense
-        same = dict(file={job!r}, args=["sleep=1", "app={app}"], livy_conn_id="livy_official", polling_interval=1)
+        same = dict(file={job!r}, args=["sleep=1", "app={app}"], livy_conn_id="livy_official", polling_interval=1,
+                    conf={{"spark.app.tag": "dropin"}}, openlineage_inject_parent_job_info=True)
         OfficialLivyOperator(task_id="official", dag=dag, **same)
         LivyOperator(task_id="ours", dag=dag, **same)
         """,
@@ -260,5 +299,11 @@ def test_submit_then_sense_and_the_official_operator_beside_ours(
     assert official["app_id"] == ours["app_id"] == APP_ID
     assert isinstance(official["return_value"], int) and isinstance(ours["return_value"], int)
     assert official["return_value"] != ours["return_value"]
+    # the OpenLineage flag reaches the batch's conf through our operator as through the official one
+    submitted = [line for line in outcome.output.splitlines() if "Submitting Livy batch airflow-livy_dropin-ours" in line]
+    assert submitted and "'spark.openlineage.parentJobName': 'livy_dropin.ours'" in submitted[0], outcome.output[-3000:]
+    assert "'spark.app.tag': 'dropin'" in submitted[0]
+    official_body = next(line for line in outcome.output.splitlines() if "Submitting job {" in line)
+    assert '"spark.openlineage.parentJobName": "livy_dropin.official"' in official_body
     # nothing is left but what the official operator leaves: it never deletes a batch
     assert [(b["id"], b["state"]) for b in batches(fake_server)] == [(official["return_value"], "success")]
