@@ -43,7 +43,7 @@ PARENT_KEYS = (
     "rootParentRunId",
 )
 NOT_INSTALLED = "did nothing: the OpenLineage provider (apache-airflow-providers-openlineage) is not installed"
-OPERATOR_TASKS = ("batch_both", "batch_preset", "batch_defaults", "session_both")
+OPERATOR_TASKS = ("batch_both", "batch_preset", "batch_defaults", "session_both", "dropin_both")
 
 # One DAG, one run. The probe tasks call the module, each in a task of its own so each has its own
 # task instance, and return what ours computed next to what the official helper (called as the
@@ -55,7 +55,7 @@ from datetime import datetime
 from airflow.sdk import DAG, get_current_context, task
 
 from airflow_provider_livy.openlineage import inject_defaults, spark_conf
-from airflow_provider_livy.operators.livy import LivyBatchOperator, LivySessionOperator
+from airflow_provider_livy.operators.livy import LivyBatchOperator, LivyOperator, LivySessionOperator
 
 dag = DAG("$dag_id", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
 CHECK_OFFICIAL = $check_official
@@ -107,6 +107,7 @@ with dag:
     LivyBatchOperator(file=JOB, conf={**ROOT, **URL}, **named("batch_preset"), **BOTH)
     LivyBatchOperator(file=JOB, conf={"spark.app.x": "1"}, **named("batch_defaults"))
     LivySessionOperator(statements=["1 + 1"], conf={"spark.app.x": "1"}, **named("session_both"), **BOTH)
+    LivyOperator(file=JOB, conf={"spark.app.x": "1"}, **named("dropin_both"), **BOTH)
     if CHECK_OFFICIAL:
         from airflow.providers.apache.livy.operators.livy import LivyOperator as OfficialLivyOperator
 
@@ -336,7 +337,7 @@ def test_operators_send_the_keys_to_spark_submit_and_the_session_driver(
     )
     confs = lineage.submitted_confs()
     transport = expected_transport(collector)
-    for task_id in ("batch_both", "session_both", "official_both"):
+    for task_id in ("batch_both", "session_both", "dropin_both", "official_both"):
         sent = confs[f"lineage_probe-{task_id}"]
         assert sent["spark.app.x"] == "1", task_id
         assert lineage_keys(sent) == {**expected_parent(collector, "lineage_probe", task_id), **transport}, task_id
@@ -375,7 +376,7 @@ def test_without_the_provider_the_flags_say_so_once_and_change_nothing(
             }
         ), task_id
     said = [line for line in outcome.output.splitlines() if NOT_INSTALLED in line]
-    # one line for each task that asked for something (4 probes, 4 operators); none for "off"
-    assert len(said) == 8, said
+    # one line for each task that asked for something (4 probes, 5 operators); none for "off"
+    assert len(said) == 9, said
     both = "openlineage_inject_parent_job_info and openlineage_inject_transport_info did nothing"
-    assert sum(both in line for line in said) == 5  # "both", "preset_root", batch_both, batch_preset, session_both
+    assert sum(both in line for line in said) == 6  # both, preset_root and every operator task but batch_defaults
