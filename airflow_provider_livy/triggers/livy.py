@@ -79,7 +79,7 @@ class LivyBatchTrigger(BaseTrigger):
             {
                 "status": status,
                 "batch_id": self.batch_id,
-                "state": state,
+                "state": None if state is None else str(state),  # a plain string in the stored event
                 "log_lines": list(lines),
                 "log_offset": self.log_offset,
                 "message": message,

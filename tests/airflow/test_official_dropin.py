@@ -142,6 +142,32 @@ def test_the_official_hook_calls_against_our_server(fake_server: LivyServer, job
     assert fake_server.batch_ids() == []
 
 
+def test_the_trigger_carries_auth_type_retry_args_prefix_and_headers(fake_server: LivyServer, monkeypatch) -> None:
+    """What the task's hook was given reaches the triggerer's hook through the stored (JSON) arguments."""
+    import httpx
+
+    from airflow_provider_livy.hooks.hook_spec import HookSpec
+    from airflow_provider_livy.triggers.livy import LivyBatchTrigger
+
+    for key, value in connection_env(fake_server).items():
+        monkeypatch.setenv(key, value)
+    op = LivyOperator(
+        task_id="carried",
+        file="/x.py",
+        deferrable=True,
+        livy_conn_auth_type=httpx.BasicAuth,
+        livy_endpoint_prefix="/gateway/livy/",
+        retry_args={"stop": tenacity.stop_after_attempt(4)},
+        extra_headers={"X-Team": "a"},
+        extra_options={"timeout": 12},
+    )
+    stored = json.loads(json.dumps(LivyBatchTrigger(1, **HookSpec.of_task(op).stored()).serialize()[1]))
+    hook = LivyBatchTrigger(**stored).hook_spec.async_hook()
+    settings = asyncio.run(hook.settings())
+    assert settings.base_url.endswith(f":{fake_server.port}/gateway/livy") and settings.timeout == 12
+    assert (hook.retries, hook.extra_headers, stored["auth_type"]) == (3, {"X-Team": "a"}, "httpx.BasicAuth")
+
+
 def test_the_official_trigger_arguments_as_stored(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
     """The triggerer rebuilds a LivyTrigger from the kwargs the official one stores; ours takes them all
     and fires the official events."""
