@@ -7,6 +7,7 @@ sending and to interpret what comes back) import from here, so the two never dri
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 # Session states, Livy's set. `recovering` is what a session shows while a restarted server re-attaches to it.
@@ -41,6 +42,28 @@ MAX_STATE_WAIT = 10.0
 
 BATCHES_PATH = "/batches"
 SESSIONS_PATH = "/sessions"  # Livy's interactive sessions
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of sessions as the protocol knows it: batches, or interactive sessions. Each has its own
+    ids, routes and store directory (as in Livy); the server builds its lifecycle families on these."""
+
+    name: str  # "batch", "interactive": the store's directory (v1/batch, v1/interactive)
+    path: str  # its routes: /batches, /sessions
+    word: str  # "batch", "session": in messages, log lines and the maintenance sweep's record keys
+    states: tuple[str, ...]  # every state it may show
+    optional: bool = False  # a server may not have it (a 404 on its listing: none held)
+
+    @property
+    def plural(self) -> str:
+        """ "batches", "sessions": as its path names it."""
+        return self.path.strip("/")
+
+
+BATCHES = Family("batch", BATCHES_PATH, "batch", BATCH_STATES)
+SESSIONS = Family("interactive", SESSIONS_PATH, "session", SESSION_STATES, optional=True)
+FAMILIES: tuple[Family, ...] = (BATCHES, SESSIONS)
 DEFAULT_PORT = 8998
 DEFAULT_LOG_PAGE = 100
 
@@ -84,7 +107,6 @@ OPERATOR_ARGUMENTS: dict[str, str] = {argument_name(field): field for field in B
 # Session kinds. Livy's aliases are accepted and mean the same interpreter.
 PYSPARK, SQL, SPARK, SPARKR, SHARED = "pyspark", "sql", "spark", "sparkr", "shared"
 KIND_ALIASES: dict[str, str] = {"python": PYSPARK, "scala": SPARK, "r": SPARKR}
-SUPPORTED_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)  # sparkr: when R and SparkR are on the driver's host
 KNOWN_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR, SHARED)
 # Livy's default kind is `shared`, whose statements must each name their kind; ours stays pyspark so a
 # client that sends no kind at all keeps working (every session takes per-statement pyspark, spark, sql).
@@ -113,12 +135,10 @@ STATEMENT_DONE_STATES: frozenset[str] = frozenset({AVAILABLE, CANCELLED})
 STATEMENT_KINDS: tuple[str, ...] = (PYSPARK, SQL, SPARK, SPARKR)  # per-statement `kind` any session accepts
 STATEMENT_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR}
 COMPLETION_REQUEST_FIELDS: dict[str, str] = {"code": STR, "kind": STR, "cursor": NON_NEGATIVE_INT}
-MAX_STATEMENT_WAIT = 10.0  # GET .../statements/{sid}?wait=S holds the answer at most this long
 # Output mime types (Livy's).
 TEXT_PLAIN = "text/plain"
 APPLICATION_JSON = "application/json"
 TABLE_JSON = "application/vnd.livy.table.v1+json"
-IMAGE_PNG = "image/png"
 OUTPUT_OK, OUTPUT_ERROR = "ok", "error"
 
 # Spark's size strings as spark-submit accepts them: "512m", "2g", "1024" (bytes), "4gb".
@@ -197,15 +217,15 @@ class Statement(TypedDict):
     completed: int
 
 
-class BatchRequestError(ValueError):
-    """A request that Livy would answer with 400 "Rejected, Reason: ..." (batches and sessions alike)."""
+class RequestError(ValueError):
+    """A request that Livy would answer with 400 "Rejected, Reason: ..." (batches, sessions, statements alike)."""
 
 
-SessionRequestError = BatchRequestError
+BatchRequestError = RequestError  # the name the Airflow side imports
 
 
-def _type_error(field: str, kind: str, value: Any) -> BatchRequestError:
-    return BatchRequestError(f"field '{field}' must be a {kind}, got {type(value).__name__}: {value!r}")
+def _type_error(field: str, kind: str, value: Any) -> RequestError:
+    return RequestError(f"field '{field}' must be a {kind}, got {type(value).__name__}: {value!r}")
 
 
 def _check_type(field: str, kind: str, value: Any) -> None:
@@ -244,53 +264,53 @@ def _fits_argv(text: str) -> bool:
 def _validate_fields(body: Any, fields: dict[str, str], what: str) -> dict[str, Any]:
     """Types, process-argument safety, sizes and names, common to every request; null fields dropped."""
     if not isinstance(body, dict):
-        raise BatchRequestError("the request body must be a JSON object")
+        raise RequestError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise BatchRequestError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     clean = {k: v for k, v in body.items() if v is not None}
     for field, value in clean.items():
         _check_type(field, fields[field], value)
         if not all(_fits_argv(text) for text in _strings(value)):
-            raise BatchRequestError(f"field '{field}' has a NUL character or invalid Unicode: no process argument can carry it")
+            raise RequestError(f"field '{field}' has a NUL character or invalid Unicode: no process argument can carry it")
         if fields[field] == NON_NEGATIVE_INT and value < 0:
-            raise BatchRequestError(f"field '{field}' must be 0 or more, got {value}")
+            raise RequestError(f"field '{field}' must be 0 or more, got {value}")
         if fields[field] == DURATION and not (duration_seconds(value) or 0) > 0:
-            raise BatchRequestError(f"field '{field}' must be a positive duration with a unit (600s, 10m, 1h), got {value!r}")
+            raise RequestError(f"field '{field}' must be a positive duration with a unit (600s, 10m, 1h), got {value!r}")
     for field in MEMORY_FIELDS:
         if field in clean and not _MEMORY_RE.match(clean[field]):
-            raise BatchRequestError(f"field '{field}' must be a size such as 512m or 2g, got {clean[field]!r}")
+            raise RequestError(f"field '{field}' must be a size such as 512m or 2g, got {clean[field]!r}")
     for field in POSITIVE_INT_FIELDS:
         if field in clean and clean[field] < 1:
-            raise BatchRequestError(f"field '{field}' must be at least 1, got {clean[field]}")
+            raise RequestError(f"field '{field}' must be at least 1, got {clean[field]}")
     name = clean.get("name")
     if name is not None:
         if not name.strip():
-            raise BatchRequestError("field 'name' must not be blank")
+            raise RequestError("field 'name' must not be blank")
         if name.isdigit():
-            raise BatchRequestError(f"name {name!r} is all digits and would be mistaken for a {what} id")
+            raise RequestError(f"name {name!r} is all digits and would be mistaken for a {what} id")
         if len(name) > MAX_NAME_LENGTH or any(c in name for c in "\r\n\x00/"):
-            raise BatchRequestError(f"name {name!r} is longer than {MAX_NAME_LENGTH} characters or has '/' or control characters")
+            raise RequestError(f"name {name!r} is longer than {MAX_NAME_LENGTH} characters or has '/' or control characters")
     return clean
 
 
 def validate_batch_request(body: Any) -> dict[str, Any]:
     """Check a POST /batches body and return it without null fields.
 
-    Raises BatchRequestError with a message fit for a 400 answer or an Airflow error.
+    Raises RequestError with a message fit for a 400 answer or an Airflow error.
     """
     clean = _validate_fields(body, BATCH_REQUEST_FIELDS, "batch")
     if not clean.get("file"):
-        raise BatchRequestError("field 'file' is required")
+        raise RequestError("field 'file' is required")
     return clean
 
 
 def session_kind(kind: str) -> str:
-    """Livy's kind name for a kind or alias; BatchRequestError for an unknown one."""
+    """Livy's kind name for a kind or alias; RequestError for an unknown one."""
     name = KIND_ALIASES.get(kind, kind)
     if name not in KNOWN_KINDS:
         known = ", ".join([*KNOWN_KINDS, *KIND_ALIASES])
-        raise BatchRequestError(f"unknown session kind {kind!r}; known: {known}")
+        raise RequestError(f"unknown session kind {kind!r}; known: {known}")
     return name
 
 
@@ -311,11 +331,11 @@ def validate_statement_request(body: Any, fields: dict[str, str] = STATEMENT_REQ
     A `shared` session needs the kind; the server checks that, knowing the session."""
     clean = _validate_fields(body, fields, "statement")
     if "code" not in clean:
-        raise BatchRequestError("field 'code' is required")
+        raise RequestError("field 'code' is required")
     if "kind" in clean:
         clean["kind"] = session_kind(clean["kind"])
         if clean["kind"] not in STATEMENT_KINDS:
-            raise BatchRequestError(f"statement kind {clean['kind']!r} is not supported; supported: {', '.join(STATEMENT_KINDS)}")
+            raise RequestError(f"statement kind {clean['kind']!r} is not supported; supported: {', '.join(STATEMENT_KINDS)}")
     return clean
 
 
@@ -353,7 +373,3 @@ def duration_seconds(text: str) -> float | None:
     (its unit is ambiguous in Livy, which reads some as milliseconds)."""
     match = _DURATION_RE.match(text)
     return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-
-
-def is_terminal(state: str) -> bool:
-    return state in TERMINAL_STATES

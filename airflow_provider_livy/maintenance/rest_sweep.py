@@ -22,7 +22,7 @@ from typing import Any
 from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.maintenance import terminal_since
 from airflow_provider_livy.maintenance.report import SweepReport
-from airflow_provider_livy.protocol import IDLE, TERMINAL_STATES
+from airflow_provider_livy.protocol import IDLE, TERMINAL_STATES, Family
 
 KEPT_ACTIVE = "not finished"
 KEPT_YOUNG = "finished less than min_age ago"
@@ -34,14 +34,23 @@ IDLE_ALERT = 24 * 3600  # the check task alerts on sessions idle longer than a d
 
 
 @dataclass(frozen=True)
-class Kind:
-    """One kind of session the server lists: batches always, interactive sessions where supported."""
+class Listing:
+    """One family of sessions as the sweep reaches it through the server's API: batches always,
+    interactive sessions where the server has them (protocol.Family.optional)."""
 
-    name: str
+    family: Family
     list: Callable[[], Iterable[Mapping[str, Any]]]
     delete: Callable[[int], bool]
-    optional: bool = False  # a 404 on the listing means the server has no such sessions
     state: Callable[[int], str] | None = None  # interactive sessions: asked again before an idle one is ended
+
+    @property
+    def name(self) -> str:
+        """The family's word: in report lines and in the terminal-since record's keys."""
+        return self.family.word
+
+    @property
+    def optional(self) -> bool:
+        return self.family.optional
 
 
 @dataclass
@@ -74,7 +83,7 @@ def idle_for(
 
 
 def sweep_rest(
-    kinds: list[Kind],
+    kinds: list[Listing],
     min_age: float,
     dry_run: bool = False,
     previous: terminal_since.Record | None = None,
@@ -97,7 +106,7 @@ def sweep_rest(
             if kind.optional and err.status == 404:
                 report.notes.append(f"the server has no interactive sessions API ({kind.name} listing answered 404)")
                 continue
-            report.error(f"listing {kind.name}es failed: {err}")
+            report.error(f"listing {kind.family.plural} failed: {err}")
             outcome.held = None
             if err.status is None or err.status >= 500:
                 break  # the server is not answering: do not wait for it once per kind
@@ -124,7 +133,7 @@ def sweep_rest(
 
 
 def _sweep_kind(
-    kind: Kind,
+    kind: Listing,
     views: list[Mapping[str, Any]],
     *,
     min_age: float,
@@ -185,7 +194,7 @@ def _sweep_kind(
     return held
 
 
-def _state_now(kind: Kind, session_id: int, report: SweepReport) -> str | None:
+def _state_now(kind: Listing, session_id: int, report: SweepReport) -> str | None:
     """The session's state at this moment (None when it could not be asked: then it is not ended)."""
     assert kind.state is not None
     try:

@@ -23,8 +23,9 @@ from airflow_provider_livy.hooks.connection import DEFAULT_CONN_ID, LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.maintenance import terminal_since
 from airflow_provider_livy.maintenance.report import SweepReport, verdict
-from airflow_provider_livy.maintenance.rest_sweep import Kind, sweep_rest
+from airflow_provider_livy.maintenance.rest_sweep import Listing, sweep_rest
 from airflow_provider_livy.maintenance.zookeeper_sweep import Rules, sweep_zookeeper
+from airflow_provider_livy.protocol import BATCHES, SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,14 @@ def _optional_number(params: Mapping[str, Any], name: str) -> float | None:
     return None if value is None or value == "" else _number(params, name, 0.0)
 
 
-def hook_kinds(hook: LivyHook) -> list[Kind]:
+def hook_kinds(hook: LivyHook) -> list[Listing]:
     """Batches, and interactive sessions where the server has them (GET /sessions)."""
     return [
-        Kind("batch", functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.delete_batch),
-        Kind(
-            "session",
+        Listing(BATCHES, functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.delete_batch),
+        Listing(
+            SESSIONS,
             functools.partial(hook.list_sessions, page_size=LIST_PAGE),
             hook.delete_session,
-            optional=True,
             state=hook.get_session_state,
         ),
     ]
@@ -164,7 +164,7 @@ def rest_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 # --- the ZooKeeper sweep ----------------------------------------------------------------------------
-def listed_ids(kind: Kind) -> set[int]:
+def listed_ids(kind: Listing) -> set[int]:
     """The ids the server holds. Livy pages by offset, so a delete between pages can hide one id from
     a listing; the union of two listings would have to miss it twice."""
     first = {view["id"] for view in kind.list() if isinstance(view.get("id"), int)}
@@ -184,7 +184,7 @@ def server_ids(hook: LivyHook) -> dict[str, set[int] | None]:
             if kind.optional and err.status == 404:
                 held[kind.name] = set()  # no interactive sessions API: the server holds none
             else:
-                log.warning("cannot ask the server which %ses it holds: %s", kind.name, err)
+                log.warning("cannot ask the server which %s it holds: %s", kind.family.plural, err)
                 held[kind.name] = None
     return held
 

@@ -1,1 +1,1 @@
-"""A Livy-compatible batch server that runs spark-submit and never hoards finished sessions."""
+"""A Livy-compatible Spark job server (batches and interactive sessions) that never hoards finished sessions."""

@@ -1,4 +1,4 @@
-"""The `livy-server` command: read livy.conf and --set options, recover, serve."""
+"""The `livy-server` command: read livy.conf and --set options, recover, serve batches and sessions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from airflow_provider_livy import __version__
 from airflow_provider_livy.server.auth import build_gate
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
 from airflow_provider_livy.server.drivers.logs import volatile_filesystem
-from airflow_provider_livy.server.sessions.lifecycle import INTERACTIVE, SessionService
+from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services
 
 log = logging.getLogger("livy-server")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="livy-server", description="Livy-compatible Spark batch server.")
+    description = "Livy-compatible Spark job server: batches and interactive sessions."
+    parser = argparse.ArgumentParser(prog="livy-server", description=description)
     parser.add_argument("--conf", help="a livy.conf file (key = value lines)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key; repeatable")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -27,8 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
     """The batch and interactive services (sharing one capacity), recovered when recovery is on."""
     if not config.recovery:
-        batches = SessionService(config)
-        return batches, SessionService(config, family=INTERACTIVE, capacity=batches.capacity)
+        return family_services(config)
     from airflow_provider_livy.server.sessions.recovery import recover_services
 
     return recover_services(config)

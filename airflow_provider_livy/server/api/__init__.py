@@ -1,1 +1,1 @@
-"""HTTP: Livy's REST routes, the metrics endpoint (and, later, the pages)."""
+"""HTTP: Livy's REST routes, the metrics endpoint, the API docs and the web UI."""

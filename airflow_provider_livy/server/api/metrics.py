@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from airflow_provider_livy.server.sessions.interactive import Interactive
 from airflow_provider_livy.server.sessions.lifecycle import SessionService
 
 
@@ -21,8 +22,8 @@ class SessionCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         service = self.service
         registry = service.registry
-        if service.interactive is not None:
-            yield from self._interactive()
+        if service.family.interactive is not None:
+            yield from self._interactive(service.family.interactive)
             return
         sessions = GaugeMetricFamily("livy_sessions", "Batch sessions held, by state", labels=["state"])
         for state, count in sorted(registry.state_counts.items()):
@@ -39,18 +40,15 @@ class SessionCollector(Collector):
         ):
             yield CounterMetricFamily(f"livy_batches_{name}", help_text, value=registry.counters[name])
 
-    def _interactive(self) -> Iterator[Metric]:
-        service = self.service
-        interactive = service.interactive
-        assert interactive is not None
-        registry = service.registry
+    def _interactive(self, interactive: Interactive) -> Iterator[Metric]:
+        registry = self.service.registry
         by_kind_state = GaugeMetricFamily(
             "livy_interactive_sessions", "Interactive sessions held, by kind and state", labels=["kind", "state"]
         )
         counts: dict[tuple[str, str], int] = {}
-        for batch in registry.batches.values():
-            kind = batch.repl.kind if batch.repl is not None else "unknown"
-            counts[kind, batch.state] = counts.get((kind, batch.state), 0) + 1
+        for session in registry.sessions.values():
+            kind = session.repl.kind if session.repl is not None else "unknown"
+            counts[kind, session.state] = counts.get((kind, session.state), 0) + 1
         for (kind, state), count in sorted(counts.items()):
             by_kind_state.add_metric([kind, state], count)
         yield by_kind_state

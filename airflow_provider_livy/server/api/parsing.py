@@ -39,9 +39,13 @@ def parse_wait(text: str) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-def query_int(request: Request, name: str, default: int | None, low: int | None, high: int) -> int | None:
+def query_int(
+    request: Request, name: str, default: int | None, low: int | None, high: int, *, blank_is_default: bool = False
+) -> int | None:
+    """A whole-number query parameter within [low, high] (no low: any below high); ApiError 400 otherwise.
+    `blank_is_default`: `?from=` means not set (the UI's forms send empty fields)."""
     text = request.query_params.get(name)
-    if text is None:
+    if text is None or (blank_is_default and text == ""):
         return default
     try:
         value = int(text)

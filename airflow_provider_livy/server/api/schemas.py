@@ -11,6 +11,7 @@ from typing import Any
 from airflow_provider_livy.protocol import (
     BATCH_REQUEST_FIELDS,
     BATCH_STATES,
+    BATCHES,
     DURATION,
     INT,
     KIND_ALIASES,
@@ -19,7 +20,10 @@ from airflow_provider_livy.protocol import (
     RESOURCE_FIELDS,
     SESSION_REQUEST_FIELDS,
     SESSION_STATES,
+    SESSIONS,
     STATE_WAIT_PARAM,
+    STATEMENT_KINDS,
+    STATEMENT_STATES,
     STR,
     STR_LIST,
 )
@@ -134,9 +138,9 @@ def state_schema(states: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-BATCH_LIST_SCHEMA = list_schema(BATCH_VIEW_SCHEMA)
-BATCH_STATE_SCHEMA = state_schema(BATCH_STATES)
-BATCH_LOG_SCHEMA = {
+VIEW_SCHEMAS = {BATCHES.name: BATCH_VIEW_SCHEMA, SESSIONS.name: SESSION_VIEW_SCHEMA}
+REQUEST_SCHEMAS = {BATCHES.name: BATCH_REQUEST_SCHEMA, SESSIONS.name: SESSION_REQUEST_SCHEMA}
+LOG_SCHEMA = {
     "type": "object",
     "required": ["id", "from", "total", "log"],
     "properties": {
@@ -169,6 +173,59 @@ WAIT_PARAMETER = {
     "schema": {"type": "number", "minimum": 0},
     "description": "hold the answer until the state changes or this many seconds pass (capped by the server)",
 }
+
+
+# Statements (interactive sessions only): the driver's answers, passed through as it sends them.
+STATEMENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "code", "state", "output", "progress", "started", "completed"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "code": {"type": "string"},
+        "state": {"type": "string", "enum": list(STATEMENT_STATES)},
+        "output": {"type": ["object", "null"]},
+        "progress": {"type": "number"},
+        "started": {"type": "integer"},
+        "completed": {"type": "integer"},
+    },
+}
+STATEMENT_LIST_SCHEMA = {
+    "type": "object",
+    "required": ["total_statements", "statements"],
+    "properties": {
+        "total_statements": {"type": "integer", "minimum": 0},
+        "statements": {"type": "array", "items": STATEMENT_SCHEMA},
+    },
+}
+CODE_KIND = {"code": {"type": "string"}, "kind": nullable({"type": "string", "enum": list(STATEMENT_KINDS)})}
+STATEMENT_REQUEST_SCHEMA = {"type": "object", "required": ["code"], "additionalProperties": False, "properties": CODE_KIND}
+COMPLETION_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["code"],
+    "additionalProperties": False,
+    "properties": {**CODE_KIND, "cursor": nullable({"type": "integer", "minimum": 0})},
+}
+COMPLETION_SCHEMA = {
+    "type": "object",
+    "required": ["candidates"],
+    "properties": {"candidates": {"type": "array", "items": {"type": "string"}}},
+}
+SID_PARAMETER = {"name": "sid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+ORDER_PARAMETER = {"name": "order", "in": "query", "required": False, "schema": {"type": "string", "enum": ["asc", "desc"]}}
+CALLBACK_SCHEMA = {
+    "type": "object",
+    "required": ["address"],
+    "properties": {
+        "address": {"type": "string"},
+        "appId": {"type": ["string", "null"]},
+        "sparkUiUrl": {"type": ["string", "null"]},
+    },
+}
+
+
+def body_json(body: dict[str, Any] | None) -> dict[str, Any]:
+    """FastAPI `openapi_extra=` for a required JSON request body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}} if body else {}
 
 
 def paging_parameters(size_low: int | None, size_high: int, from_low: int | None = 0) -> list[dict[str, Any]]:

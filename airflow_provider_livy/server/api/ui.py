@@ -9,9 +9,8 @@ API's DELETE with the CSRF header). Every asset comes from this package: nothing
 another host. With authentication on, the SecurityMiddleware asks for the same credentials as the
 API, and a user sees exactly what GET /batches would show them.
 
-Held sessions are read only through the accessor functions of a Kind (items, counts, summary,
-view, log page, statements), one per family of sessions (batches; interactive sessions), built
-from that family's service in `kind_of`; the overview merges the families newest first, lazily,
+Held sessions are read through each family's service (its registry, views and log pages) and its
+protocol descriptor (words and paths); the overview merges the families newest first, lazily,
 without copying a registry.
 """
 
@@ -22,7 +21,7 @@ import heapq
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -33,11 +32,14 @@ from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_LOG_PAGE, SESSIONS_PATH, TERMINAL_STATES
+from airflow_provider_livy.protocol import CSRF_HEADER, DEFAULT_LOG_PAGE, TERMINAL_STATES, Family
+from airflow_provider_livy.server.api.access import VIEW, authorize, user_of
+from airflow_provider_livy.server.api.parsing import ApiError, not_found, query_int
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.security import AccessPolicy
-from airflow_provider_livy.server.sessions.interactive import SessionNotReady
+from airflow_provider_livy.server.sessions.interactive import Interactive, SessionNotReady
 from airflow_provider_livy.server.sessions.lifecycle import SessionService
+from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.sessions.repl_client import ReplRefused, ReplUnreachable
 
 HERE = Path(__file__).parent
@@ -53,77 +55,38 @@ _templates = jinja2.Environment(
 )
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One kind of held session, as the UI reads it. Each field is a small accessor over the registry."""
-
-    name: str  # "batch", "session"
-    api_path: str  # "/batches", "/sessions"
-    items: Callable[[], Mapping[int, Any]]  # id -> held item, in ascending id (= creation) order
-    counts: Callable[[], Mapping[str, int]]  # held items by state
-    summary: Callable[[Any], dict[str, Any]]  # the overview's fields, from memory only (no log read)
-    view: Callable[[Any], Mapping[str, Any]]  # the API's view, as GET {api_path}/{id} answers
-    log_page: Callable[[Any, int | None, int], dict[str, Any]]  # as GET {api_path}/{id}/log answers
-    lookup: Callable[[str], Any]
-    oldest_finished: Callable[[], Any]  # the finished item held longest, or None
-    # interactive sessions: the newest statements (newest first), or why they cannot be read
-    statements: Callable[[Any], Awaitable[list[dict[str, Any]] | str]] | None = None
-
-    @property
-    def ui_path(self) -> str:
-        return UI_PATH + self.api_path
+def summary(service: SessionService, item: Session) -> dict[str, Any]:
+    """The overview's fields, from memory only (no log read)."""
+    finished, repl = item.finished_at, item.repl
+    return {
+        "id": item.id,
+        "name": item.name,
+        "owner": item.owner,
+        "state": item.state,
+        "sessionKind": None if repl is None else repl.kind,
+        "appId": item.app_id,
+        "sparkUiUrl": item.ui_url,
+        "createdAt": item.created_at,
+        "finishedAt": finished,
+        "expiresAt": service.expires_at(item),
+        # idle since it finished; an interactive session also while it waits for statements
+        "lastActivity": finished if finished is not None or repl is None else repl.last_activity,
+    }
 
 
-def kind_of(service: SessionService) -> Kind:
-    """The accessors for one family of sessions."""
-    registry, interactive = service.registry, service.interactive
-
-    def summary(item: Any) -> dict[str, Any]:
-        finished, repl = item.finished_at, item.repl
-        expires = registry.expires_at(item)
-        if expires is None and interactive is not None:
-            expires = interactive.expires_at(item)  # idleness or ttl will end it
-        return {
-            "id": item.id,
-            "name": item.name,
-            "owner": item.owner,
-            "state": item.state,
-            "sessionKind": None if repl is None else repl.kind,
-            "appId": item.app_id,
-            "sparkUiUrl": item.ui_url,
-            "createdAt": item.created_at,
-            "finishedAt": finished,
-            "expiresAt": expires,
-            # idle since it finished; an interactive session also while it waits for statements
-            "lastActivity": finished if finished is not None or repl is None else repl.last_activity,
-        }
-
-    async def statements(item: Any) -> list[dict[str, Any]] | str:
-        assert interactive is not None
-        try:
-            newest = {"from": 0, "size": STATEMENTS_SHOWN, "order": "desc"}
-            raw = await interactive.call(item, "GET", "/statements", params=newest)
-            return json.loads(raw)["statements"]
-        except (SessionNotReady, ReplRefused, ReplUnreachable) as err:
-            return f"Statements cannot be read: {err}"
-        except (ValueError, KeyError, TypeError):
-            return "Statements cannot be read: the session's driver answered something else than a statement list"
-
-    return Kind(
-        name="batch" if interactive is None else "session",
-        api_path=BATCHES_PATH if interactive is None else SESSIONS_PATH,
-        items=lambda: registry.batches,
-        counts=lambda: registry.state_counts,
-        summary=summary,
-        view=service.view,
-        log_page=service.log_page,
-        lookup=registry.lookup,
-        oldest_finished=registry.oldest_finished,
-        statements=None if interactive is None else statements,
-    )
+async def newest_statements(interactive: Interactive, item: Session) -> list[dict[str, Any]] | str:
+    """A session's newest statements (newest first), or why they cannot be read."""
+    try:
+        newest = {"from": 0, "size": STATEMENTS_SHOWN, "order": "desc"}
+        raw = await interactive.call(item, "GET", "/statements", params=newest)
+        return json.loads(raw)["statements"]
+    except (SessionNotReady, ReplRefused, ReplUnreachable) as err:
+        return f"Statements cannot be read: {err}"
+    except (ValueError, KeyError, TypeError):
+        return "Statements cannot be read: the session's driver answered something else than a statement list"
 
 
-# What the overview reads of every held item; each kind's items have these attributes.
+# What the overview reads of every held item.
 owner_of: Callable[[Any], str | None] = attrgetter("owner")
 created_of: Callable[[Any], float] = attrgetter("created_at")
 state_of: Callable[[Any], str] = attrgetter("state")
@@ -183,51 +146,51 @@ class Scope:
         return (item for item in items if owner_of(item) == self.user)
 
 
-def newest_first(kinds: list[Kind], scope: Scope, state: str | None) -> Iterator[tuple[Kind, Any]]:
-    """Held items of every kind, newest first, filtered, lazily: a page costs its offset, not the registry."""
+def newest_first(services: list[SessionService], scope: Scope, state: str | None) -> Iterator[tuple[SessionService, Any]]:
+    """Held items of every family, newest first, filtered, lazily: a page costs its offset, not the registry."""
 
-    def tagged(kind: Kind) -> Iterator[tuple[Kind, Any]]:
-        items: Iterable[Any] = scope.visible(reversed(kind.items().values()))
+    def tagged(service: SessionService) -> Iterator[tuple[SessionService, Any]]:
+        items: Iterable[Any] = scope.visible(reversed(service.registry.sessions.values()))
         if state:
             items = (item for item in items if state_of(item) == state)
-        return zip(itertools.repeat(kind), items)  # no Python frame per item: a deep page skips at C speed
+        return zip(itertools.repeat(service), items)  # no Python frame per item: a deep page skips at C speed
 
-    held = [kind for kind in kinds if kind.items()]
+    held = [service for service in services if service.registry.sessions]
     if len(held) <= 1:  # the common case: no merge, whose key costs a Python call per item skipped
         return tagged(held[0]) if held else iter(())
-    return heapq.merge(*(tagged(kind) for kind in held), key=lambda pair: created_of(pair[1]), reverse=True)
+    return heapq.merge(*(tagged(service) for service in held), key=lambda pair: created_of(pair[1]), reverse=True)
 
 
-def state_counts(kinds: list[Kind], scope: Scope) -> dict[str, int]:
+def state_counts(services: list[SessionService], scope: Scope) -> dict[str, int]:
     """Counts by state over what the user may see: the registry's counters when that is everything."""
     counts: dict[str, int] = {}
-    for kind in kinds:
+    for service in services:
         if scope.sees_all:
-            pairs: Iterable[tuple[str, int]] = kind.counts().items()
+            pairs: Iterable[tuple[str, int]] = service.registry.state_counts.items()
         else:
-            pairs = ((state_of(item), 1) for item in scope.visible(kind.items().values()))
+            pairs = ((state_of(item), 1) for item in scope.visible(service.registry.sessions.values()))
         for state, count in pairs:
             counts[state] = counts.get(state, 0) + count
     return counts
 
 
-def oldest_finished(kinds: list[Kind], scope: Scope) -> tuple[Kind, dict[str, Any]] | None:
+def oldest_finished(services: list[SessionService], scope: Scope) -> tuple[Family, dict[str, Any]] | None:
     """The finished session held longest: the first thing to look at when sessions pile up. The
     registry knows it at once; for a user who sees only their own, one pass reads one attribute each."""
     found = []
-    for kind in kinds:
+    for index, service in enumerate(services):
         if scope.sees_all:
-            item = kind.oldest_finished()
+            item = service.registry.oldest_finished()
         else:
-            finished = ((finished_of(item), item) for item in scope.visible(kind.items().values()))
+            finished = ((finished_of(item), item) for item in scope.visible(service.registry.sessions.values()))
             oldest = min((pair for pair in finished if pair[0] is not None), key=itemgetter(0), default=None)
             item = None if oldest is None else oldest[1]
         if item is not None:
-            found.append((finished_of(item), kind, item))
+            found.append((finished_of(item), index, item))
     if not found:
         return None
-    _, kind, item = min(found, key=itemgetter(0))
-    return kind, kind.summary(item)
+    _, index, item = min(found, key=itemgetter(0))
+    return services[index].family.protocol, summary(services[index], item)
 
 
 def retention(config: ServerConfig, held: int) -> dict[str, Any]:
@@ -255,23 +218,6 @@ def retention(config: ServerConfig, held: int) -> dict[str, Any]:
 
 
 # --- pages ------------------------------------------------------------------------------------------
-class BadQuery(ValueError):
-    pass
-
-
-def query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadQuery(f"'{name}' must be a whole number, got {text!r}") from None
-    if not low <= value <= high:
-        raise BadQuery(f"'{name}' must be between {low} and {high}, got {value}")
-    return value
-
-
 # Behind the escaping, a second wall: the pages run only this server's own script and styles (none inline),
 # load images only from here or data: URLs (statement plots), and cannot be framed.
 PAGE_HEADERS = {
@@ -283,7 +229,7 @@ PAGE_HEADERS = {
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _templates.get_template(name).render(static=STATIC_PATH, csrf_header=CSRF_HEADER, **context)
+    html = _templates.get_template(name).render(static=STATIC_PATH, ui=UI_PATH, csrf_header=CSRF_HEADER, **context)
     return HTMLResponse(html, status, headers=PAGE_HEADERS)
 
 
@@ -293,34 +239,43 @@ def problem(status: int, message: str, user: str | None) -> HTMLResponse:
 
 def install(app: FastAPI, services: list[SessionService], policy: AccessPolicy) -> None:
     """Add / (a redirect), /ui, /ui/{batches|sessions}/{id} and the UI's static files to the app."""
-    kinds = [kind_of(service) for service in services]
-    config = services[0].config
-    by_path = {kind.api_path.strip("/"): kind for kind in kinds}
+    pages = Pages(services, policy)
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="ui-static")
+    app.add_api_route("/", root, methods=["GET"], include_in_schema=False)
+    for path in (UI_PATH, UI_PATH + "/"):
+        app.add_api_route(path, pages.overview, methods=["GET"], include_in_schema=False)
+    app.add_api_route(UI_PATH + "/{family_path}/{key}", pages.detail, methods=["GET"], include_in_schema=False)
 
-    def scope_of(request: Request) -> Scope:
-        return Scope(request.scope.get("state", {}).get("user"), policy)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> Response:
-        return RedirectResponse(UI_PATH, status_code=307)
+async def root() -> Response:
+    return RedirectResponse(UI_PATH, status_code=307)
 
-    @app.get(UI_PATH, include_in_schema=False)
-    @app.get(UI_PATH + "/", include_in_schema=False)
-    async def overview(request: Request) -> Response:
-        scope = scope_of(request)
+
+class Pages:
+    """The overview and a session's page, over every family's service."""
+
+    def __init__(self, services: list[SessionService], policy: AccessPolicy) -> None:
+        self.services = services
+        self.policy = policy
+        self.config = services[0].config
+        self.by_path = {service.family.protocol.path.strip("/"): service for service in services}
+
+    def scope_of(self, request: Request) -> Scope:
+        return Scope(user_of(request), self.policy)
+
+    async def overview(self, request: Request) -> Response:
+        scope = self.scope_of(request)
         state = request.query_params.get("state") or None
         try:
-            start = query_int(request, "from", 0, 0, 2**31) or 0
-            size = query_int(request, "size", PAGE_SIZE, 1, MAX_PAGE_SIZE) or PAGE_SIZE
-        except BadQuery as err:
-            return problem(400, str(err), scope.user)
-        counts = state_counts(kinds, scope)
+            start = query_int(request, "from", 0, 0, 2**31, blank_is_default=True) or 0
+            size = query_int(request, "size", PAGE_SIZE, 1, MAX_PAGE_SIZE, blank_is_default=True) or PAGE_SIZE
+        except ApiError as err:
+            return problem(400, err.message, scope.user)
+        counts = state_counts(self.services, scope)
         held = sum(counts.values())
-        total = counts.get(state, 0) if state else held
         rows = [
-            {"kind": kind, **kind.summary(item)}
-            for kind, item in itertools.islice(newest_first(kinds, scope, state), start, start + size)
+            {"family": service.family.protocol, **summary(service, item)}
+            for service, item in itertools.islice(newest_first(self.services, scope, state), start, start + size)
         ]
         return render(
             "overview.html",
@@ -332,42 +287,41 @@ def install(app: FastAPI, services: list[SessionService], policy: AccessPolicy) 
             state=state,
             start=start,
             size=size,
-            total=total,
+            total=counts.get(state, 0) if state else held,
             held=held,
-            oldest=oldest_finished(kinds, scope),
-            retention=retention(config, sum(sum(kind.counts().values()) for kind in kinds)),
+            oldest=oldest_finished(self.services, scope),
+            retention=retention(self.config, sum(len(service.registry) for service in self.services)),
             own_only=not scope.sees_all,
         )
 
-    @app.get(UI_PATH + "/{kind_path}/{key}", include_in_schema=False)
-    async def detail(kind_path: str, key: str, request: Request) -> Response:
-        scope = scope_of(request)
-        kind = by_path.get(kind_path)
-        item = None if kind is None else kind.lookup(key)
-        if kind is None or item is None:
-            return problem(404, f"No session {key!r} here: it was deleted, or its retention ended.", scope.user)
-        if not policy.can_view(scope.user, owner_of(item)):
-            return problem(403, f"User '{scope.user}' is not allowed to view {kind.name} {key}.", scope.user)
+    async def detail(self, family_path: str, key: str, request: Request) -> Response:
+        scope = self.scope_of(request)
+        service = self.by_path.get(family_path)
         try:
-            start = query_int(request, "from", None, 0, 2**31)
-            size = query_int(request, "size", DEFAULT_LOG_PAGE, 1, LOG_PAGE_MAX) or DEFAULT_LOG_PAGE
-        except BadQuery as err:
-            return problem(400, str(err), scope.user)
-        view = dict(kind.view(item))
-        page = await asyncio.to_thread(kind.log_page, item, start, size)
-        statements = None if kind.statements is None else await kind.statements(item)
+            if service is None:
+                raise not_found(key)
+            item = authorize(service, self.policy, key, request, VIEW, heartbeat=False)
+            start = query_int(request, "from", None, 0, 2**31, blank_is_default=True)
+            size = query_int(request, "size", DEFAULT_LOG_PAGE, 1, LOG_PAGE_MAX, blank_is_default=True) or DEFAULT_LOG_PAGE
+        except ApiError as err:
+            message = f"No session {key!r} here: it was deleted, or its retention ended." if err.status == 404 else err.message
+            return problem(err.status, message, scope.user)
+        assert service is not None
+        view = dict(service.view(item))
+        page = await asyncio.to_thread(service.log_page, item, start, size)
+        interactive = service.family.interactive
         return render(
             "detail.html",
-            title=f"{kind.name} {view['id']}",
+            title=f"{service.family.protocol.word} {view['id']}",
             user=scope.user,
             now=time.time(),
-            kind=kind,
+            family=service.family.protocol,
             view=view,
-            summary=kind.summary(item),
+            summary=summary(service, item),
             page=page,
             size=size,
             following=start is None and view["state"] not in TERMINAL_STATES,
-            can_delete=policy.can_modify(scope.user, owner_of(item)),
-            statements=statements,
+            can_delete=self.policy.can_modify(scope.user, owner_of(item)),
+            statements=None if interactive is None else await newest_statements(interactive, item),
             active=view["state"] not in TERMINAL_STATES,
         )

@@ -3,7 +3,7 @@
 The story behind this project is a restart that reloaded 40,000 dead sessions. Here the index
 (stores.index) says which records expired while the server was down; those are deleted in bulk
 without being read and are never registered. Only the records that may still matter are read
-before serving starts: active batches, finished ones still within their retention, and a bounded
+before serving starts: active sessions, finished ones still within their retention, and a bounded
 number of records missing from the index (a real Livy's, or one whose index entry a crash lost).
 Any further unindexed records are read once serving has started.
 
@@ -14,7 +14,7 @@ What a record means on restart:
   record names (its coordinates), whatever port or host this server runs on; a driver the cluster
   no longer knows ends dead with a log line saying so.
 - active whose driver is gone: its exit file, written by the supervisor, gives the real outcome;
-  without one it is dead. A line in the batch's log says which.
+  without one it is dead. A line in the session's log says which.
 - queued (starting, never launched): launched again.
 - written by Apache Livy (no timestamps, no pid): nothing can be re-attached, so it is dead,
   finished at the record's modification time, and kept for state-retain from then.
@@ -26,22 +26,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, IDLE, RECOVERING, STARTING, SUCCESS, TERMINAL_STATES
+from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, FAMILIES, IDLE, RECOVERING, STARTING, SUCCESS, TERMINAL_STATES
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
-from airflow_provider_livy.server.sessions.interactive import repl_from_record
-from airflow_provider_livy.server.sessions.lifecycle import BATCH, INTERACTIVE, SessionService
-from airflow_provider_livy.server.sessions.registry import Batch
+from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services, note_in_log
+from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.stores import open_store
 from airflow_provider_livy.server.stores.base import RecoverableStore
 from airflow_provider_livy.server.stores.index import Snapshot, chunks, entry_finished
@@ -52,20 +50,18 @@ FOREGROUND_READS = 2000  # records read before serving; further unindexed ones a
 READ_CHUNK = 1000
 SAVE_CHUNK = 500
 READ_RETRY_DELAY = 5.0
-STATE_NAMES = {state: state for state in ALL_STATES}
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
 def recover_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
     """The batch and interactive services with the store's sessions back in them (each family in
     its own store directory, as in Livy); the bulk purges, started here, are awaited once serving."""
-    services: list[SessionService] = []
     stores: list[RecoverableStore] = []
     try:
-        for family in (BATCH, INTERACTIVE):
-            stores.append(store := open_store(config, family))
-            capacity = services[0].capacity if services else None
-            services.append(service := SessionService(config, store, family=family, capacity=capacity))
+        for family in FAMILIES:
+            stores.append(open_store(config, family.name))
+        services = family_services(config, stores)
+        for service, store in zip(services, stores, strict=True):
             recovery = Recovery(service, store)
             recovery.run_foreground()
             service.after_start.append(recovery.run_background)
@@ -73,14 +69,14 @@ def recover_services(config: ServerConfig) -> tuple[SessionService, SessionServi
         for store in stores:
             store.close()
         raise
-    return services[0], services[1]
+    return services
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
+def parse_record(session_id: int, raw: bytes) -> dict[str, Any]:
     """A record as Livy or we wrote it; ValueError says what is wrong with anything else."""
     try:
         data = json.loads(raw)
@@ -88,8 +84,8 @@ def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
         raise ValueError(f"not JSON ({err})") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
-    if data.get("id") != batch_id or isinstance(data.get("id"), bool):
-        raise ValueError(f"its id {data.get('id')!r} does not match its key {batch_id}")
+    if data.get("id") != session_id or isinstance(data.get("id"), bool):
+        raise ValueError(f"its id {data.get('id')!r} does not match its key {session_id}")
     for key in TEXT_FIELDS:
         if not isinstance(data.get(key), str | None):
             raise ValueError(f"{key} is not a string")
@@ -111,30 +107,6 @@ def parse_record(batch_id: int, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def batch_from_record(data: dict[str, Any], mtime: float) -> Batch:
-    """Our record as it was written; a Livy record as a dead batch that finished when it was last written."""
-    ours = "createdAt" in data
-    batch_id = data["id"]
-    return Batch(
-        id=batch_id,
-        name=data.get("name"),
-        owner=data.get("owner"),
-        proxy_user=data.get("proxyUser"),
-        state=STATE_NAMES[data["state"]] if ours else DEAD,  # the shared string, not one per record
-        created_at=data["createdAt"] if ours else mtime,
-        app_tag=data.get("appTag") or f"livy-batch-{batch_id}",
-        finished_at=data.get("finishedAt") if ours else mtime,
-        app_id=data.get("appId"),
-        ui_url=data.get("sparkUiUrl"),
-        pid=data.get("pid"),
-        pid_start=data.get("pidStart"),
-        request=data.get("request"),
-        cluster=data.get("cluster"),
-        cluster_id=data.get("clusterId"),
-        driver_log_url=data.get("driverLogUrl"),
-    )
-
-
 class Recovery:
     """One start-up's work: the plan from the index, the records read, what is left for after serving."""
 
@@ -145,10 +117,10 @@ class Recovery:
         self.now = service.clock()
         self.expired: list[int] = []  # ids to delete from the store, never registered
         self.purges: list[tuple[list[int], float, Awaitable[None]]] = []  # (ids, started, removal) under way
-        self.to_save: list[Batch] = []  # registered batches whose record must change (state, index)
+        self.to_save: list[Session] = []  # registered sessions whose record must change (state, index)
         self.later: list[int] = []  # unindexed records read once serving
         self.stats: Counter[str] = Counter()
-        self.notes: list[tuple[int, str]] = []  # (id, why): written to batch logs once serving
+        self.notes: list[tuple[int, str]] = []  # (id, why): written to the sessions' logs once serving
         self._supervisors: dict[str, psutil.Process] | None = None
 
     # --- before serving -------------------------------------------------------------------
@@ -159,14 +131,14 @@ class Recovery:
         self._start_purge()  # ZooKeeper deletes the expired while the records are read and the server starts
         registry = self.service.registry
         registry.next_id = max(snap.next_session_id, max(snap.record_ids | snap.index.keys(), default=-1) + 1)
-        batches = self.restore(self.store.read_records(read_now), snap.index.keys())
-        for batch in sorted(batches, key=lambda b: b.id):
-            self.service.adopt(batch)
+        sessions = self.restore(self.store.read_records(read_now), snap.index.keys())
+        for session in sorted(sessions, key=lambda b: b.id):
+            self.service.adopt(session)
         log.info(
             "recovery: %d records in the store; %d registered (%s), %d expired or unreadable to purge, "
             "%d unindexed to read after start-up; next id %d; took %.2fs",
             len(snap.record_ids),
-            len(batches),
+            len(sessions),
             ", ".join(f"{count} {what}" for what, count in sorted(self.stats.items())) or "none active",
             len(self.expired),
             len(self.later),
@@ -177,115 +149,114 @@ class Recovery:
     def plan(self, snap: Snapshot) -> list[int]:
         """Which ids to read now; the expired ones (per the index alone) go straight to the purge list."""
         retain, read_now = self.config.state_retain, []
-        for batch_id, name in snap.index.items():
-            gone = batch_id not in snap.record_ids  # an index entry whose record was deleted
+        for session_id, name in snap.index.items():
+            gone = session_id not in snap.record_ids  # an index entry whose record was deleted
             finished = entry_finished(name)
             if gone or (finished is not None and finished + retain <= self.now):
-                self.expired.append(batch_id)
+                self.expired.append(session_id)
             else:
-                read_now.append(batch_id)
+                read_now.append(session_id)
         unindexed = sorted(snap.record_ids - snap.index.keys())
         room = max(0, FOREGROUND_READS - len(read_now))
         self.later = unindexed[room:]
         return sorted(read_now) + unindexed[:room]
 
     # --- one record -------------------------------------------------------------------------
-    def restore(self, rows: Iterable[tuple[int, bytes | None, float]], indexed: Iterable[int]) -> list[Batch]:
+    def restore(self, rows: Iterable[tuple[int, bytes | None, float]], indexed: Iterable[int]) -> list[Session]:
         indexed = set(indexed)
-        batches = []
-        for batch_id, raw, mtime in rows:
+        sessions = []
+        for session_id, raw, mtime in rows:
             if raw is None:  # deleted since the listing
-                self.expired.append(batch_id)
+                self.expired.append(session_id)
                 continue
             try:
-                data = parse_record(batch_id, raw)
+                data = parse_record(session_id, raw)
             except ValueError as err:
-                log.warning("removing the unparseable record of batch %s from the state store: %s", batch_id, err)
+                word = self.service.family.protocol.word
+                log.warning("removing the unparseable record of %s %s from the state store: %s", word, session_id, err)
                 self.stats["corrupt records removed"] += 1
-                self.expired.append(batch_id)
+                self.expired.append(session_id)
                 continue
-            batch = batch_from_record(data, mtime)
-            if batch.cluster is not None:
+            session = Session.from_record(data, mtime)
+            self.service.family.restore(session, data)
+            if session.cluster is not None:
                 # One object per cluster, swapped in while the record's own copy is the newest garbage: kept
                 # until start-up, 10,000 copies (4 MB) leave their memory pools empty among live objects.
-                batch.cluster = self.service.follower.shared(batch.cluster)
-            if self.service.interactive:
-                batch.repl = repl_from_record(data, self.config.session_timeout, batch.created_at)
-            changed = batch_id not in indexed
-            if batch.active:
-                changed = self._reattach(batch) or changed
-            if self._expired(batch):
-                self.expired.append(batch_id)
+                session.cluster = self.service.follower.shared(session.cluster)
+            changed = session_id not in indexed
+            if session.active:
+                changed = self._reattach(session) or changed
+            if self._expired(session):
+                self.expired.append(session_id)
                 continue
             if "createdAt" not in data:
                 self.stats["from Apache Livy records"] += 1
                 self._note(
-                    batch,
+                    session,
                     "recovered from a record written by Apache Livy: no driver process to re-attach, marked dead",
                 )
             if changed:
-                self.to_save.append(batch)
-            batches.append(batch)
-        return batches
+                self.to_save.append(session)
+            sessions.append(session)
+        return sessions
 
-    def _reattach(self, batch: Batch) -> bool:
+    def _reattach(self, session: Session) -> bool:
         """Follow a live driver again, or settle a gone one; True when the record must change."""
-        log_path, exit_path = self.service.log_path(batch.id), self.service.exit_path(batch.id)
-        if batch.pid is None and batch.state == STARTING and batch.request is not None and not log_path.exists():
-            batch.tail = None if batch.repl else deque(maxlen=self.config.cache_log_size)
+        log_path, exit_path = self.service.log_path(session.id), self.service.exit_path(session.id)
+        if session.pid is None and session.state == STARTING and session.request is not None and not log_path.exists():
+            session.tail = self.service.family.new_tail()
             self.stats["queued again"] += 1
             return False
         changed = False
         # (a record naming the driver's cluster id was written after spark-submit handed it over: none to find)
-        if batch.pid is None and batch.cluster_id is None and (found := self._find_supervisor(exit_path)) is not None:
-            batch.pid, batch.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
-        batch.request = None
-        submitting = batch.pid is not None
-        submitter_alive = batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start)
-        if batch.repl is not None and batch.cluster is not None and not submitter_alive:
-            self.service.properties_path(batch.id).unlink(missing_ok=True)  # spark-submit ended while we were down
-        if batch.cluster is not None and self._handed_over(batch, log_path, exit_path):
-            if batch.repl is not None and batch.state in (IDLE, BUSY):
-                batch.state = RECOVERING  # until its REPL's first /status says idle or busy
+        if session.pid is None and session.cluster_id is None and (found := self._find_supervisor(exit_path)) is not None:
+            session.pid, session.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
+        session.request = None
+        submitting = session.pid is not None
+        submitter_alive = session.pid is not None and launcher.is_alive(session.pid, session.pid_start)
+        if session.cluster is not None and not submitter_alive:
+            self.service.properties_path(session.id).unlink(missing_ok=True)  # spark-submit ended while we were down
+        if session.cluster is not None and self._handed_over(session, log_path, exit_path):
+            if session.repl is not None and session.state in (IDLE, BUSY):
+                session.state = RECOVERING  # until its REPL's first /status says idle or busy
             self.stats["followed in their cluster again"] += 1
             return changed or submitting  # the record changes only if spark-submit ended while we were down
-        if batch.pid is not None and psutil.pid_exists(batch.pid) and launcher.is_alive(batch.pid, batch.pid_start):
-            if batch.repl is None:
-                batch.tail = deque(maxlen=self.config.cache_log_size)
-            elif batch.state in (IDLE, BUSY):
-                batch.state = RECOVERING  # until the driver's first /status says idle or busy
+        if session.pid is not None and psutil.pid_exists(session.pid) and launcher.is_alive(session.pid, session.pid_start):
+            session.tail = self.service.family.new_tail()
+            if session.state in (IDLE, BUSY):
+                session.state = RECOVERING  # until the driver's first /status says idle or busy
             self.stats["re-attached"] += 1
             return changed
         code = launcher.read_exit_code(exit_path)
-        driver = f"its driver (pid {batch.pid})" if batch.pid is not None else "its driver"
+        driver = f"its driver (pid {session.pid})" if session.pid is not None else "its driver"
         if code is None:
-            self._note(batch, f"the server restarted and {driver} was gone without leaving an exit code: marked dead")
-            batch.finished_at = self.now
+            self._note(session, f"the server restarted and {driver} was gone without leaving an exit code: marked dead")
+            session.finished_at = self.now
         else:
-            self._note(batch, f"{driver} ended with exit code {code} while the server was down")
-            batch.finished_at = exit_path.stat().st_mtime
-        batch.state = SUCCESS if code == 0 and batch.repl is None else DEAD  # a session never succeeds
-        if batch.app_id is None:  # printed just before the crash, before the server read it
-            batch.app_id = launcher.find_app_id(log_path)
+            self._note(session, f"{driver} ended with exit code {code} while the server was down")
+            session.finished_at = exit_path.stat().st_mtime
+        session.state = SUCCESS if code == 0 and self.service.family.can_succeed else DEAD  # a session never succeeds
+        if session.app_id is None:  # printed just before the crash, before the server read it
+            session.app_id = launcher.find_app_id(log_path)
         self.stats["ended while down"] += 1
         return True
 
-    def _handed_over(self, batch: Batch, log_path: Path, exit_path: Path) -> bool:
+    def _handed_over(self, session: Session, log_path: Path, exit_path: Path) -> bool:
         """Whether spark-submit handed the driver to its cluster (also while the server was down); then
         the service follows it there. False while spark-submit still runs here, or when it failed before
         naming a driver. A cluster id already in the record means the driver was submitted: it is followed
         even when spark-submit's exit code is not on this host (a restart on another host)."""
-        if batch.pid is not None:
-            if launcher.is_alive(batch.pid, batch.pid_start):
+        if session.pid is not None:
+            if launcher.is_alive(session.pid, session.pid_start):
                 return False
-            if batch.cluster_id is None and launcher.read_exit_code(exit_path) == 0:
-                tracker = self.service.follower.tracker(batch.cluster or {})
+            if session.cluster_id is None and launcher.read_exit_code(exit_path) == 0:
+                tracker = self.service.follower.tracker(session.cluster or {})
                 found = cluster.find_submitted_id(tracker, log_path)
-                batch.cluster_id = found or (batch.app_tag if tracker.finds_by_tag else None)
-            if batch.cluster_id is None:
+                session.cluster_id = found or (session.app_tag if tracker.finds_by_tag else None)
+            if session.cluster_id is None:
                 return False
-            batch.pid = batch.pid_start = None
-        return batch.cluster_id is not None
+            session.pid = session.pid_start = None
+        return session.cluster_id is not None
 
     def _find_supervisor(self, exit_path: Path) -> psutil.Process | None:
         """A driver launched just before a crash, before its pid reached the store: found by its exit file argument."""
@@ -300,28 +271,28 @@ class Recovery:
                 clear()
         return self._supervisors.get(str(exit_path))
 
-    def _expired(self, batch: Batch) -> bool:
+    def _expired(self, session: Session) -> bool:
         retain, ttl = self.config.state_retain, self.config.batch_ttl
-        if batch.state in TERMINAL_STATES:
-            return (batch.finished_at or batch.created_at) + retain <= self.now
-        if ttl and batch.created_at + ttl + retain <= self.now and not (batch.cluster and batch.cluster_id and batch.pid is None):
+        if session.state in TERMINAL_STATES:
+            return (session.finished_at or session.created_at) + retain <= self.now
+        in_cluster = session.cluster and session.cluster_id and session.pid is None
+        if ttl and session.created_at + ttl + retain <= self.now and not in_cluster:
             # (a driver in a cluster is followed again instead, and the collector's ttl kills it there)
-            if batch.pid is not None and launcher.is_alive(batch.pid, batch.pid_start):
-                launcher.signal_group(batch.pid, signal.SIGKILL)
-            self._note(batch, f"killed at restart: it ran past livy.server.batch.ttl ({ttl:g}s) long ago")
+            if session.pid is not None and launcher.is_alive(session.pid, session.pid_start):
+                launcher.signal_group(session.pid, signal.SIGKILL)
+            self._note(session, f"killed at restart: it ran past livy.server.session.ttl ({ttl:g}s) long ago")
             return True
         return False
 
-    def _note(self, batch: Batch, line: str) -> None:
-        self.notes.append((batch.id, line))
+    def _note(self, session: Session, line: str) -> None:
+        self.notes.append((session.id, line))
 
     def _write_notes(self) -> None:
-        """Why a batch ended, in its own log where the user looks, and in the server's."""
+        """Why a session ended, in its own log where the user looks, and in the server's (only there when
+        its log cannot be written: a full disk must not end recovery's work once serving)."""
         notes, self.notes = self.notes, []
-        for batch_id, line in notes:
-            with open(self.service.log_path(batch_id), "a") as handle:
-                handle.write(f"livy-server: {line}\n")
-            log.info("%s %s: %s", self.service.word, batch_id, line)
+        for session_id, line in notes:
+            note_in_log(self.service.log_path(session_id), self.service.family.protocol.word, session_id, line)
 
     # --- once serving -----------------------------------------------------------------------
     async def run_background(self) -> None:
@@ -330,11 +301,11 @@ class Recovery:
         await self._save_changed()
         for chunk in chunks(self.later, READ_CHUNK):
             rows = await self._read_until_done(chunk)
-            for batch in self.restore(rows, ()):
-                self.service.adopt(batch)
+            for session in self.restore(rows, ()):
+                self.service.adopt(session)
             await asyncio.to_thread(self._write_notes)
             registry = self.service.registry
-            registry.batches = dict(sorted(registry.batches.items()))  # listings page in id order
+            registry.sessions = dict(sorted(registry.sessions.items()))  # listings page in id order
             await self._save_changed()
             await self._purge()
         if self.later:
@@ -350,8 +321,8 @@ class Recovery:
                 await asyncio.sleep(READ_RETRY_DELAY)
 
     async def _save_changed(self) -> None:
-        batches, self.to_save = self.to_save, []
-        for chunk in chunks(batches, SAVE_CHUNK):
+        sessions, self.to_save = self.to_save, []
+        for chunk in chunks(sessions, SAVE_CHUNK):
             await self.service.writer.save_many(chunk)
 
     def _start_purge(self) -> None:
@@ -365,11 +336,5 @@ class Recovery:
         purges, self.purges = self.purges, []
         for ids, started, removal in purges:
             await removal
-            await asyncio.to_thread(self._remove_logs, ids)
+            await asyncio.to_thread(logs.remove_session_files, self.service.log_dir, ids)
             log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
-
-    def _remove_logs(self, ids: list[int]) -> None:
-        """One listing, then only the files that exist: most expired batches' logs are long gone."""
-        wanted = {f"{batch_id}{suffix}" for batch_id in ids for suffix in (".log", ".exit")}
-        for name in wanted.intersection(os.listdir(self.service.log_dir)):
-            logs.remove(self.service.log_dir / name)

@@ -1,0 +1,202 @@
+"""Drivers whose process runs on this host (spark-submit's supervisor): watched, read, stopped.
+
+A watched driver's log file is read as it grows (each new line goes to the caller, which keeps a
+tail), and its exit is noticed the moment it happens through a pidfd (drivers/exits.py), with a
+poll every MONITOR_INTERVAL as a fallback. What the driver prints is read here for the facts it
+names (application id, Spark UI, the cluster's id for a driver spark-submit handed over, whether
+the driver started); what those facts mean for the session is the lifecycle's to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from airflow_provider_livy.protocol import RUNNING
+from airflow_provider_livy.server.drivers import launcher, logs
+from airflow_provider_livy.server.drivers.exits import ExitWatch
+
+log = logging.getLogger(__name__)
+
+MONITOR_INTERVAL = 0.2  # seconds between reads of the watched drivers' output
+KILL_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
+GONE_POLL = 0.05  # seconds between checks that a process group is gone
+UI_PROBE_INTERVAL = 1.0
+
+
+class Driver(Protocol):
+    """What this module reads and writes of a session (sessions.model.Session has these)."""
+
+    id: int
+    state: str
+    pid: int | None
+    pid_start: float | None
+    child: bool
+    log_offset: int
+    app_id: str | None
+    ui_url: str | None
+    ui_probe_at: float
+    cluster: dict[str, Any] | None
+    cluster_id: str | None
+
+
+@dataclass
+class Facts:
+    """What new driver output told: `changed` when a fact was learnt, `started` when the driver said it runs."""
+
+    changed: bool = False
+    started: bool = False
+
+
+def read_facts(driver: Driver, lines: list[str], ui_host: str, submitted_id: Callable[[str], str | None] | None) -> Facts:
+    """Learn the driver's facts from its new lines. `submitted_id`: the cluster's reading of spark-submit's
+    output when the driver was handed to a cluster (then spark-submit's lines name only that id)."""
+    facts = Facts()
+    for line in lines:
+        if submitted_id is not None:
+            if driver.cluster_id is None and (found := submitted_id(line)):
+                driver.cluster_id, facts.changed = found, True
+            continue
+        if driver.app_id is None and (match := launcher.APP_ID_RE.search(line)):
+            driver.app_id, facts.changed = match.group(1), True
+        if driver.ui_url is None:
+            if match := launcher.UI_URL_RE.search(line):
+                driver.ui_url, facts.changed = match.group(1), True
+            elif match := launcher.UI_PORT_RE.search(line):
+                driver.ui_url, facts.changed = f"http://{ui_host}:{match.group(1)}", True
+        if launcher.DRIVER_STARTED_RE.search(line):
+            facts.started = True
+    return facts
+
+
+class LocalDrivers:
+    """The live driver processes of one family. `on_output(driver, lines)` gets each batch of new complete
+    log lines, `on_exit(driver)` the end of the process (its output read to the last line first),
+    `on_app_id(driver)` an app id learnt from the driver's UI (Spark 4 in local mode never prints it)."""
+
+    def __init__(
+        self,
+        log_path: Callable[[int], Path],
+        clock: Callable[[], float],
+        on_output: Callable[[Any, list[str]], None],
+        on_exit: Callable[[Any], None],
+        on_app_id: Callable[[Any], None],
+    ) -> None:
+        self.log_path = log_path
+        self.clock = clock
+        self.on_output, self.on_exit, self.on_app_id = on_output, on_exit, on_app_id
+        self.watched: dict[int, Any] = {}  # id -> driver, while its process lives
+        self.exits: ExitWatch | None = None  # made on first use, on the event loop
+        self._probes: set[asyncio.Task[None]] = set()
+
+    def __contains__(self, driver_id: int) -> bool:
+        return driver_id in self.watched
+
+    def start(self, command: list[str], driver: Driver, exit_path: Path, env: dict[str, str]) -> None:
+        """Launch the supervisor (OSError when it cannot start) and watch it."""
+        pid = launcher.start(command, self.log_path(driver.id), exit_path, env)
+        driver.pid, driver.child = pid, True
+        driver.pid_start = launcher.process_start_time(pid)
+        self.watch(driver)
+
+    def watch(self, driver: Driver) -> None:
+        """Follow a live driver; a pidfd tells us the moment it exits (Linux), the monitor polls too."""
+        self.watched[driver.id] = driver
+        if driver.pid is None or not ExitWatch.available():
+            return
+        if self.exits is None:
+            self.exits = ExitWatch(asyncio.get_running_loop(), self._exited)
+        self.exits.add(driver.pid, driver.id)
+
+    def unwatch(self, driver_id: int) -> None:
+        self.watched.pop(driver_id, None)
+
+    def _exited(self, driver_id: int) -> None:
+        if (driver := self.watched.get(driver_id)) is not None:
+            self.check(driver)
+
+    async def monitor(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            for driver in list(self.watched.values()):
+                try:
+                    self.check(driver)
+                except Exception:
+                    log.exception("watching driver %s failed", driver.id)
+
+    def check(self, driver: Driver) -> None:
+        """Read new driver output and notice an exit."""
+        if driver.id not in self.watched:
+            return
+        self.read_output(driver)
+        if self._reaped(driver) if driver.child else not launcher.is_alive(driver.pid or -1, driver.pid_start):
+            self.read_output(driver)
+            self.watched.pop(driver.id, None)
+            self.on_exit(driver)
+        elif driver.state == RUNNING and driver.app_id is None and driver.ui_url and self.clock() >= driver.ui_probe_at:
+            driver.ui_probe_at = self.clock() + UI_PROBE_INTERVAL
+            task = asyncio.create_task(self._probe_app_id(driver))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    def read_output(self, driver: Driver) -> None:
+        lines, driver.log_offset = logs.read_new(self.log_path(driver.id), driver.log_offset)
+        if lines:
+            self.on_output(driver, lines)
+
+    async def _probe_app_id(self, driver: Driver) -> None:
+        """Spark 4 in local mode never prints its application id; its UI's REST API knows it."""
+        try:
+            body = await asyncio.to_thread(_http_get_json, f"{driver.ui_url}/api/v1/applications")
+        except (OSError, ValueError):
+            return
+        found = isinstance(body, list) and body and isinstance(body[0], dict) and body[0].get("id")
+        if found and driver.app_id is None:
+            driver.app_id = str(body[0]["id"])
+            self.on_app_id(driver)
+
+    @staticmethod
+    def _reaped(driver: Driver) -> bool:
+        """Whether our child supervisor has ended; once reaped it is no longer our child to wait for."""
+        driver.child = not launcher.reap(driver.pid or -1)
+        return not driver.child
+
+    def running(self, driver: Driver) -> bool:
+        """Whether any process of the driver's group still runs."""
+        if driver.child:  # reap the supervisor, else its zombie keeps the group "alive"
+            self._reaped(driver)
+        return launcher.group_alive(driver.pid or -1)
+
+    async def wait_gone(self, driver: Driver, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.running(driver) and time.monotonic() < deadline:
+            await asyncio.sleep(GONE_POLL)
+
+    async def kill(self, driver: Driver) -> None:
+        """SIGTERM to the driver's process group, SIGKILL after a grace period; returns once it is gone,
+        its last output read and its exit noticed."""
+        pgid = driver.pid or -1
+        launcher.signal_group(pgid, signal.SIGTERM)
+        await self.wait_gone(driver, KILL_GRACE)
+        if self.running(driver):
+            launcher.signal_group(pgid, signal.SIGKILL)
+            while self.running(driver):
+                await asyncio.sleep(GONE_POLL)
+        self.check(driver)
+
+    def close(self) -> None:
+        if self.exits is not None:
+            self.exits.close()
+
+
+def _http_get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - URL built from the driver's own UI address
+        return json.loads(response.read())
