@@ -25,10 +25,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_livy.hooks.arguments import build_request
 from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.hooks.hook_spec import HookSpec
-from airflow_provider_livy.hooks.official import default_deferrable
 from airflow_provider_livy.hooks.waiting import batch_done, drive
 from airflow_provider_livy.operators.livy_session import LivySessionOperator
 from airflow_provider_livy.operators.livy_task import (
+    DEFAULT_POLLING_INTERVAL,
     FAIL_METHOD,
     LivyTaskOperator,
     attributes,
@@ -47,7 +47,6 @@ from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 __all__ = ["LivyBatchOperator", "LivyOperator", "LivySessionOperator", "build_request"]  # DAGs import both operators from here
 
 ERROR_LOG_LINES = 20
-DEFAULT_POLLING_INTERVAL = 10.0  # LivyOperator's wait when polling_interval=0 asks it to wait anyway (deferrable)
 ATTRIBUTES = attributes(OPERATOR_ARGUMENTS)
 
 
@@ -59,8 +58,9 @@ class LivyBatchOperator(LivyTaskOperator):
     archives, driver_memory, driver_cores, executor_memory, executor_cores, num_executors, queue, name,
     proxy_user), which also takes livy_conn_id, polling_interval, deferrable, extra_headers, executor_queue.
 
-    :param wait_for_completion: wait for the batch (default). Without waiting the task returns the
-        batch id at once and the batch is left to a LivyBatchSensor (with delete_batch=True).
+    :param wait_for_completion: wait for the batch (default, unless `polling_interval=0` without `deferrable`).
+        Without waiting the task returns the batch id at once and the batch is left to a LivyBatchSensor
+        (with delete_batch=True).
     :param delete_on_failure: delete a batch that ended dead/killed (default). False keeps it.
     :param stream_logs: copy driver log lines into the task log while the job runs.
     :param error_log_lines: how many of the last driver log lines a failure message quotes.
@@ -78,14 +78,17 @@ class LivyBatchOperator(LivyTaskOperator):
         file: str,
         class_name: str | None = None,
         args: list[str] | None = None,
-        wait_for_completion: bool = True,
+        wait_for_completion: bool | None = None,
         delete_on_failure: bool = True,
         stream_logs: bool = True,
         error_log_lines: int = ERROR_LOG_LINES,
         **kwargs: Any,
     ) -> None:
+        polls = kwargs.get("polling_interval", DEFAULT_POLLING_INTERVAL) != 0
         super().__init__(**kwargs)
         self.file, self.class_name, self.args = file, class_name, args
+        if wait_for_completion is None:  # polling_interval=0 without deferrable: submit and return, as the official
+            wait_for_completion = polls or self.deferrable
         self.wait_for_completion = wait_for_completion
         self.delete_on_failure = delete_on_failure
         self.stream_logs = stream_logs
@@ -251,15 +254,8 @@ class LivyOperator(LivyBatchOperator):
     template_fields: Sequence[str] = ("spark_params",)
     template_fields_renderers = {"spark_params": "json"}
 
-    def __init__(self, *, file: str, polling_interval: float = 0, wait_for_completion: bool | None = None, **kwargs: Any) -> None:
-        deferrable = kwargs.pop("deferrable", None)
-        deferrable = default_deferrable() if deferrable is None else deferrable
-        if wait_for_completion is None:
-            wait_for_completion = deferrable or polling_interval > 0
-        interval = polling_interval if polling_interval > 0 else DEFAULT_POLLING_INTERVAL
-        super().__init__(
-            file=file, polling_interval=interval, wait_for_completion=wait_for_completion, deferrable=deferrable, **kwargs
-        )
+    def __init__(self, *, file: str, polling_interval: float = 0, **kwargs: Any) -> None:
+        super().__init__(file=file, polling_interval=polling_interval, **kwargs)
 
     @property
     def spark_params(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.hooks.official import default_deferrable
 from airflow_provider_livy.signatures import inherit_signature
 
+DEFAULT_POLLING_INTERVAL = 10.0
 DEFER_TIMEOUT_GRACE = 120.0  # Airflow's own deferral timeout, a backstop behind the trigger's deadline
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:+@=-]+")
 FAIL_METHOD = "__fail__"  # what Airflow resumes a deferred task with when its trigger timed out or failed
@@ -69,6 +70,8 @@ class LivyTaskOperator(BaseOperator):
     :param livy_conn_id: the Livy connection (ours, `livy_batch`, or the official `livy`).
     :param polling_interval: the longest wait between polls; early polls come sooner. Our server holds
         each poll until the state changes (up to 10 s), so the end is noticed at once whatever the interval.
+        0, the official operator's default, means the default interval (10 s) wherever the task waits;
+        LivyBatchOperator without `deferrable` does not wait at all then, as the official operator.
     :param deferrable: wait on the triggerer instead of holding a worker slot; by default
         `[operators] default_deferrable`.
     :param extra_headers: headers added to the connection's.
@@ -114,7 +117,7 @@ class LivyTaskOperator(BaseOperator):
         name: str | None = None,
         conf: dict[str, Any] | None = None,
         livy_conn_id: str = DEFAULT_CONN_ID,
-        polling_interval: float = 10.0,
+        polling_interval: float = DEFAULT_POLLING_INTERVAL,
         deferrable: bool | None = None,
         extra_headers: dict[str, Any] | None = None,
         executor_queue: str | None = None,
@@ -132,10 +135,10 @@ class LivyTaskOperator(BaseOperator):
         self.driver_memory, self.driver_cores = driver_memory, driver_cores
         self.executor_memory, self.executor_cores, self.num_executors = executor_memory, executor_cores, num_executors
         self.livy_queue, self.name, self.conf = queue, name, conf
-        if polling_interval <= 0:
-            raise ValueError(f"polling_interval must be positive, got {polling_interval}")
+        if polling_interval < 0:
+            raise ValueError(f"polling_interval must be positive (or 0, the official operator's default), got {polling_interval}")
         self.livy_conn_id = livy_conn_id
-        self.polling_interval = polling_interval
+        self.polling_interval = polling_interval or DEFAULT_POLLING_INTERVAL
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.extra_headers = extra_headers
         self.livy_conn_auth_type, self.livy_endpoint_prefix = livy_conn_auth_type, livy_endpoint_prefix

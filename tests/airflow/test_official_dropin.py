@@ -83,6 +83,8 @@ def test_the_official_operator_defaults_and_templated_fields() -> None:
     )
     assert not mine.wait_for_completion, "polling_interval=0 without deferrable: submit and return"
     assert LivyOperator(task_id="deferred", file="/x.py", deferrable=True).wait_for_completion
+    assert not LivyBatchOperator(task_id="no_wait", file="/x.py", polling_interval=0).wait_for_completion
+    assert LivyBatchOperator(task_id="waits", file="/x.py").wait_for_completion, "ours keeps waiting by default"
 
 
 @pytest.mark.parametrize("name", ["LivyHook", "LivyAsyncHook"])
