@@ -10,6 +10,7 @@ from airflow_provider_livy import __version__
 from airflow_provider_livy.server.auth import build_gate
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
 from airflow_provider_livy.server.drivers.logs import volatile_filesystem
+from airflow_provider_livy.server.fence import Fence
 from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services
 
 log = logging.getLogger("livy-server")
@@ -25,13 +26,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
+def build_services(config: ServerConfig, fence: Fence | None = None) -> tuple[SessionService, SessionService]:
     """The batch and interactive services (sharing one capacity), recovered when recovery is on."""
     if not config.recovery:
         return family_services(config)
     from airflow_provider_livy.server.sessions.recovery import recover_services
 
-    return recover_services(config)
+    return recover_services(config, fence)
+
+
+def serve_group(config: ServerConfig, log_level: str) -> int:
+    """Recovery mode ha: listen at once, lead when elected (server.group)."""
+    import uvicorn
+
+    from airflow_provider_livy.server.api.routes import create_app
+    from airflow_provider_livy.server.group import GroupFront
+
+    front = GroupFront(config, lambda fence: create_app(*build_services(config, fence)))
+    log.info(
+        "serving on http://%s:%d as %s, one of the group under /%s in ZooKeeper",
+        config.host,
+        config.port,
+        config.advertised_url,
+        config.zk_key_prefix,
+    )
+    uvicorn.run(
+        front,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.conf, args.set)
         build_gate(config)  # a keytab, users file or directory URL it cannot use stops the start, not the first request
+        if config.ha:
+            return serve_group(config, args.log_level)
         service, sessions = build_services(config)
     except (ConfigError, OSError) as err:
         print(f"livy-server: {err}", file=sys.stderr)

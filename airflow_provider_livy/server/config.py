@@ -104,6 +104,8 @@ class ServerConfig:
     state_store: str = "filesystem"
     state_store_url: str = ""
     zk_key_prefix: str = "livy"
+    ha_advertised_url: str = ""  # empty: http://<livy.server.host>:<livy.server.port>
+    ha_session_timeout: float = 10.0  # the ZooKeeper session of the group's election: it bounds a crash failover
     zk_auth: str = dataclasses.field(default="", repr=False)  # zookeeper_auth.parse_auth; holds a password
     auth_type: str = "none"
     auth_users_file: str = ""
@@ -146,7 +148,17 @@ class ServerConfig:
 
     @property
     def recovery(self) -> bool:
-        return self.recovery_mode == "recovery"
+        """Records persist (recovery mode recovery or ha)."""
+        return self.recovery_mode in ("recovery", "ha")
+
+    @property
+    def ha(self) -> bool:
+        """One of several servers on one ZooKeeper, only the leader working (server.leadership)."""
+        return self.recovery_mode == "ha"
+
+    @property
+    def advertised_url(self) -> str:
+        return self.ha_advertised_url or f"http://{self.host}:{self.port}"
 
     @property
     def cluster_mode(self) -> bool:
@@ -172,10 +184,12 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.cache-log.size": ("cache_log_size", parse_int),
     "livy.server.log-dir": ("log_dir", parse_str),
     "livy.server.state-dir": ("state_dir", parse_str),
-    "livy.server.recovery.mode": ("recovery_mode", parse_choice("off", "recovery")),
+    "livy.server.recovery.mode": ("recovery_mode", parse_choice("off", "recovery", "ha")),
     "livy.server.recovery.state-store": ("state_store", parse_choice("filesystem", "zookeeper")),
     "livy.server.recovery.state-store.url": ("state_store_url", parse_str),
     "livy.server.recovery.zk-state-store.key-prefix": ("zk_key_prefix", parse_str),
+    "livy.server.ha.advertised-url": ("ha_advertised_url", parse_str),
+    "livy.server.ha.session-timeout": ("ha_session_timeout", parse_duration),
     "livy.server.recovery.zk-state-store.auth": ("zk_auth", parse_zk_auth),
     "livy.server.auth.type": ("auth_type", parse_choice("none", "basic", "kerberos", "ldap")),
     "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),
@@ -253,7 +267,16 @@ def build_config(pairs: Iterable[tuple[str, str]]) -> ServerConfig:
         values[field] = parse(key, text)
     config = ServerConfig(**values)
     if config.recovery and not config.state_store_url:
-        raise ConfigError("livy.server.recovery.mode = recovery needs livy.server.recovery.state-store.url")
+        raise ConfigError(f"livy.server.recovery.mode = {config.recovery_mode} needs livy.server.recovery.state-store.url")
+    if config.ha and config.state_store != "zookeeper":
+        raise ConfigError(
+            "livy.server.recovery.mode = ha needs livy.server.recovery.state-store = zookeeper: "
+            "the group's election and the fence on its writes live in ZooKeeper"
+        )
+    if config.ha_session_timeout <= 0:
+        raise ConfigError("livy.server.ha.session-timeout must be more than 0s")
+    if config.ha and not config.advertised_url.startswith(("http://", "https://")):
+        raise ConfigError(f"livy.server.ha.advertised-url = {config.advertised_url!r}: expected an http:// or https:// URL")
     if config.auth_type == "basic" and not config.auth_users_file:
         raise ConfigError("livy.server.auth.type = basic needs livy.server.auth.basic.users-file")
     if config.auth_type == "kerberos" and not (config.kerberos_principal and config.kerberos_keytab):

@@ -96,6 +96,7 @@ class Leadership:
         self._suspended = False
         self._stopping = False
         self._wake = threading.Event()
+        self.placed = threading.Event()  # set once this server knows its role (it joined and looked)
         self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
         self.client = new_client(  # with an identity, the election's znodes get the store's creator-only ACL
             hosts,
@@ -143,6 +144,11 @@ class Leadership:
         return self._role
 
     @property
+    def stopping(self) -> bool:
+        """`stop` was called: a change of role now is the handover, not a loss."""
+        return self._stopping
+
+    @property
     def leading(self) -> bool:
         """True only while this server leads and its ZooKeeper connection is sound: side effects may happen."""
         return self._role.leading and self.fence.armed
@@ -179,6 +185,7 @@ class Leadership:
                 continue
             try:
                 self._look()
+                self.placed.set()
             except (KazooException, KazooTimeoutError) as err:
                 log.warning("leadership: ZooKeeper call failed (%r); looking again", err)
                 time.sleep(RETRY_DELAY)

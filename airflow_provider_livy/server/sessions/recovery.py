@@ -38,6 +38,7 @@ import psutil
 from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, FAMILIES, IDLE, RECOVERING, STARTING, SUCCESS, TERMINAL_STATES
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
+from airflow_provider_livy.server.fence import Fence
 from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services, note_in_log
 from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.stores import open_store
@@ -53,13 +54,14 @@ READ_RETRY_DELAY = 5.0
 TEXT_FIELDS = ("name", "appId", "appTag", "owner", "proxyUser", "sparkUiUrl", "clusterId", "driverLogUrl")
 
 
-def recover_services(config: ServerConfig) -> tuple[SessionService, SessionService]:
+def recover_services(config: ServerConfig, fence: Fence | None = None) -> tuple[SessionService, SessionService]:
     """The batch and interactive services with the store's sessions back in them (each family in
-    its own store directory, as in Livy); the bulk purges, started here, are awaited once serving."""
+    its own store directory, as in Livy); the bulk purges, started here, are awaited once serving.
+    A group's leader passes its `fence`: every ZooKeeper write is then conditional on its leadership."""
     stores: list[RecoverableStore] = []
     try:
         for family in FAMILIES:
-            stores.append(open_store(config, family.name))
+            stores.append(open_store(config, family.name, fence))
         services = family_services(config, stores)
         for service, store in zip(services, stores, strict=True):
             recovery = Recovery(service, store)

@@ -1,0 +1,166 @@
+"""Several real livy-server processes on one real ZooKeeper (recovery mode ha), fake spark-submit.
+
+One leads; a standby proxies to it; kill -9, SIGSTOP and SIGTERM of the leader hand the group
+to the other, which serves every record. The election itself is tested in test_leadership.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import LivyServer, free_port
+from tests.state_store import ZooKeeperView
+
+SESSION_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def group(make_server, zookeeper, zk_prefix) -> Callable[..., LivyServer]:
+    def start(session_timeout: float = SESSION_TIMEOUT, **settings: str) -> LivyServer:
+        port = free_port()
+        conf = {
+            "livy.server.recovery.mode": "ha",
+            "livy.server.recovery.state-store": "zookeeper",
+            "livy.server.recovery.state-store.url": zookeeper.hosts,
+            "livy.server.recovery.zk-state-store.key-prefix": zk_prefix,
+            "livy.server.ha.session-timeout": f"{session_timeout:g}s",
+            "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
+            **settings,
+        }
+        return make_server(conf, port=port)
+
+    return start
+
+
+@pytest.fixture
+def zk_view(zookeeper, zk_prefix):
+    view = ZooKeeperView(zookeeper.hosts, zk_prefix)
+    yield view
+    view.close()
+
+
+def ready(server: LivyServer) -> tuple[int, dict[str, Any]]:
+    answer = requests.get(server.url + "/ready", timeout=5)
+    return answer.status_code, answer.json()
+
+
+def wait_leading(server: LivyServer, timeout: float) -> float:
+    start = time.monotonic()
+    while ready(server)[0] != 200:
+        assert time.monotonic() - start < timeout, f"{server.url} did not lead within {timeout}s: {ready(server)}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def metric(server: LivyServer, name: str) -> float:
+    for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics of {server.url}")
+
+
+def test_one_leads_and_a_standby_proxies_to_it(group, zk_view, job_file):
+    first = group()
+    wait_leading(first, 30)
+    second = group()
+    code, body = ready(second)
+    assert (code, body) == (503, {"role": "standby", "leader": first.url})
+    assert ready(first) == (200, {"role": "leader", "leader": first.url, "epoch": ready(first)[1]["epoch"]})
+    assert second.get("/version").json()["server"] == "airflow-provider-livy"
+    created = second.submit(file=job_file, args=["sleep=0"])  # through the standby
+    assert created["id"] in zk_view.records()  # a 201 means the record is in ZooKeeper
+    assert second.wait_for(created["id"])["state"] == "success"
+    assert [b["id"] for b in second.get("/batches").json()["sessions"]] == [created["id"]]
+    assert (metric(first, "livy_ha_leader"), metric(second, "livy_ha_leader")) == (1, 0)
+    assert metric(first, "livy_ha_takeovers_total") == 1
+    assert "livy_batches_created_total" in requests.get(first.url + "/metrics", timeout=5).text
+
+
+def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_file):
+    first = group(**{"livy.server.session.max-creation": "1"})
+    wait_leading(first, 30)
+    second = group(**{"livy.server.session.max-creation": "1"})
+    done = first.submit(file=job_file, args=["sleep=0"])["id"]
+    first.wait_for(done)
+    failed = first.submit(file=job_file, args=["exit=3"])["id"]
+    first.wait_for(failed)
+    running = first.submit(file=job_file, args=["sleep=4"])["id"]
+    first.wait_for(running, {"running"})
+    waiting = first.submit(file=job_file, args=["sleep=0"])["id"]  # queued behind the running one (max-creation 1)
+    before = {b["id"]: b["state"] for b in first.get("/batches").json()["sessions"]}
+    killed = time.monotonic()
+    first.stop(signal.SIGKILL)
+    unavailable = requests.get(second.url + "/batches", timeout=5)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    failover = time.monotonic() - killed
+    assert failover <= SESSION_TIMEOUT + 2, f"the other served as the leader {failover:.2f}s after the kill"
+    assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "1"
+    states = {b["id"]: b["state"] for b in second.get("/batches").json()["sessions"]}
+    assert set(states) == set(before) == {done, failed, running, waiting}
+    assert (states[done], states[failed]) == ("success", "dead")
+    assert second.wait_for(running)["state"] == "success"  # followed again: its true end
+    assert second.wait_for(waiting)["state"] == "success"
+    assert {i: r["state"] for i, r in zk_view.records().items()} == {i: "success" for i in (done, running, waiting)} | {
+        failed: "dead"
+    }
+    assert second.submit(file=job_file, args=["sleep=0"])["id"] == waiting + 1  # ids go on from ZooKeeper's counter
+
+
+def test_a_paused_leader_ends_itself_and_changes_nothing(group, zk_view, job_file):
+    first = group()
+    wait_leading(first, 30)
+    second = group()
+    kept = first.submit(file=job_file, args=["sleep=0"])["id"]
+    first.wait_for(kept)
+    os.kill(first.proc.pid, signal.SIGSTOP)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    taken = zk_view.records()
+    os.kill(first.proc.pid, signal.SIGCONT)
+    assert first.proc.wait(15) == 75  # stepped down by ending its process
+    assert zk_view.records() == taken
+    assert metric(second, "livy_ha_leader") == 1
+    assert second.get(f"/batches/{kept}").json()["state"] == "success"
+
+
+def test_sigterm_hands_over_without_waiting_for_the_session_to_expire(group, job_file):
+    """The figure (well under a second when the machine is quiet) is bench_ha's; here: no wait for the timeout."""
+    first = group(session_timeout=8.0)
+    wait_leading(first, 30)
+    second = group(session_timeout=8.0)
+    batch = first.submit(file=job_file, args=["sleep=0"])["id"]
+    first.wait_for(batch)
+    asked = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)
+    wait_leading(second, 10)
+    took = time.monotonic() - asked
+    assert took < 4.0, f"handover took {took:.2f}s"
+    assert second.get(f"/batches/{batch}").json()["state"] == "success"
+    assert first.proc.wait(15) == -signal.SIGTERM  # uvicorn ends by raising the signal it caught: not 75, a loss
+
+
+def test_configuration_of_a_group():
+    from airflow_provider_livy.server.config import ConfigError, build_config
+
+    zk = [("livy.server.recovery.state-store", "zookeeper"), ("livy.server.recovery.state-store.url", "127.0.0.1:2181")]
+    config = build_config([("livy.server.recovery.mode", "ha"), ("livy.server.port", "9001"), *zk])
+    assert (config.ha, config.recovery, config.ha_session_timeout) == (True, True, 10.0)
+    assert config.advertised_url == "http://127.0.0.1:9001"
+    config = build_config(
+        [("livy.server.recovery.mode", "ha"), ("livy.server.ha.advertised-url", "https://livy-a.example:8998"), *zk]
+    )
+    assert config.advertised_url == "https://livy-a.example:8998"
+    shorter = build_config([("livy.server.recovery.mode", "ha"), ("livy.server.ha.session-timeout", "4s"), *zk])
+    assert shorter.ha_session_timeout == 4
+    with pytest.raises(ConfigError, match=r"needs livy\.server\.recovery\.state-store = zookeeper"):
+        build_config([("livy.server.recovery.mode", "ha"), ("livy.server.recovery.state-store.url", "/tmp/x")])
+    with pytest.raises(ConfigError, match="a duration needs a unit"):
+        build_config([("livy.server.recovery.mode", "ha"), ("livy.server.ha.session-timeout", "10"), *zk])
+    with pytest.raises(ConfigError, match="expected an http"):
+        build_config([("livy.server.recovery.mode", "ha"), ("livy.server.ha.advertised-url", "livy-a:8998"), *zk])
