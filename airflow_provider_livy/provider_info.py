@@ -33,8 +33,25 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "auth_kind": {
         "label": "Authentication",
         "description": "basic: HTTP basic auth from Login/Password (nothing is sent when Login is empty); "
-        "none: no credentials; class: the requests auth class below (for example Kerberos/SPNEGO).",
-        "schema": {"type": "string", "enum": ["basic", "none", "class"], "default": "basic"},
+        "kerberos: SPNEGO with the worker's ticket cache, or the keytab below; "
+        "none: no credentials; class: the requests auth class below.",
+        "schema": {"type": "string", "enum": ["basic", "kerberos", "none", "class"], "default": "basic"},
+    },
+    "keytab": {
+        "label": "Kerberos keytab",
+        "description": "For Authentication = kerberos: a client keytab on the worker to sign in with, instead of "
+        "the worker's ticket cache (kinit / airflow kerberos).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "principal": {
+        "label": "Kerberos principal",
+        "description": "Whose key the keytab holds (e.g. etl@EXAMPLE.COM); without a keytab, which ticket of the cache.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "service_principal": {
+        "label": "Server's Kerberos principal",
+        "description": "Only when it is not HTTP/<the host above>@REALM, e.g. behind a load balancer.",
+        "schema": {"type": ["string", "null"]},
     },
     "auth_class": {
         "label": "Auth class",

@@ -1,4 +1,4 @@
-"""The third-party Livy clients' own virtualenv (sparkmagic 0.23, pylivy 0.8), kept under tests/.client-venvs.
+"""The third-party Livy clients' own virtualenv (sparkmagic 0.23, pylivy 0.8, requests-gssapi), under tests/.client-venvs.
 
 Made once and reused while its stamp names the same clients. `scripts/setup.sh --tests` makes it in the
 background while the project's own .venv installs (about 90 s of pip that the suite no longer waits for);
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 VENV = Path(__file__).resolve().parent / ".client-venvs" / "livy-clients"
-CLIENTS = ("sparkmagic==0.23.0", "livy==0.8.0")
+CLIENTS = ("sparkmagic==0.23.0", "livy==0.8.0", "requests-gssapi==1.4.0")  # pylivy signs in with requests-gssapi
 
 
 def client_python() -> Path:

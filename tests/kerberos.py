@@ -12,9 +12,13 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import LivyServer
 
 REALM = "KRBTEST.COM"
 SERVICE = f"HTTP/localhost@{REALM}"
@@ -90,3 +94,50 @@ def kerberos_realm() -> Iterator[Realm]:
             for proc in daemons:
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGKILL)
+
+
+NAME_RULES = r"RULE:[1:$1@$0](bob@KRBTEST\.COM)s/bob@.*/robert/ DEFAULT"
+
+
+@pytest.fixture(scope="module")
+def realm() -> Iterator[Realm]:
+    """One realm per test module; its KRB5_CONFIG is this process's (and the servers' it starts) while it lives."""
+    saved = {key: os.environ.get(key) for key in ("KRB5_CONFIG", "KRB5RCACHEDIR", "KRB5CCNAME")}
+    with kerberos_realm() as made:
+        os.environ.update(made.env)
+        os.environ["KRB5CCNAME"] = f"FILE:{made.tmpdir}/nobody.ccache"  # never the machine's own tickets
+        try:
+            yield made
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture
+def kerberos_server(make_server: Callable[..., LivyServer], realm: Realm) -> Callable[..., LivyServer]:
+    """Servers with Kerberos sign-in as HTTP/localhost, bob mapped to robert, access control and CSRF on."""
+
+    def make(fake_spark: bool = True, **settings: str) -> LivyServer:
+        return make_server(
+            {
+                "livy.server.auth.type": "kerberos",
+                "livy.server.auth.kerberos.principal": SERVICE,
+                "livy.server.auth.kerberos.keytab": str(realm.http_keytab),
+                "livy.server.auth.kerberos.name-rules": NAME_RULES,
+                "livy.server.access-control.enabled": "true",
+                "livy.server.access-control.allowed-users": "alice,robert,svc",
+                "livy.server.csrf-protection.enabled": "true",
+                **settings,
+            },
+            fake_spark=fake_spark,
+        )
+
+    return make
+
+
+def local_url(server: LivyServer) -> str:
+    """The server by name: a client asks for a ticket to HTTP@<the URL's host>."""
+    return server.url.replace("127.0.0.1", "localhost")

@@ -10,7 +10,6 @@ import base64
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gssapi
@@ -20,50 +19,11 @@ from requests_gssapi import OPTIONAL, REQUIRED, HTTPSPNEGOAuth
 
 from airflow_provider_livy.server.auth.name_rules import parse_rules, short_name
 from airflow_provider_livy.server.auth.principals import server_principal
-from tests.conftest import LivyServer
-from tests.kerberos import REALM, SERVICE, Realm, kerberos_realm
+from tests import kerberos
+from tests.kerberos import REALM, SERVICE, Realm, local_url
 
-NAME_RULES = rf"RULE:[1:$1@$0](bob@{REALM.replace('.', chr(92) + '.')})s/bob@.*/robert/ DEFAULT"
-
-
-@pytest.fixture(scope="module")
-def realm() -> Iterator[Realm]:
-    saved = {key: os.environ.get(key) for key in ("KRB5_CONFIG", "KRB5RCACHEDIR", "KRB5CCNAME")}
-    with kerberos_realm() as made:
-        os.environ.update(made.env)  # the servers the tests start inherit it, as a server's host would have it
-        os.environ["KRB5CCNAME"] = f"FILE:{made.tmpdir}/nobody.ccache"
-        try:
-            yield made
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-
-@pytest.fixture
-def kerberos_server(make_server: Callable[..., LivyServer], realm: Realm) -> Callable[..., LivyServer]:
-    def make(**settings: str) -> LivyServer:
-        return make_server(
-            {
-                "livy.server.auth.type": "kerberos",
-                "livy.server.auth.kerberos.principal": SERVICE,
-                "livy.server.auth.kerberos.keytab": str(realm.http_keytab),
-                "livy.server.auth.kerberos.name-rules": NAME_RULES,
-                "livy.server.access-control.enabled": "true",
-                "livy.server.access-control.allowed-users": "alice,robert,svc",
-                "livy.server.csrf-protection.enabled": "true",
-                **settings,
-            }
-        )
-
-    return make
-
-
-def local_url(server: LivyServer) -> str:
-    """The server by name: a client asks for a ticket to HTTP@<the URL's host>."""
-    return server.url.replace("127.0.0.1", "localhost")
+realm = kerberos.realm  # the fixtures, for this module
+kerberos_server = kerberos.kerberos_server
 
 
 def kerberos_session(ccache: Path, mutual: int = OPTIONAL) -> requests.Session:

@@ -25,9 +25,10 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 120.0
-AUTH_KINDS = ("basic", "none", "class")
+AUTH_KINDS = ("basic", "none", "class", "kerberos")
 KNOWN_EXTRAS = frozenset(
     {"verify", "ca_bundle", "auth_kind", "auth_class", "auth_kwargs", "headers", "endpoint_prefix", "timeout"}
+    | {"keytab", "principal", "service_principal"}
     | {"zookeeper_hosts", "zookeeper_prefix", "zookeeper_auth", "session_conf"}
 )
 USER_AGENT = "airflow-provider-livy"
@@ -59,6 +60,9 @@ class LivySettings:
     password: str | None = None
     auth_class: str | None = None
     auth_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    keytab: str | None = None  # auth_kind kerberos: a client keytab instead of the worker's ticket cache
+    principal: str | None = None  # whose key in the keytab (or which ticket of the cache)
+    service_principal: str | None = None  # the server's, when not HTTP/<the URL's host>
     zookeeper_hosts: str | None = None
     zookeeper_prefix: str = "livy"
     zookeeper_auth: str | None = field(default=None, repr=False)  # the server's zk-state-store.auth; may hold a password
@@ -142,6 +146,8 @@ def settings_from_connection(conn: Any) -> LivySettings:
         raise LivyConfigError(f"connection extra 'auth_kind' must be one of {', '.join(AUTH_KINDS)}, got {kind!r}")
     if kind == "class" and not get("auth_class"):
         raise LivyConfigError("auth_kind is 'class' but the connection has no 'auth_class'")
+    if get("keytab") and kind != "kerberos":
+        raise LivyConfigError(f"the connection names a keytab but auth_kind is {kind!r}; set auth_kind to kerberos")
     timeout = get("timeout")
     try:
         timeout = float(timeout) if timeout not in (None, "") else DEFAULT_TIMEOUT
@@ -157,6 +163,9 @@ def settings_from_connection(conn: Any) -> LivySettings:
         password=conn.password or None,
         auth_class=get("auth_class") or None,
         auth_kwargs=_json_object("auth_kwargs", get("auth_kwargs")),
+        keytab=get("keytab") or None,
+        principal=get("principal") or None,
+        service_principal=get("service_principal") or None,
         zookeeper_hosts=get("zookeeper_hosts") or None,
         zookeeper_prefix=get("zookeeper_prefix") or "livy",
         zookeeper_auth=get("zookeeper_auth") or None,
@@ -172,6 +181,36 @@ def default_headers(settings: LivySettings) -> dict[str, str]:
         CSRF_HEADER: settings.login or "airflow",
         **settings.headers,
     }
+
+
+def requests_auth(settings: LivySettings) -> Any:
+    """The sync hook's requests auth for the connection's auth_kind (None: send no credentials)."""
+    import requests.auth
+
+    if settings.auth_kind == "class" and settings.auth_class:
+        return load_auth_class(settings.auth_class, requests.auth.AuthBase, settings.auth_kwargs)
+    if settings.auth_kind == "kerberos":
+        from airflow_provider_livy.hooks.kerberos_auth import RequestsKerberosAuth
+
+        return RequestsKerberosAuth(settings)
+    if settings.auth_kind == "basic" and settings.login:
+        return requests.auth.HTTPBasicAuth(settings.login, settings.password or "")
+    return None
+
+
+def httpx_auth(settings: LivySettings) -> Any:
+    """The async hook's (and so the triggers') httpx auth, the same choice as requests_auth."""
+    import httpx
+
+    if settings.auth_kind == "class" and settings.auth_class:
+        return load_auth_class(settings.auth_class, httpx.Auth, settings.auth_kwargs)
+    if settings.auth_kind == "kerberos":
+        from airflow_provider_livy.hooks.kerberos_auth import HttpxKerberosAuth
+
+        return HttpxKerberosAuth(settings)
+    if settings.auth_kind == "basic" and settings.login:
+        return httpx.BasicAuth(settings.login, settings.password or "")
+    return None
 
 
 def load_auth_class(dotted: str, base: type, kwargs: Mapping[str, Any]) -> Any:

@@ -33,9 +33,9 @@ from airflow_provider_livy.hooks.connection import (
     describe,
     error_message,
     family_path,
-    load_auth_class,
     log_step,
     next_retry,
+    requests_auth,
     settings_from_connection,
     statement_path,
     wait_params,
@@ -135,12 +135,7 @@ class LivyHook(BaseHook):
         return self.session
 
     def _connection_auth(self) -> requests.auth.AuthBase | None:
-        s = self.settings
-        if s.auth_kind == "class" and s.auth_class:
-            return load_auth_class(s.auth_class, requests.auth.AuthBase, s.auth_kwargs)
-        if s.auth_kind == "basic" and s.login:
-            return requests.auth.HTTPBasicAuth(s.login, s.password or "")
-        return None
+        return requests_auth(self.settings)
 
     def close(self) -> None:
         if "session" in self.__dict__:

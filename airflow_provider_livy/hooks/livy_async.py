@@ -24,7 +24,7 @@ from airflow_provider_livy.hooks.connection import (
     describe,
     error_message,
     family_path,
-    load_auth_class,
+    httpx_auth,
     log_step,
     next_retry,
     session_path,
@@ -93,12 +93,7 @@ class LivyAsyncHook(BaseHook):
     async def client(self) -> httpx.AsyncClient:
         if self._client is None:
             s = await self.settings()
-            auth: httpx.Auth | None = None
-            if s.auth_kind == "class" and s.auth_class:
-                auth = load_auth_class(s.auth_class, httpx.Auth, s.auth_kwargs)
-            elif s.auth_kind == "basic" and s.login:
-                auth = httpx.BasicAuth(s.login, s.password or "")
-            auth = auth_from_type(self.auth_type, httpx.Auth, s.login, s.password) or auth
+            auth = auth_from_type(self.auth_type, httpx.Auth, s.login, s.password) or httpx_auth(s)
             self._client = httpx.AsyncClient(
                 base_url=s.base_url,
                 headers=default_headers(s) | self.extra_headers,

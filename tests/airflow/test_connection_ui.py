@@ -113,7 +113,8 @@ def test_the_connection_form_has_our_type_and_fields(api_server: ApiServer) -> N
         assert extra[name]["schema"]["title"] == field["label"], name
         assert extra[name]["description"] == field["description"], name
         assert extra[name]["value"] == field["schema"].get("default"), name
-    assert extra["auth_kind"]["schema"]["enum"] == ["basic", "none", "class"]
+    assert extra["auth_kind"]["schema"]["enum"] == ["basic", "kerberos", "none", "class"]
+    assert {"keytab", "principal", "service_principal"} <= set(extra), "the Kerberos fields"
     assert {"verify", "auth_kind", "headers", "endpoint_prefix", "zookeeper_hosts", "zookeeper_prefix"} <= set(extra)
 
     standard = ours["standard_fields"]

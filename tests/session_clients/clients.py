@@ -1,7 +1,7 @@
 """Runs unmodified third-party Livy clients against a server; executed by the client virtualenv's Python.
 
-Usage: python clients.py sparkmagic|sparkmagic-scala|pylivy URL. Prints one JSON object with what the client saw,
-for tests/test_session_clients.py to check.
+Usage: python clients.py sparkmagic|sparkmagic-scala|pylivy|sparkmagic-kerberos|pylivy-kerberos URL.
+Prints one JSON object with what the client saw, for tests/test_session_clients.py to check.
 """
 
 from __future__ import annotations
@@ -78,7 +78,38 @@ def run_pylivy(url: str) -> dict[str, Any]:
     return result
 
 
+def run_sparkmagic_kerberos(url: str) -> dict[str, Any]:
+    """sparkmagic's "auth": "Kerberos" (requests-kerberos, mutual authentication REQUIRED), the worker's ticket cache."""
+    from sparkmagic.auth.kerberos import Kerberos
+    from sparkmagic.livyclientlib.command import Command
+    from sparkmagic.livyclientlib.endpoint import Endpoint
+    from sparkmagic.livyclientlib.sparkcontroller import SparkController
+    from sparkmagic.utils.constants import SESSION_KIND_PYSPARK
+
+    controller = SparkController(Display())
+    controller.add_session("kerberos", Endpoint(url, Kerberos()), False, {"kind": SESSION_KIND_PYSPARK})
+    session_id = controller.get_session_by_name_or_default("kerberos").id
+    ok = controller.run_command(Command("6 * 7"), "kerberos")
+    controller.delete_session_by_name("kerberos")
+    return {"session_id": session_id, "ok": [ok[0], str(ok[1]), ok[2]]}
+
+
+def run_pylivy_kerberos(url: str) -> dict[str, Any]:
+    """pylivy with requests-gssapi's HTTPSPNEGOAuth(), as its README shows for Kerberos."""
+    from livy import LivySession, SessionKind
+    from requests_gssapi import HTTPSPNEGOAuth
+
+    with LivySession.create(url, kind=SessionKind.PYSPARK, auth=HTTPSPNEGOAuth()) as session:
+        return {"session_id": session.session_id, "run": session.run("print(6 * 7)").text}
+
+
 if __name__ == "__main__":
     client, server_url = sys.argv[1], sys.argv[2]
-    runner = {"sparkmagic": run_sparkmagic, "sparkmagic-scala": run_sparkmagic_scala, "pylivy": run_pylivy}[client]
+    runner = {
+        "sparkmagic": run_sparkmagic,
+        "sparkmagic-scala": run_sparkmagic_scala,
+        "pylivy": run_pylivy,
+        "sparkmagic-kerberos": run_sparkmagic_kerberos,
+        "pylivy-kerberos": run_pylivy_kerberos,
+    }[client]
     print(json.dumps(runner(server_url), default=str))
