@@ -41,8 +41,12 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def wrk(url: str, seconds: int, threads: int) -> dict[str, float]:
-    command = ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+def wrk(url: str, seconds: int, threads: int, headers: list[str] | None = None) -> dict[str, float]:
+    """`headers`: "Name: value" lines sent with every request (credentials, a cookie)."""
+    command = ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    for header in headers or ():
+        command += ["-H", header]
+    command.append(url)
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     figures = parse_wrk(result.stdout)
     if figures["errors"]:

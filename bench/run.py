@@ -36,6 +36,7 @@ BENCHMARKS = {
     "sessions": "bench.bench_sessions",
     "ha": "bench.bench_ha",
     "store_acl": "bench.bench_store_acl",
+    "signin": "bench.bench_signin",
 }
 
 
