@@ -16,14 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import free_port
+
 BASE_DN = "ou=people,dc=example,dc=com"
 PEOPLE = {"alice": "alice-Directory-1", "bob": "bob-Directory-2"}
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -72,7 +68,7 @@ class Directory:
 def ldap_directory(work_dir: Path) -> Iterator[Directory]:
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "data").mkdir()
-    port = _port()
+    port = free_port()
     config = work_dir / "slapd.conf"
     config.write_text(
         "\n".join(

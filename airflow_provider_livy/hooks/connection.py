@@ -7,7 +7,6 @@ the client-side decisions (where the server is, how to authenticate, when a call
 from __future__ import annotations
 
 import email.utils
-import importlib
 import json
 import time
 from collections.abc import Mapping
@@ -181,48 +180,6 @@ def default_headers(settings: LivySettings) -> dict[str, str]:
         CSRF_HEADER: settings.login or "airflow",
         **settings.headers,
     }
-
-
-def requests_auth(settings: LivySettings) -> Any:
-    """The sync hook's requests auth for the connection's auth_kind (None: send no credentials)."""
-    import requests.auth
-
-    if settings.auth_kind == "class" and settings.auth_class:
-        return load_auth_class(settings.auth_class, requests.auth.AuthBase, settings.auth_kwargs)
-    if settings.auth_kind == "kerberos":
-        from airflow_provider_livy.hooks.kerberos_auth import RequestsKerberosAuth
-
-        return RequestsKerberosAuth(settings)
-    if settings.auth_kind == "basic" and settings.login:
-        return requests.auth.HTTPBasicAuth(settings.login, settings.password or "")
-    return None
-
-
-def httpx_auth(settings: LivySettings) -> Any:
-    """The async hook's (and so the triggers') httpx auth, the same choice as requests_auth."""
-    import httpx
-
-    if settings.auth_kind == "class" and settings.auth_class:
-        return load_auth_class(settings.auth_class, httpx.Auth, settings.auth_kwargs)
-    if settings.auth_kind == "kerberos":
-        from airflow_provider_livy.hooks.kerberos_auth import HttpxKerberosAuth
-
-        return HttpxKerberosAuth(settings)
-    if settings.auth_kind == "basic" and settings.login:
-        return httpx.BasicAuth(settings.login, settings.password or "")
-    return None
-
-
-def load_auth_class(dotted: str, base: type, kwargs: Mapping[str, Any]) -> Any:
-    """Instantiate the auth class a connection names, checking it fits the HTTP library in use."""
-    module_name, _, class_name = dotted.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise LivyConfigError(f"cannot import auth class {dotted!r}: {err}") from None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise LivyConfigError(f"auth class {dotted!r} is not a {base.__module__}.{base.__qualname__} subclass")
-    return cls(**kwargs)
 
 
 def retry_delay(attempt: int, retry_after: str | None = None, now: float | None = None) -> float:

@@ -23,6 +23,7 @@ import requests
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
+from airflow_provider_livy.hooks.auth import requests_auth
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
@@ -35,7 +36,6 @@ from airflow_provider_livy.hooks.connection import (
     family_path,
     log_step,
     next_retry,
-    requests_auth,
     settings_from_connection,
     statement_path,
     wait_params,

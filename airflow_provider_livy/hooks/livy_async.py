@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from airflow.sdk import BaseHook
 
+from airflow_provider_livy.hooks.auth import httpx_auth
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
@@ -24,7 +25,6 @@ from airflow_provider_livy.hooks.connection import (
     describe,
     error_message,
     family_path,
-    httpx_auth,
     log_step,
     next_retry,
     session_path,
