@@ -1,4 +1,4 @@
-"""Benchmark 12: what sign-in costs the polling call, and what a client's first request pays.
+"""Benchmark 14: what sign-in costs the polling call, and what a client's first request pays.
 
 Four servers side by side, each holding one finished batch: no sign-in, basic (bcrypt's default cost),
 ldap (a real slapd, tests/ldap_server.py) and kerberos (a real MIT KDC, tests/kerberos.py). wrk polls
@@ -153,7 +153,7 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
                     client.get(url, timeout=30).raise_for_status()
                     latency[kind].append((time.perf_counter() - start) * 1000)
                     client.close()
-    bench = "12. sign-in"
+    bench = "14. sign-in"
     rows = [Row(bench, "no sign-in: requests/s", spread(rps["none"]), anchor="the same poll, no auth, same rounds")]
     for kind in TYPES:
         ratios = [ours / plain for ours, plain in zip(rps[kind], rps["none"], strict=True)]
