@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import LivyServer
-from tests.ldap_server import BASE_DN, PEOPLE, Directory, ldap_directory
+from tests.ldap_server import BASE_DN, PEOPLE, Directory, ldap_directory, make_certificates
 
 INJECTION = "*)(uid=*"
 
@@ -109,3 +110,39 @@ def test_directory_down_gives_503_then_recovers(ldap_server, directory: Director
     finally:
         directory.start()
     assert requests.get(server.url + "/batches", headers=basic("bob", PEOPLE["bob"]), timeout=10).status_code == 200
+
+
+def tls_settings(directory: Directory, how: str) -> dict[str, str]:
+    if how == "starttls":
+        return {"livy.server.auth.ldap.enablestarttls": "true"}
+    return {"livy.server.auth.ldap.url": directory.ldaps_url}
+
+
+@pytest.mark.parametrize("how", ["starttls", "ldaps"])
+def test_tls_to_the_directory_checks_its_certificate(ldap_server, directory: Directory, how: str) -> None:
+    tls = {"livy.server.auth.ldap.ca-file": str(directory.ca_file)}
+    tls |= (
+        {"livy.server.auth.ldap.enablestarttls": "true"}
+        if how == "starttls"
+        else {"livy.server.auth.ldap.url": directory.ldaps_url}
+    )
+    server = ldap_server(**tls)
+    assert requests.get(server.url + "/batches", headers=basic("bob", PEOPLE["bob"]), timeout=10).status_code == 200
+    assert directory.bind_strengths()[user_dn("bob")][-1] > 0, "the password went over TLS"
+
+
+@pytest.mark.parametrize("how", ["starttls", "ldaps"])
+def test_a_directory_certificate_from_another_ca_is_refused(ldap_server, directory: Directory, tmp_path: Path, how: str) -> None:
+    other_ca, _cert, _key = make_certificates(tmp_path, "other")
+    tls = {"livy.server.auth.ldap.ca-file": str(other_ca)}
+    tls |= (
+        {"livy.server.auth.ldap.enablestarttls": "true"}
+        if how == "starttls"
+        else {"livy.server.auth.ldap.url": directory.ldaps_url}
+    )
+    server = ldap_server(**tls)
+    before = len(directory.binds())
+    refused = requests.get(server.url + "/batches", headers=basic("bob", PEOPLE["bob"]), timeout=30)
+    assert refused.status_code == 503, refused.text
+    assert "certificate" in refused.json()["msg"].lower() or "tls" in refused.json()["msg"].lower(), refused.text
+    assert len(directory.binds()) == before, "no bind, so no password, to a directory that could not prove itself"

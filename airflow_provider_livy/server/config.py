@@ -119,6 +119,7 @@ class ServerConfig:
     ldap_security_authentication: str = "simple"
     ldap_start_tls: bool = False
     ldap_timeout: float = 5.0
+    ldap_ca_file: str = ""  # the CA the directory's certificate is checked against; empty: the system's store
     auth_cache_ttl: float = 300.0  # how long a successful sign-in is remembered (cookie and credential cache)
     auth_max_failures: int = 10  # failed sign-ins per client address per window before it must wait
     auth_failure_window: float = 60.0
@@ -203,6 +204,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.auth.ldap.security-authentication": ("ldap_security_authentication", parse_choice("simple")),
     "livy.server.auth.ldap.enablestarttls": ("ldap_start_tls", parse_bool),
     "livy.server.auth.ldap.timeout": ("ldap_timeout", parse_duration),
+    "livy.server.auth.ldap.ca-file": ("ldap_ca_file", parse_str),
     "livy.server.auth.cache.ttl": ("auth_cache_ttl", parse_duration),
     "livy.server.auth.failures.max": ("auth_max_failures", parse_int),
     "livy.server.auth.failures.window": ("auth_failure_window", parse_duration),

@@ -31,6 +31,7 @@ def build_checker(config: ServerConfig) -> Checker:
         domain=config.ldap_domain,
         start_tls=config.ldap_start_tls,
         timeout=config.ldap_timeout,
+        ca_file=config.ldap_ca_file,
     )
 
 

@@ -9,6 +9,8 @@ refused before any bind: LDAP reads it as an anonymous bind, which succeeds.
 from __future__ import annotations
 
 import math
+import os
+import ssl
 
 import ldap3
 import ldap3.core.exceptions
@@ -24,11 +26,25 @@ MAX_USER_LENGTH = 256
 UNAVAILABLE_RESULTS = frozenset({"busy", "unavailable", "unwillingToPerform", "other", "timeLimitExceeded"})
 
 
+def _reason(err: Exception) -> str:
+    """ldap3's message says which address and why (refused, certificate verify failed); no credentials in it."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+
+
 class LdapChecker:
     challenge = b'Basic realm="livy"'
 
     def __init__(
-        self, url: str, base_dn: str, *, user_filter: str = "", domain: str = "", start_tls: bool = False, timeout: float = 5.0
+        self,
+        url: str,
+        base_dn: str,
+        *,
+        user_filter: str = "",
+        domain: str = "",
+        start_tls: bool = False,
+        timeout: float = 5.0,
+        ca_file: str = "",
     ) -> None:
         if not url.startswith(("ldap://", "ldaps://")):
             raise ConfigError(f"livy.server.auth.ldap.url = {url!r}: expected ldap://host[:port] or ldaps://host[:port]")
@@ -40,6 +56,11 @@ class LdapChecker:
         self.domain = domain
         self.start_tls = start_tls
         self.timeout = timeout
+        if ca_file and not os.access(ca_file, os.R_OK):
+            raise ConfigError(f"livy.server.auth.ldap.ca-file {ca_file!r} cannot be read")
+        # The directory's certificate is always verified (ldap3's default is not to): a password must not go to
+        # whoever answers. CA from ...ldap.ca-file, else the system's store.
+        self.tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file or None)
 
     def check(self, header: bytes) -> tuple[str, tuple[tuple[bytes, bytes], ...]]:
         credentials = parse_basic(header)
@@ -61,15 +82,17 @@ class LdapChecker:
                     raise credentials_refused()
             finally:
                 connection.unbind()
+        except ldap3.core.exceptions.LDAPStartTLSError as err:
+            raise Refused(503, f"TLS with the directory at {self.url} failed: {_reason(err)}") from None
         except ldap3.core.exceptions.LDAPCommunicationError as err:
-            raise Refused(503, f"the directory at {self.url} cannot be reached: {type(err).__name__}") from None
+            raise Refused(503, f"the directory at {self.url} cannot be reached: {_reason(err)}") from None
         return user, ()
 
     def _open(self, dn: str | None = None, password: str | None = None) -> ldap3.Connection:
         """A connection, opened (and under TLS when StartTLS is on), not yet bound."""
         # A new Server each time: ldap3 remembers an address that failed once as unavailable for minutes.
         connection = ldap3.Connection(
-            ldap3.Server(self.url, connect_timeout=self.timeout, get_info=ldap3.NONE),
+            ldap3.Server(self.url, connect_timeout=self.timeout, get_info=ldap3.NONE, tls=self.tls),
             user=dn,
             password=password,
             authentication=ldap3.SIMPLE if dn else ldap3.ANONYMOUS,
@@ -78,7 +101,7 @@ class LdapChecker:
             read_only=True,
         )
         connection.open()
-        if self.start_tls and not connection.start_tls():
+        if self.start_tls and not self.url.startswith("ldaps://") and not connection.start_tls():
             connection.unbind()
             raise Refused(503, f"the directory at {self.url} refused StartTLS: {connection.result.get('description')}")
         return connection
