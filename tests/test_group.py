@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,9 +92,8 @@ def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_
     first.wait_for(done)
     failed = first.submit(file=job_file, args=["exit=3"])["id"]
     first.wait_for(failed)
-    running = first.submit(file=job_file, args=["sleep=4"])["id"]
-    first.wait_for(running, {"running"})
-    waiting = first.submit(file=job_file, args=["sleep=0"])["id"]  # queued behind the running one (max-creation 1)
+    running = first.submit(file=job_file, args=["delay=3", "sleep=1"])["id"]  # its driver not up yet: it holds the slot
+    waiting = first.submit(file=job_file, args=["sleep=0"])["id"]  # queued for the slot (max-creation 1)
     before = {b["id"]: b["state"] for b in first.get("/batches").json()["sessions"]}
     killed = time.monotonic()
     first.stop(signal.SIGKILL)
@@ -164,3 +164,41 @@ def test_configuration_of_a_group():
         build_config([("livy.server.recovery.mode", "ha"), ("livy.server.ha.session-timeout", "10"), *zk])
     with pytest.raises(ConfigError, match="expected an http"):
         build_config([("livy.server.recovery.mode", "ha"), ("livy.server.ha.advertised-url", "livy-a:8998"), *zk])
+
+
+def test_a_paused_leader_launches_nothing_twice_and_nothing_deleted_comes_back(group, zk_view, job_file, tmp_path, monkeypatch):
+    """SIGSTOP of the leader while a batch holds the only creation slot and ends meanwhile, one waits for the
+    slot, and a DELETE of another waiting one is in flight to it; the other server takes over; then SIGCONT."""
+    launches = tmp_path / "launches.txt"
+    monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))  # the fake spark-submit appends its arguments
+    one_slot = {"livy.server.session.max-creation": "1"}
+    first = group(**one_slot)
+    wait_leading(first, 30)
+    second = group(**one_slot)
+    ending = first.submit(file=job_file, args=["sleep=3", "mark=ending"])["id"]
+    first.wait_for(ending, {"running"})
+    waiting = first.submit(file=job_file, args=["sleep=2", "mark=waiting"])["id"]  # holds the slot at the new leader
+    doomed = first.submit(file=job_file, args=["mark=doomed"])["id"]
+    os.kill(first.proc.pid, signal.SIGSTOP)
+    in_flight: dict[str, Any] = {}
+
+    def delete_at_the_paused_leader() -> None:
+        try:
+            in_flight["status"] = requests.delete(f"{first.url}/batches/{doomed}", timeout=60).status_code
+        except requests.RequestException as err:
+            in_flight["status"] = type(err).__name__
+
+    sender = threading.Thread(target=delete_at_the_paused_leader)
+    sender.start()
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    assert second.delete(f"/batches/{doomed}").status_code == 200  # the client's retry, at the new leader
+    assert second.wait_for(ending)["state"] == "success"
+    assert second.wait_for(waiting)["state"] == "success"
+    os.kill(first.proc.pid, signal.SIGCONT)
+    assert first.proc.wait(15) == 75
+    sender.join(60)
+    assert in_flight["status"] != 200  # the paused leader could not delete it: 503 or a dropped connection
+    calls = launches.read_text()
+    assert (calls.count("mark=ending"), calls.count("mark=waiting"), calls.count("mark=doomed")) == (1, 1, 0)
+    served = {b["id"]: b["state"] for b in second.get("/batches").json()["sessions"]}
+    assert served == {i: r["state"] for i, r in zk_view.records().items()} == {ending: "success", waiting: "success"}

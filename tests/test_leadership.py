@@ -199,7 +199,8 @@ def test_the_fence_makes_zookeeper_refuse_a_superseded_leaders_writes(fenced_sto
             await store.save(held[3], 4)
         await store.save(held[0])  # a state change: refused too, and not retried
         await store.save_many([held[1], held[2]])
-        await store.remove([1])
+        with pytest.raises(StoreUnavailable, match="refused the removal"):  # a DELETE answers 503
+            await store.remove([1])
         assert fence.refused == 4
         assert len(lost) == 4
         records = stored(zk, zk_prefix)
@@ -218,7 +219,9 @@ def test_a_disarmed_fence_refuses_without_asking_zookeeper(fenced_store, zk, zk_
         fence.disarm()
         with pytest.raises(StoreUnavailable, match="does not lead"):
             await store.save(held[0], 1)
-        assert fence.refused == 1
+        with pytest.raises(StoreUnavailable, match="does not lead"):
+            await store.remove([0])
+        assert fence.refused == 2
         assert stored(zk, zk_prefix) == {}
 
     asyncio.run(scenario())

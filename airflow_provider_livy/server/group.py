@@ -5,6 +5,8 @@ never meets a refused connection. Until it leads, a server answers:
 - `GET /ready` 503 `{"role": "standby", "leader": url or null}`; the leader answers 200
   `{"role": "leader", "leader": url, "epoch": N}`. No authentication, and nothing else in it.
 - `/version` itself, and `/metrics` with the group's three metrics (on the leader they follow its own).
+- on the leader while its ZooKeeper connection is suspended, a POST or DELETE 503 (nothing is started,
+  killed or forgotten until the lead is confirmed); reads are answered from memory.
 - everything else proxied to the leader, as sent (method, path, query, headers, body) and answered
   as the leader answers; while no server leads (or the leader does not answer), 503 + Retry-After.
   A proxy, not a 307: it works for every client unmodified. On a redirect to another host requests
@@ -52,6 +54,7 @@ App = Callable[..., Any]  # an ASGI application
 STEPPED_DOWN = 75  # the exit code of a leader that lost its place (EX_TEMPFAIL: start me again)
 RETRY_AFTER = "1"
 PLACED_WAIT = 5.0
+SAFE = {"GET", "HEAD", "OPTIONS"}  # what a leader whose connection is suspended still answers (from memory)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host"}
 
 
@@ -156,7 +159,9 @@ class GroupFront:
             else:
                 await app(scope, receive, _MetricsAppender(send, generate_latest(self.metrics)))
             return
-        if app is not None:
+        if app is not None and scope["type"] == "http" and scope["method"] not in SAFE and not self.leadership.leading:
+            await _unavailable(send, "this server cannot confirm it still leads (its ZooKeeper connection is suspended)")
+        elif app is not None:
             await app(scope, receive, send)
         elif scope["type"] != "http":
             return

@@ -47,7 +47,7 @@ from airflow_provider_livy.server.sessions.families import SERVER_FAMILIES, Serv
 from airflow_provider_livy.server.sessions.handover import HandOver
 from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.sessions.registry import Registry
-from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
+from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreUnavailable, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,31 @@ class SessionService:
 
     def _launch(self, session: Session) -> None:
         request, session.request = session.request or {}, None
+        if self.config.ha:
+            self.launching.add(session.id)  # the slot is taken from now on
+            self.spawn(self._launch_marked(session, request))
+        else:
+            self._start(session, request)
+
+    async def _launch_marked(self, session: Session, request: dict[str, Any]) -> None:
+        """In a group, the record says "launched" (no request left to launch) before the driver is spawned, and
+        only a write the fence let through spawns it: a server that no longer leads launches nothing, and the
+        new leader never launches it a second time (it finds the driver by its exit file, or marks it dead)."""
+        try:
+            await self.writer.create(session, self.registry.next_id)  # raises unless it reached the store
+        except StoreUnavailable as err:
+            self.launching.discard(session.id)
+            if self.registry.sessions.get(session.id) is session and session.state == STARTING:
+                session.request = request
+                self.pending.appendleft(session.id)  # launched when this server may write again, or by the next leader
+            log.warning("%s %d not launched: its launch mark was not written (%s)", self.family.protocol.word, session.id, err)
+            return
+        if self.registry.sessions.get(session.id) is not session or session.state != STARTING:
+            self.launching.discard(session.id)  # deleted meanwhile
+            return
+        self._start(session, request)
+
+    def _start(self, session: Session, request: dict[str, Any]) -> None:
         env = launcher.spark_environment(request, cluster=self.tracker is not None)
         request, channel = self.family.launch(session, request)
         properties, driver_settings = None, {}

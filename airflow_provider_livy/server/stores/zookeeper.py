@@ -367,11 +367,11 @@ class ZooKeeperStore:
         ids = list(ids)
         try:
             checks = () if self.fence is None else self.fence.current()
-        except FenceRefused:
-            return _nothing()
-        except FenceHeld:
+        except FenceRefused as err:  # a DELETE answers 503: the leader still holds the record
+            return _raise(StoreUnavailable(str(err)))
+        except FenceHeld as err:  # written from memory if this server still leads once reconnected
             self._dirty.update(ids)
-            return _nothing()
+            return _raise(StoreUnavailable(str(err)))
         if not self.connected:
             self._dirty.update(ids)
             return _nothing()
@@ -392,6 +392,7 @@ class ZooKeeperStore:
             pending.append((chunk, Deletes(paths, wire_checks)))
         done: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
         failed: list[int] = []
+        refused: list[int] = []
         in_flight = 0
         lock = threading.RLock()  # kazoo calls back at once, in this thread, once its handler has stopped
 
@@ -408,7 +409,8 @@ class ZooKeeperStore:
             try:
                 results = answer.get_nowait()
                 if self.fence is not None and self.fence.refusal(results, len(wire_checks)) is not None:
-                    results = []  # another server leads: nothing to retry
+                    refused.extend(chunk)  # another server leads: nothing to retry
+                    results = []
                 failures = failures_of(results)
                 if failures:
                     raise failures[0]
@@ -419,6 +421,8 @@ class ZooKeeperStore:
                 in_flight -= 1
                 if pending:
                     send_next()
+                elif in_flight == 0 and refused:
+                    done.set_exception(StoreUnavailable("another server leads now; ZooKeeper refused the removal"))
                 elif in_flight == 0:
                     done.set_result(failed)
 
