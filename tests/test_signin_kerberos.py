@@ -188,18 +188,15 @@ def test_launch_keytab_and_proxy_user_reach_spark_submit_only(
     # the keytab's path: in spark-submit's arguments, nowhere a user or an operator reads
     for server in (plain, impersonating):
         url = server.url
+        ids = [b["id"] for b in alice.get(url + "/batches", timeout=10).json()["sessions"]]
+        pages = [alice.get(url + f"/ui/batches/{key}", timeout=10) for key in ids]
+        assert ids and all(page.status_code == 200 for page in pages)
         seen = [
             alice.get(url + "/batches", timeout=10).text,
-            *(
-                alice.get(url + f"/batches/{b['id']}", timeout=10).text
-                for b in alice.get(url + "/batches", timeout=10).json()["sessions"]
-            ),
-            *(
-                alice.get(url + f"/batches/{b['id']}/log", timeout=10).text
-                for b in alice.get(url + "/batches", timeout=10).json()["sessions"]
-            ),
+            *(alice.get(url + f"/batches/{key}", timeout=10).text for key in ids),
+            *(alice.get(url + f"/batches/{key}/log", timeout=10).text for key in ids),
             alice.get(url + "/ui", timeout=10).text,
-            alice.get(url + "/ui/batches", timeout=10).text,
+            *(page.text for page in pages),
             alice.get(url + "/metrics", timeout=10).text,
             server.server_log(),
         ]
