@@ -46,5 +46,5 @@ def build_gate(config: ServerConfig) -> Gate | None:
         config.auth_cache_ttl,
         config.auth_max_failures,
         config.auth_failure_window,
-        cache=config.auth_type != "kerberos",
+        single_use=config.auth_type == "kerberos",
     )

@@ -1,4 +1,4 @@
-"""The sign-in gate every request but /version and /ready passes: cookie, cache, rate limit, then the check.
+"""The sign-in gate every request but /version and /ready passes: cookie (Kerberos), cache, rate limit, then the check.
 
 Order matters for the hot path: a request with the sign-in cookie and no Authorization header, or with an
 Authorization header seen within the cache's lifetime, costs a hash and a dictionary lookup. Only an
@@ -34,11 +34,13 @@ class Checker(Protocol):
 
 
 class Gate:
-    def __init__(self, checker: Checker, cache_ttl: float, max_failures: int, failure_window: float, cache: bool) -> None:
+    def __init__(self, checker: Checker, cache_ttl: float, max_failures: int, failure_window: float, single_use: bool) -> None:
         self.checker = checker
-        self.cookies = CookieSigner(cache_ttl)
-        # A Negotiate header is good once (the replay cache refuses it again): the cookie is its cache.
-        self.cache = CredentialCache(cache_ttl if cache else 0)
+        # A Negotiate header is good once (the replay cache refuses it again): a signed cookie stands in for it.
+        # Basic credentials come with every request: they are cached instead, and no cookie is issued, so a
+        # client that stops sending them is signed out, as in Livy.
+        self.cookies = CookieSigner(cache_ttl) if single_use else None
+        self.cache = CredentialCache(0 if single_use else cache_ttl)
         self.limiter = FailureLimiter(max_failures, failure_window)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sign-in")
 
@@ -48,7 +50,7 @@ class Gate:
     async def sign_in(self, authorization: bytes | None, cookie: bytes | None, client: str) -> tuple[str, Headers]:
         """The user, and headers to add to the reply (the mutual-auth token, the cookie); raises Refused."""
         if authorization is None:
-            user = self.cookies.user(cookie)
+            user = self.cookies.user(cookie) if self.cookies else None
             if user is None:
                 raise self.challenge()
             return user, ()
@@ -76,4 +78,6 @@ class Gate:
             log.exception("sign-in check failed")
             raise Refused(503, f"sign-in is unavailable: {type(err).__name__}") from None
         self.cache.put(key, user)
-        return user, (*headers, (b"set-cookie", self.cookies.issue(user)))
+        if self.cookies:
+            headers = (*headers, (b"set-cookie", self.cookies.issue(user)))
+        return user, headers
