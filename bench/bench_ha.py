@@ -9,8 +9,13 @@ real `Leadership` that leads its key prefix. Target: fenced >= 0.9x unfenced.
 (b) Leadership moving between contender processes (tests/ha_contender.py, each creating records
 through a fenced store while it leads), session timeout 10 s (the default): kill -9 of the leader
 to another taking the lead, and SIGTERM of the leader (a clean stop) to another taking the lead.
-Targets: session timeout + 2 s, and 1 s. These are the election's times; the server's recovery of
-its records on takeover comes on top.
+Targets: session timeout + 2 s, and 1 s. These are the election's times alone.
+
+(c) Two real livy-server processes in recovery mode ha on a store holding 40,000 finished records
+(5,000 with --quick): GET /batches/{id}/state straight to the leader against the same through the
+standby's proxy, alternating blocks, one keep-alive client (p50, p99); then kill -9 of the leader, and
+SIGTERM of the leader, to the other answering GET /batches with every record (a new standby is
+started before each). Targets: session timeout + 2 s, and 1 s.
 
 Run alone: .venv/bin/python -m bench.bench_ha [--quick]
 """
@@ -26,7 +31,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.common import Row, median, say, spread
+import requests
+
+from bench.common import Row, free_port, median, say, spread, wait_until
 
 IN_FLIGHT = 64
 SESSION_TIMEOUT = 10.0
@@ -161,13 +168,152 @@ def failover_rows(hosts: str, quick: bool) -> list[Row]:
     ]
 
 
+def group_server(work_dir: Path, hosts: str, prefix: str):
+    from tests.conftest import FAKE_SPARK_HOME, start_server
+
+    port = free_port()
+    settings = {
+        "livy.server.recovery.mode": "ha",
+        "livy.server.recovery.state-store": "zookeeper",
+        "livy.server.recovery.state-store.url": hosts,
+        "livy.server.recovery.zk-state-store.key-prefix": prefix,
+        "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
+        "livy.server.ha.session-timeout": f"{SESSION_TIMEOUT:g}s",
+        "livy.server.session.state-retain.sec": "1h",
+        "livy.server.session.max-sessions": "100000",
+        "livy.server.spark-home": str(FAKE_SPARK_HOME),
+    }
+    return start_server(work_dir, settings, port=port, timeout=120)
+
+
+def serves_all(url: str, count: int) -> bool:
+    """Leads (not a standby proxying to a leader still draining) and answers with every record."""
+    try:
+        if requests.get(url + "/ready", timeout=5).status_code != 200:
+            return False
+        answer = requests.get(url + "/batches", params={"size": 1}, timeout=5)
+    except requests.RequestException:
+        return False
+    return answer.status_code == 200 and answer.json().get("total") == count
+
+
+def standby_of(url: str, leader: str) -> bool:
+    try:
+        return requests.get(url + "/ready", timeout=5).json()["leader"] == leader
+    except requests.RequestException:
+        return False
+
+
+def latencies(client: requests.Session, url: str, ids: list[int]) -> list[float]:
+    times = []
+    for batch_id in ids:
+        start = time.perf_counter()
+        answer = client.get(f"{url}/batches/{batch_id}/state", timeout=10)
+        times.append(time.perf_counter() - start)
+        assert answer.status_code == 200, answer.text
+    return times
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
+    from kazoo.client import KazooClient
+
+    from bench.bench_recovery import fill_zookeeper, record
+
+    count = 5000 if quick else 40_000
+    prefix = f"bench-group-{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=30)
+    try:
+        fill_zookeeper(client, prefix, [record(i, "success", now - 120, now - 60) for i in range(count)])
+    finally:
+        client.stop()
+        client.close()
+    say(f"{count} records in ZooKeeper under /{prefix}")
+    servers = [group_server(work_dir, hosts, prefix)]
+    direct: list[float] = []
+    proxied: list[float] = []
+    crash: list[float] = []
+    clean: list[float] = []
+    try:
+        wait_until(lambda: serves_all(servers[0].url, count), 120)
+        servers.append(group_server(work_dir, hosts, prefix))
+        leader, standby = servers
+        ids = [n * (count // 500) for n in range(500)]
+        with requests.Session() as http:
+            latencies(http, leader.url, ids[:50])
+            latencies(http, standby.url, ids[:50])  # warm-up: connections
+            for n in range(4 if quick else 10):
+                for url, into in ((leader.url, direct), (standby.url, proxied))[:: 1 if n % 2 == 0 else -1]:
+                    into += latencies(http, url, ids)
+        for kind in ["kill -9", "SIGTERM"] * (1 if quick else 2):
+            if kind == "kill -9":
+                leader.proc.kill()
+            else:
+                leader.proc.send_signal(signal.SIGTERM)
+            asked = time.monotonic()
+            wait_until(lambda url=standby.url: serves_all(url, count), SESSION_TIMEOUT + 60, 0.01)
+            (crash if kind == "kill -9" else clean).append(time.monotonic() - asked)
+            say(f"{kind}: the other served all {count} records after {(crash if kind == 'kill -9' else clean)[-1]:.2f} s")
+            leader.proc.wait(30)
+            servers.append(group_server(work_dir, hosts, prefix))
+            leader, standby = standby, servers[-1]
+            wait_until(lambda url=standby.url, leading=leader.url: standby_of(url, leading), 30)
+    finally:
+        for server in servers:
+            server.stop()
+    ms = 1000
+    return [
+        Row(
+            "ha",
+            "GET /batches/{id}/state straight to the leader: p50 / p99",
+            f"{percentile(direct, 0.5) * ms:.1f} / {percentile(direct, 0.99) * ms:.1f} ms (n={len(direct)})",
+            anchor=f"{count:,} records held",
+        ),
+        Row(
+            "ha",
+            "the same through a standby's proxy: p50 / p99",
+            f"{percentile(proxied, 0.5) * ms:.1f} / {percentile(proxied, 0.99) * ms:.1f} ms (n={len(proxied)})",
+        ),
+        Row(
+            "ha",
+            "added by the standby's proxy: p50 / p99",
+            f"{(percentile(proxied, 0.5) - percentile(direct, 0.5)) * ms:.1f} / "
+            f"{(percentile(proxied, 0.99) - percentile(direct, 0.99)) * ms:.1f} ms",
+            anchor="alternating blocks, one client",
+        ),
+        Row(
+            "ha",
+            f"kill -9 of the leader -> the other serves all {count:,} records",
+            spread(crash, "{:.2f} s"),
+            f"<= {SESSION_TIMEOUT + 2:g} s",
+            "Spark standalone master HA 1-2 min; Kubernetes leases 15 s; Lighter up to 10 min",
+            max(crash) <= SESSION_TIMEOUT + 2,
+        ),
+        Row(
+            "ha",
+            f"SIGTERM of the leader -> the other serves all {count:,} records",
+            spread(clean, "{:.2f} s"),
+            "<= 1 s",
+            "",
+            max(clean) <= 1.0,
+        ),
+    ]
+
+
 def run(work_dir: Path, quick: bool) -> list[Row]:
     from tests.zookeeper import ZooKeeperServer
 
     work_dir.mkdir(parents=True, exist_ok=True)
     zookeeper = ZooKeeperServer(work_dir / "zookeeper").start()
     try:
-        return fence_rows(zookeeper.hosts, quick) + failover_rows(zookeeper.hosts, quick)
+        rows = fence_rows(zookeeper.hosts, quick) + failover_rows(zookeeper.hosts, quick)
+        return rows + server_rows(work_dir, zookeeper.hosts, quick)
     finally:
         zookeeper.stop()
 
