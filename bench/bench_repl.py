@@ -1,4 +1,4 @@
-"""Benchmark 7: a statement's round trip through the REPL driver alone (server/repl/driver.py).
+"""Benchmark 7: a statement's round trip through the REPL driver alone (server/repl/livy_repl, as its zip).
 
 `1 + 1` is POSTed to the driver's own API, then long-polled (`GET /statements/{id}?wait=10`) until
 `available`, one statement at a time on one keep-alive connection, after a warm-up. Two drivers,
@@ -11,19 +11,23 @@ This is the anchor for the server's target (the server adds <= 10 ms to a statem
 through /sessions/{id}/statements): `statement_round_trips` measures either path.
 
 Run alone: .venv/bin/python -m bench.bench_repl [--quick]
+Side by side with an older checkout (alternating, in one run; also the driver's start without Spark,
+from its spawn to `listening`): .venv/bin/python -m bench.bench_repl --before DIR [--quick]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from bench.common import Row, say
+from airflow_provider_livy.server.repl import driver_file
+from bench.common import Row, run_alone, say, spread
 from tests.test_repl import start_driver
 
 WARM_UP = 10
@@ -58,11 +62,12 @@ def statement_round_trips(http: requests.Session, statements_url: str, count: in
 # collector: this is the bench looking inside, not an API.
 IN_DRIVER_TIMING = """
 import gc, sys, time
-_driver = sys.modules["__main__"]
-_repl = next(o for o in gc.get_objects() if isinstance(o, _driver.Repl))
+_modules = [sys.modules[name] for name in ("livy_repl.repl", "livy_repl.statement", "__main__") if name in sys.modules]
+_Repl, _Statement = (next(getattr(m, name) for m in _modules if hasattr(m, name)) for name in ("Repl", "Statement"))
+_repl = next(o for o in gc.get_objects() if isinstance(o, _Repl))
 _times = []
 for _i in range(200):
-    _statement = _driver.Statement(10**9 + _i, "1 + 1", "pyspark")
+    _statement = _Statement(10**9 + _i, "1 + 1", "pyspark")
     _start = time.perf_counter()
     _output = _repl.execute(_statement)
     _times.append((time.perf_counter() - _start) * 1e6)
@@ -121,7 +126,53 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def start_to_listening(main_file: Path, work_dir: Path) -> tuple[float, float]:
+    """Seconds from spawning the driver without Spark to its `listening on` line (Python, imports, HTTP socket),
+    and the CPU seconds it used by then (less moved by a busy machine than the wall clock)."""
+    env = {**os.environ, "LIVY_REPL_SECRET": "bench", "LIVY_REPL_NO_SPARK": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("LIVY_REPL_CALLBACK", None)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(main_file)], env=env, cwd=work_dir, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    elapsed = next((time.perf_counter() - start for line in proc.stdout if "listening on" in line), None)
+    proc.kill()
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = -9
+    if elapsed is None:
+        raise RuntimeError(f"{main_file} exited before listening")
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+def side_by_side(before: Path, work_dir: Path, quick: bool) -> None:
+    """The older checkout's driver and this one's, alternating: start without Spark, then the round trips."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    files = {"before": before.resolve() / "airflow_provider_livy" / "server" / "repl" / "driver.py", "after": driver_file()}
+    starts: dict[str, list[tuple[float, float]]] = {code: [] for code in files}
+    for _ in range(10 if quick else 30):
+        for code, main_file in files.items():
+            starts[code].append(start_to_listening(main_file, work_dir))
+    for code, values in starts.items():
+        walls, cpus = [wall * 1000 for wall, _ in values], [cpu * 1000 for _, cpu in values]
+        say(f"{code}: start without Spark to listening {spread(walls, '{:.1f}')} ms, CPU {spread(cpus, '{:.1f}')} ms")
+    count, blocks = (40, 4) if quick else (200, 10)
+    for spark, label in ((True, "Spark driver local[1]"), (False, "driver without Spark")):
+        drivers = {code: start_driver(work_dir, spark=spark, main_file=main_file) for code, main_file in files.items()}
+        trips: dict[str, list[float]] = {code: [] for code in files}
+        try:
+            for _ in range(blocks):  # both drivers up, alternated in blocks: drift on a shared machine hits both alike
+                for code, driver in drivers.items():
+                    trips[code] += statement_round_trips(driver.http, driver.address + "/statements", count // blocks)[0]
+            executes = {code: in_driver_execution(d.http, d.address + "/statements") for code, d in drivers.items()}
+        finally:
+            for driver in drivers.values():
+                driver.stop()
+        for code, values in trips.items():
+            say(
+                f"{code}: {label}: round trip median {statistics.median(values):.2f} ms, p99 {percentile(values, 0.99):.2f} ms "
+                f"(n={len(values)}), execute median {executes[code][0]:.0f} us"
+            )
+    say(f"load average {os.getloadavg()[0]:.1f}")
+
+
 if __name__ == "__main__":
-    quick_count = sys.argv[1:] == ["--quick"]
-    for row in run(Path(tempfile.mkdtemp(prefix="bench-repl-")), quick_count):
-        print(f"{row.figure}: {row.value} {row.note}")
+    run_alone(__doc__, "bench-repl-", run, side_by_side, lambda row: f"{row.figure}: {row.value} {row.note}")

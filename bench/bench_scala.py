@@ -6,7 +6,7 @@ driver, in alternating rounds of one run:
   to the line that prints the count (`res...: Long = 10`). Its JVM starts Spark and the Scala REPL.
 - ours: a `spark` session through our server (already running): timed from `POST /sessions` to
   the session's `idle` (polled every 0.1 s), then to the count statement's `available` answer. Its
-  driver (server/repl/driver.py under spark-submit) starts Spark from Python, then the Scala REPL
+  driver (server/repl/livy_repl under spark-submit) starts Spark from Python, then the Scala REPL
   through Py4J in the background.
 The difference (ours - spark-shell) is our share of a Scala session's first answer; target <= 1 s.
 

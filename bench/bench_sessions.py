@@ -19,15 +19,17 @@
    Target: <= 4 KB per idle session.
 
 Run alone: .venv/bin/python -m bench.bench_sessions [--quick]
+Side by side with an older checkout (session start and round trip through each server, alternating, in
+one run): .venv/bin/python -m bench.bench_sessions --before DIR [--quick]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import requests
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
 from bench.bench_repl import percentile, statement_round_trips
-from bench.common import Row, livy_server, median, rss_mb, say, spread
+from bench.common import Row, livy_server, median, rss_mb, run_alone, say, spread
 from tests.stand_in_repl import STAND_IN_SPARK_HOME, stand_in_repl
 from tests.state_store import FileStoreView
 
@@ -240,6 +242,48 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def open_session(http: requests.Session, server_url: str) -> int:
+    session_id = http.post(f"{server_url}/sessions", json={"kind": "pyspark"}, timeout=30).json()["id"]
+    while http.get(f"{server_url}/sessions/{session_id}/state", timeout=30).json()["state"] != "idle":
+        time.sleep(0.05)
+    return session_id
+
+
+def side_by_side(before: Path, work_dir: Path, quick: bool) -> None:
+    """A server running the older checkout in `before` (first on its PYTHONPATH) and one running this one,
+    alternating: session starts on real local Spark, then `1 + 1` round trips through each server to a
+    REPL without Spark (fake spark-home), in blocks."""
+    here = str(Path(__file__).resolve().parent.parent)
+    paths = {"before": str(before.resolve()), "after": here}
+    http = requests.Session()
+    http.headers["X-Requested-By"] = "bench"
+    for spark, rounds in ((True, 4 if quick else 8), (False, 6)):
+        results: dict[str, list[float]] = {code: [] for code in paths}
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for code, path in paths.items():
+                os.environ["PYTHONPATH"] = path
+                settings = {"livy.spark.master": "local[1]"} if spark else {}
+                servers[code] = stack.enter_context(livy_server(work_dir / f"{code}-{spark}", settings, fake_spark=not spark))
+            sessions = {} if spark else {code: open_session(http, server.url) for code, server in servers.items()}
+            for round_no in range(rounds):  # the order swaps each round: the first may leave a JVM stopping
+                for code, server in sorted(servers.items(), reverse=bool(round_no % 2)):
+                    if spark:
+                        results[code].append(session_start(server.url, http))
+                    else:
+                        url = f"{server.url}/sessions/{sessions[code]}/statements"
+                        results[code] += statement_round_trips(http, url, 20 if quick else 60)[0]
+        for code, values in results.items():
+            what = "session start on local[1], s" if spark else "`1 + 1` round trip through the server, ms"
+            say(f"{code}: {what}: median {median(values):.3f} ({min(values):.3f}-{max(values):.3f}, n={len(values)})")
+    say(f"load average {os.getloadavg()[0]:.1f}")
+
+
 if __name__ == "__main__":
-    for row in run(Path(tempfile.mkdtemp(prefix="bench-sessions-")), sys.argv[1:] == ["--quick"]):
-        print(f"{row.figure}: {row.value} | target {row.target} | {row.anchor} {row.note}")
+    run_alone(
+        __doc__,
+        "bench-sessions-",
+        run,
+        side_by_side,
+        lambda row: f"{row.figure}: {row.value} | target {row.target} | {row.anchor} {row.note}",
+    )

@@ -6,6 +6,7 @@ exactly the server the tests check.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import platform
@@ -13,6 +14,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -169,3 +171,24 @@ def machine() -> dict[str, str]:
 
 def _has(command: str) -> bool:
     return any((Path(d) / command).is_file() for d in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def run_alone(
+    doc: str,
+    prefix: str,
+    run: Callable[[Path, bool], list[Row]],
+    side_by_side: Callable[[Path, Path, bool], None],
+    show: Callable[[Row], str],
+) -> None:
+    """A benchmark run alone: its rows printed, or with --before DIR (a checkout of an older revision)
+    that code and this one measured side by side in the same run. --quick: fewer rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--before", type=Path, help="a checkout of an older revision: measure it and this one side by side")
+    arguments = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if arguments.before:
+        side_by_side(arguments.before, work, arguments.quick)
+    else:
+        for row in run(work, arguments.quick):
+            print(show(row))

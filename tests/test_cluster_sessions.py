@@ -4,7 +4,7 @@ There is no YARN or Kubernetes here. As in test_cluster_trackers.py, a small HTT
 ResourceManager's REST API (apps listing by tag, `PUT .../state` to kill) and Kubernetes' (pod list by
 label, pod delete) document. spark-submit is a fake that behaves as YARN's or Kubernetes' client does in
 cluster mode without waiting for the app: it reads its `--properties-file` and `--conf`s, starts the
-driver's process (our real REPL, `server/repl/driver.py`, as plain Python with LIVY_REPL_NO_SPARK=1)
+driver's process (our real REPL, the zip of `server/repl/livy_repl`, as plain Python with LIVY_REPL_NO_SPARK=1)
 detached, with an environment made only of the `spark.yarn.appMasterEnv.*` (or
 `spark.kubernetes.driverEnv.*`) settings, registers the app (or driver pod) with the stand-in, prints
 the client's submission lines and exits. The server, its store, the REPL and the channel are real; the

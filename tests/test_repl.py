@@ -1,4 +1,4 @@
-"""The REPL that runs inside the Spark driver (server/repl/driver.py), driven over its HTTP API.
+"""The REPL that runs inside the Spark driver (server/repl/livy_repl, zipped by driver_file()), driven over its HTTP API.
 
 One real Spark driver (spark-submit --master local[1] from the pyspark package) is shared by the
 Spark tests of this module; the bookkeeping cases (retention, output cap, auth, idle exit, queue)
@@ -29,7 +29,7 @@ import requests
 
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
-from airflow_provider_livy.server.repl import DRIVER_PY
+from airflow_provider_livy.server.repl import driver_file
 
 SECRET = "test-secret-7f3a9c"
 FINAL = ("available", "cancelled")
@@ -66,7 +66,7 @@ class CallbackReceiver:
 
 @dataclass
 class Driver:
-    """A running driver.py and a client for its API."""
+    """A running REPL driver and a client for its API."""
 
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -131,7 +131,10 @@ class Driver:
         return self.proc.returncode
 
 
-def start_driver(tmp_path: Path, spark: bool, callback_status: int = 200, **settings: str) -> Driver:
+def start_driver(
+    tmp_path: Path, spark: bool, callback_status: int = 200, main_file: Path | None = None, **settings: str
+) -> Driver:
+    """The REPL driver (driver_file(), unless `main_file` names another, as the benchmarks' older code), ready."""
     receiver = CallbackReceiver(callback_status)
     env = {
         **os.environ,
@@ -152,11 +155,11 @@ def start_driver(tmp_path: Path, spark: bool, callback_status: int = 200, **sett
             "livy-session-test",
             "--conf",
             "spark.ui.enabled=false",
-            str(DRIVER_PY),
+            str(main_file or driver_file()),
         ]
     else:
         env["LIVY_REPL_NO_SPARK"] = "1"
-        command = [sys.executable, str(DRIVER_PY)]
+        command = [sys.executable, str(main_file or driver_file())]
     log_path = tmp_path / f"driver-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)

@@ -25,7 +25,9 @@ import pytest
 
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
-from airflow_provider_livy.server.repl.driver import RInterpreter, RSetup, Settings, locate_sparkr
+from airflow_provider_livy.server.repl.livy_repl.r_setup import RSetup, locate_sparkr
+from airflow_provider_livy.server.repl.livy_repl.settings import Settings
+from airflow_provider_livy.server.repl.livy_repl.sparkr import RInterpreter
 from tests.conftest import kill_drivers, start_server
 from tests.test_repl import Driver, start_driver
 

@@ -1,6 +1,6 @@
 """Interactive sessions through the real server, with the real REPL driver running as plain Python.
 
-The fake spark-submit execs server/repl/driver.py with LIVY_REPL_NO_SPARK=1: the channel, the
+The fake spark-submit execs the REPL (server/repl/livy_repl, one zip) with LIVY_REPL_NO_SPARK=1: the channel, the
 statements, cancel, the clocks and the lifecycle are all real, only Spark is absent (a session
 is up in a fraction of a second). test_sessions_spark.py runs the same paths on real Spark.
 """

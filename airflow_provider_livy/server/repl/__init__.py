@@ -1,9 +1,81 @@
-"""The REPL of interactive sessions: driver.py runs inside the Spark driver (spark-submit's main file).
+"""The REPL of interactive sessions: the `livy_repl` package runs inside the Spark driver; this module
+gives spark-submit that package as its one main file.
 
-The server imports only `locate_sparkr` from it, to check R and SparkR on its host before a sparkr
-session starts; everything else runs in the driver's process.
+spark-submit takes one main Python file, and in cluster deploy mode that file is all of ours that
+reaches the driver's node (YARN localizes it, Kubernetes uploads it), where our package is not
+installed. So the package ships as a zip that Python runs as a script (its `__main__.py`; Python
+tells a zip by its content), named driver.py because spark-submit takes only a `.py` main file for
+Python. It holds each module's source and its bytecode for the server's Python (a driver on another
+Python compiles the sources instead). The zip is made once per server process from the installed
+package and written, named by its content's hash, into a directory private to this user under the
+temp dir; a missing file (a temp-dir cleaner) is written again, and a file a running driver was
+started from is never rewritten. The server itself imports only `livy_repl.r_setup`, to check R and
+SparkR on its host before a sparkr session starts.
 """
 
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import py_compile
+import stat
+import tempfile
+import zipfile
 from pathlib import Path
 
-DRIVER_PY = Path(__file__).parent / "driver.py"
+PACKAGE_DIR = Path(__file__).parent / "livy_repl"
+ARCHIVE_MAIN = "from livy_repl.main import main\n\nmain()\n"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+DRIVER_NAME = "driver.py"
+
+
+@functools.cache
+def _archive() -> tuple[bytes, str]:
+    """The zip of the package (its modules and a `__main__.py` that starts the driver), and its hash."""
+    buffer = io.BytesIO()
+    members = [("__main__.py", ARCHIVE_MAIN.encode())]
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        name = f"{PACKAGE_DIR.name}/{path.name}"
+        members += [(name, path.read_bytes()), (name + "c", _bytecode(path, f"{DRIVER_NAME}/{name}"))]
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members:  # a fixed date: the same sources make the same bytes, so the same name
+            archive.writestr(zipfile.ZipInfo(name, ZIP_DATE), content, zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    return data, hashlib.sha256(data).hexdigest()[:16]
+
+
+def _bytecode(path: Path, name: str) -> bytes:
+    """The module compiled by this Python, as zipimport reads it next to its source: a driver on this
+    Python (local and client mode) skips compiling it at each start; another Python version sees a
+    foreign magic number and compiles the source instead. Unchecked: the zip's content never changes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+        compiled = py_compile.compile(str(path), f"{scratch}/module.pyc", name, doraise=True, invalidation_mode=mode)
+        return Path(compiled).read_bytes()
+
+
+def _private_dir() -> Path:
+    """<temp dir>/livy-repl-<uid> when it is this user's alone; else a new private directory."""
+    path = Path(tempfile.gettempdir()) / f"livy-repl-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+        return path
+    return Path(tempfile.mkdtemp(prefix="livy-repl-"))
+
+
+def driver_file() -> Path:
+    """The REPL as spark-submit's main file, written if it is not there yet."""
+    data, digest = _archive()
+    target = _private_dir() / digest / DRIVER_NAME
+    if not target.is_file():
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".driver-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, target)  # whole or not at all, whoever else writes it at the same time
+    return target

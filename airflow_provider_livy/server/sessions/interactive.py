@@ -3,7 +3,7 @@
 The lifecycle (launching, watching the driver process, kill, retention, eviction, store records,
 recovery) is the batches' one, in lifecycle.py; the interactive family (families.py) calls in here
 where a session differs:
-- launch: the driver is our REPL (server/repl/driver.py) with the channel settings in its
+- launch: the driver is our REPL (server/repl/livy_repl, one zip) with the channel settings in its
   environment (the secret never on a command line);
 - up: not when the driver prints its start, but when the REPL calls back with its address;
 - state: one long poll of the driver's /status per session follows idle/busy and its activity;
@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 from airflow_provider_livy.protocol import (
@@ -39,15 +38,14 @@ from airflow_provider_livy.protocol import (
 )
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers.launcher import resolve_spark_home
-from airflow_provider_livy.server.repl.driver import locate_sparkr
+from airflow_provider_livy.server.repl import driver_file
+from airflow_provider_livy.server.repl.livy_repl.r_setup import locate_sparkr
 from airflow_provider_livy.server.sessions.contract import Lifecycle
 from airflow_provider_livy.server.sessions.model import HEARTBEAT, IDLE_CLOCK, START, TTL, Repl, Session
 from airflow_provider_livy.server.sessions.repl_client import ReplChannel, ReplRefused, ReplUnreachable
 
 log = logging.getLogger(__name__)
 
-REPL_DIR = Path(__file__).resolve().parent.parent / "repl"
-DRIVER_FILE = REPL_DIR / "driver.py"
 STATUS_WAIT_MAX = 30.0  # one /status long poll; well under the driver's idle-exit clock
 KEEPALIVE_MAX = 60.0  # seconds between keep-alive pings of a resting session's driver
 KEEPALIVE_BATCH = 64  # pings in flight at once
@@ -131,10 +129,10 @@ class Interactive:
 
     def launch_request(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
         """The spark-submit request: our REPL as the file, the session's name as --name."""
-        return {**request, "file": str(DRIVER_FILE), "name": session.name or DEFAULT_SESSION_NAME.format(id=session.id)}
+        return {**request, "file": str(driver_file()), "name": session.name or DEFAULT_SESSION_NAME.format(id=session.id)}
 
     def channel_settings(self, session: Session) -> dict[str, str]:
-        """The driver's environment for the channel (driver.py's docstring): by environment in client/local
+        """The driver's environment for the channel (the livy_repl package's docstring): by environment in client/local
         mode, through a 0600 properties file in cluster mode (lifecycle.py); never on a command line.
         The callback host: livy.rsc.launcher.address, else the address the server listens on (its host
         name when it listens on all)."""

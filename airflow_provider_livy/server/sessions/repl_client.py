@@ -1,4 +1,4 @@
-"""The server's end of the channel to a session's driver (see server/repl/driver.py for the contract).
+"""The server's end of the channel to a session's driver (see server/repl/livy_repl/__init__.py for the contract).
 
 One pooled HTTP client serves every session: each request names the driver's address and carries
 its secret as a bearer token. Statement answers are passed through as the driver's bytes, so the
