@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import io
+import marshal
 import os
-import py_compile
 import stat
 import tempfile
 import zipfile
@@ -39,7 +40,8 @@ def _archive() -> tuple[bytes, str]:
     members = [("__main__.py", ARCHIVE_MAIN.encode())]
     for path in sorted(PACKAGE_DIR.glob("*.py")):
         name = f"{PACKAGE_DIR.name}/{path.name}"
-        members += [(name, path.read_bytes()), (name + "c", _bytecode(path, f"{DRIVER_NAME}/{name}"))]
+        source = path.read_bytes()
+        members += [(name, source), (name + "c", _bytecode(source, f"{DRIVER_NAME}/{name}"))]
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in members:  # a fixed date: the same sources make the same bytes, so the same name
             archive.writestr(zipfile.ZipInfo(name, ZIP_DATE), content, zipfile.ZIP_DEFLATED)
@@ -47,14 +49,14 @@ def _archive() -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()[:16]
 
 
-def _bytecode(path: Path, name: str) -> bytes:
-    """The module compiled by this Python, as zipimport reads it next to its source: a driver on this
-    Python (local and client mode) skips compiling it at each start; another Python version sees a
-    foreign magic number and compiles the source instead. Unchecked: the zip's content never changes."""
-    with tempfile.TemporaryDirectory() as scratch:
-        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-        compiled = py_compile.compile(str(path), f"{scratch}/module.pyc", name, doraise=True, invalidation_mode=mode)
-        return Path(compiled).read_bytes()
+def _bytecode(source: bytes, name: str) -> bytes:
+    """The module compiled by this Python, as zipimport reads it next to its source (PEP 552's unchecked
+    hash-based .pyc: the zip's content never changes): a driver on this Python (local and client mode)
+    skips compiling it at each start; another Python version sees a foreign magic number and compiles
+    the source instead."""
+    code = compile(source, name, "exec", dont_inherit=True)
+    unchecked_hash_based = (0b01).to_bytes(4, "little")
+    return importlib.util.MAGIC_NUMBER + unchecked_hash_based + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
 def _private_dir() -> Path:

@@ -86,10 +86,11 @@ class Interactive:
         self.status_wait = min(STATUS_WAIT_MAX, max(1.0, self.config.repl_idle_timeout / 3))
 
     async def warm(self) -> None:
-        """Import the channel's HTTP client off the event loop before the first session needs it
-        (a server with no sessions never pays its 0.3-0.7 s of import at start-up)."""
+        """Import the channel's HTTP client and make the REPL's zip off the event loop before the first
+        session needs them (a server with no sessions never pays their 0.3-0.7 s of import at start-up)."""
         if self._channel is None:
             await asyncio.to_thread(importlib.import_module, "httpx")
+            await asyncio.to_thread(driver_file)
 
     @property
     def channel(self) -> ReplChannel:
