@@ -154,6 +154,17 @@ def side_by_side(before: Path, work_dir: Path, quick: bool) -> None:
     for code, values in starts.items():
         walls, cpus = [wall * 1000 for wall, _ in values], [cpu * 1000 for _, cpu in values]
         say(f"{code}: start without Spark to listening {spread(walls, '{:.1f}')} ms, CPU {spread(cpus, '{:.1f}')} ms")
+    spark_starts: dict[str, list[float]] = {code: [] for code in files}
+    for round_no in range(3 if quick else 8):  # spark-submit local[1] to the driver's callback, order swapped each round
+        for code, main_file in sorted(files.items(), reverse=bool(round_no % 2)):
+            start = time.perf_counter()
+            start_driver(work_dir, spark=True, main_file=main_file).stop()
+            spark_starts[code].append(time.perf_counter() - start)
+    for code, values in spark_starts.items():
+        say(f"{code}: start on Spark local[1] to the callback {spread(values, '{:.2f}')} s")
+    ratios = [after / before for before, after in zip(spark_starts["before"], spark_starts["after"], strict=True)]
+    spread_text = spread(ratios, "{:.2f}")
+    say(f"after / before, start on Spark: median of the rounds' ratios {statistics.median(ratios):.3f} ({spread_text})")
     count, blocks = (40, 4) if quick else (200, 10)
     for spark, label in ((True, "Spark driver local[1]"), (False, "driver without Spark")):
         drivers = {code: start_driver(work_dir, spark=spark, main_file=main_file) for code, main_file in files.items()}

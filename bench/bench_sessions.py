@@ -257,8 +257,9 @@ def side_by_side(before: Path, work_dir: Path, quick: bool) -> None:
     paths = {"before": str(before.resolve()), "after": here}
     http = requests.Session()
     http.headers["X-Requested-By"] = "bench"
-    for spark, rounds in ((True, 4 if quick else 8), (False, 6)):
+    for spark, rounds in ((True, 4 if quick else 8), (False, 6 if quick else 12)):
         results: dict[str, list[float]] = {code: [] for code in paths}
+        per_round: dict[str, list[float]] = {code: [] for code in paths}  # one figure a round: a start, a block's median
         with contextlib.ExitStack() as stack:
             servers = {}
             for code, path in paths.items():
@@ -269,13 +270,18 @@ def side_by_side(before: Path, work_dir: Path, quick: bool) -> None:
             for round_no in range(rounds):  # the order swaps each round: the first may leave a JVM stopping
                 for code, server in sorted(servers.items(), reverse=bool(round_no % 2)):
                     if spark:
-                        results[code].append(session_start(server.url, http))
+                        values = [session_start(server.url, http)]
                     else:
                         url = f"{server.url}/sessions/{sessions[code]}/statements"
-                        results[code] += statement_round_trips(http, url, 20 if quick else 60)[0]
+                        values = statement_round_trips(http, url, 20 if quick else 40)[0]
+                    results[code] += values
+                    per_round[code].append(median(values))
+        what = "session start on local[1], s" if spark else "`1 + 1` round trip through the server, ms"
         for code, values in results.items():
-            what = "session start on local[1], s" if spark else "`1 + 1` round trip through the server, ms"
             say(f"{code}: {what}: median {median(values):.3f} ({min(values):.3f}-{max(values):.3f}, n={len(values)})")
+        ratios = [after / before for before, after in zip(per_round["before"], per_round["after"], strict=True)]
+        name = what.split(",", maxsplit=1)[0]
+        say(f"after / before, {name}: median of the rounds' ratios {median(ratios):.3f} ({spread(ratios, '{:.2f}')})")
     say(f"load average {os.getloadavg()[0]:.1f}")
 
 
