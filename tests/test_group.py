@@ -202,3 +202,36 @@ def test_a_paused_leader_launches_nothing_twice_and_nothing_deleted_comes_back(g
     assert (calls.count("mark=ending"), calls.count("mark=waiting"), calls.count("mark=doomed")) == (1, 1, 0)
     served = {b["id"]: b["state"] for b in second.get("/batches").json()["sessions"]}
     assert served == {i: r["state"] for i, r in zk_view.records().items()} == {ending: "success", waiting: "success"}
+
+
+def test_clients_polling_a_standby_see_no_failure_across_a_clean_handover(group, job_file):
+    first = group(session_timeout=8.0)
+    wait_leading(first, 30)
+    second = group(session_timeout=8.0)
+    batch = second.submit(file=job_file, args=["sleep=0"])["id"]
+    second.wait_for(batch)
+    answers: list[int | str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with requests.Session() as client:  # no retries: a 503 or a refused connection would count as a failure
+            while not stop.is_set():
+                try:
+                    answer = client.get(f"{second.url}/batches/{batch}/state", timeout=30)
+                    answers.append(answer.status_code if answer.status_code == 200 else f"{answer.status_code} {answer.text}")
+                except requests.RequestException as err:
+                    answers.append(type(err).__name__)
+
+    pollers = [threading.Thread(target=poll) for _ in range(4)]
+    for poller in pollers:
+        poller.start()
+    time.sleep(0.5)
+    before = len(answers)
+    first.proc.send_signal(signal.SIGTERM)
+    wait_leading(second, 10)
+    time.sleep(0.5)
+    stop.set()
+    for poller in pollers:
+        poller.join(30)
+    assert before > 0 and len(answers) > before
+    assert set(answers) == {200}, {answer for answer in answers if answer != 200}

@@ -9,6 +9,7 @@ never meets a refused connection. Until it leads, a server answers:
   killed or forgotten until the lead is confirmed); reads are answered from memory.
 - everything else proxied to the leader, as sent (method, path, query, headers, body) and answered
   as the leader answers; while no server leads (or the leader does not answer), 503 + Retry-After.
+  Once this server was elected, requests wait for its takeover (recovery) to finish instead.
   A proxy, not a 307: it works for every client unmodified. On a redirect to another host requests
   (pylivy, sparkmagic, Airflow's HTTP hooks) drops the Authorization header, and curl follows none
   without -L, so a 307 would fail exactly the clients that sign in.
@@ -54,6 +55,8 @@ App = Callable[..., Any]  # an ASGI application
 STEPPED_DOWN = 75  # the exit code of a leader that lost its place (EX_TEMPFAIL: start me again)
 RETRY_AFTER = "1"
 PLACED_WAIT = 5.0
+TAKEOVER_WAIT = 15.0  # longest a request waits for this server's own takeover to finish
+HANDOVER_WAIT = 1.0  # how long a request the leader did not take waits to learn of the next one
 SAFE = {"GET", "HEAD", "OPTIONS"}  # what a leader whose connection is suspended still answers (from memory)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host"}
 
@@ -96,6 +99,7 @@ class GroupFront:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: httpx.AsyncClient | None = None
         self._led = False
+        self._serving: asyncio.Event | None = None  # set once the server's app serves here
         self.metrics = CollectorRegistry()
         self.metrics.register(GroupCollector(self.leadership))
 
@@ -125,6 +129,8 @@ class GroupFront:
             logging.shutdown()
             os._exit(STEPPED_DOWN)
         self._inner_lifespan, self._app = lifespan, app
+        if self._serving is not None:
+            self._serving.set()
         log.info("%s serves as the leader", self.url)
 
     def _hook_sigterm(self) -> None:
@@ -179,8 +185,18 @@ class GroupFront:
             leader = role.leader if role.leader != self.url else None
             await _answer_json(send, 503, {"role": "standby", "leader": leader}, {"retry-after": RETRY_AFTER})
 
-    async def _forward(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def _forward(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], replayed: bool = False
+    ) -> None:
         leader = self.leadership.role.leader
+        if leader == self.url and self._serving is not None:
+            # This server leads and is recovering: hold the request until it serves (a handover's fraction of a
+            # second), rather than fail a client that does not retry.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._serving.wait(), TAKEOVER_WAIT)
+            if self._app is not None:
+                await self._app(scope, receive, send)
+                return
         if leader is None or leader == self.url or self._proxy is None:
             await _unavailable(send, "no server of the group leads right now")
             return
@@ -202,6 +218,15 @@ class GroupFront:
         )
         try:
             answer = await self._proxy.send(request, stream=True)
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as err:
+            # Refused, or a kept-alive connection closed before an answer: a leader that is handing over. The request
+            # never reached it (a closed connection counts only for a safe method): ask the next leader once it is known.
+            unsent = isinstance(err, httpx.ConnectError) or scope["method"] in SAFE
+            if unsent and not replayed and await self._leader_changes(leader):
+                await self._forward(scope, _replay(bytes(body)), send, replayed=True)
+            else:
+                await _unavailable(send, f"the leader of the group ({leader}) did not answer")
+            return
         except httpx.HTTPError as err:
             log.warning("the leader %s did not answer (%s)", leader, type(err).__name__)
             await _unavailable(send, f"the leader of the group ({leader}) did not answer")
@@ -217,11 +242,20 @@ class GroupFront:
         finally:
             await answer.aclose()
 
+    async def _leader_changes(self, leader: str) -> bool:
+        deadline = asyncio.get_running_loop().time() + HANDOVER_WAIT
+        while self.leadership.role.leader in (leader, None):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     async def _lifespan(self, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._loop = asyncio.get_running_loop()
+                self._serving = asyncio.Event()
                 timeout = httpx.Timeout(10.0, read=self.config.state_wait_max + 30.0)
                 self._proxy = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
                 try:
@@ -241,6 +275,15 @@ class GroupFront:
                     await self._proxy.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _replay(body: bytes) -> Callable[[], Any]:
+    """An ASGI receive that gives an already read request body again."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 class _Lifespan:
