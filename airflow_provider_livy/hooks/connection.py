@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from airflow.sdk.exceptions import AirflowException
+
 from airflow_provider_livy.protocol import BATCHES_PATH, CSRF_HEADER, DEFAULT_PORT, SESSIONS_PATH, STATE_WAIT_PARAM
 
 DEFAULT_CONN_ID = "livy_default"
@@ -33,8 +35,9 @@ KNOWN_EXTRAS = frozenset(
 USER_AGENT = "airflow-provider-livy"
 
 
-class LivyError(RuntimeError):
-    """A Livy call that failed; `msg` is the server's {"msg": ...} text when it sent one."""
+class LivyError(RuntimeError, AirflowException):
+    """A Livy call that failed; `msg` is the server's {"msg": ...} text when it sent one. An AirflowException
+    (what the official hooks raise), so DAG code that catches that catches ours too."""
 
     def __init__(self, message: str, status: int | None = None, msg: str | None = None) -> None:
         super().__init__(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from airflow_provider_livy.hooks.arguments import build_request
 from airflow_provider_livy.hooks.connection import LivyConfigError, LivySettings
 
 T = TypeVar("T")
+OFFICIAL_SIZE = re.compile(r"\d+[kmgt]b?", re.IGNORECASE)  # the sizes the official body builder takes
 
 
 class BatchState(StrEnum):
@@ -55,6 +57,15 @@ def batch_state(value: str) -> BatchState | str:
         return value
 
 
+def session_id_of(session_id: int | str) -> int | str:
+    """The official hooks' check of a batch id: TypeError unless it reads as an integer."""
+    try:
+        int(session_id)
+    except (TypeError, ValueError):
+        raise TypeError("'session_id' must be an integer") from None
+    return session_id
+
+
 def post_batch_body(  # noqa: PLR0917 (the official signature takes them positionally)
     file: str,
     args: Sequence[str | int | float] | None = None,
@@ -74,9 +85,16 @@ def post_batch_body(  # noqa: PLR0917 (the official signature takes them positio
     conf: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """The official `build_post_batch_body`: empty arguments are left out, numbers in `args` become strings.
-    Validated by the protocol; a bad value raises BatchRequestError, a ValueError as the official one raises."""
+    Validated by the protocol, and refused where the official one refuses (a memory size without its unit, a
+    conf value that is empty or neither a string nor an int): a ValueError either way."""
     arguments = {key: value for key, value in locals().items() if value not in (None, "", [], {}, ())}
-    return build_request(arguments)
+    body = build_request(arguments)
+    for key in ("driver_memory", "executor_memory"):
+        if key in arguments and not (isinstance(arguments[key], str) and OFFICIAL_SIZE.fullmatch(arguments[key])):
+            raise ValueError(f"Invalid java size format for string'{arguments[key]}'")
+    if "conf" in arguments and not all(isinstance(v, (str, int)) and v != "" for v in dict(arguments["conf"]).values()):
+        raise ValueError("'conf' values must be either strings or ints")
+    return body
 
 
 def with_options(settings: LivySettings, extra_options: Mapping[str, Any], endpoint_prefix: str | None) -> LivySettings:

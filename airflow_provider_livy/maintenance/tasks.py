@@ -101,7 +101,7 @@ def _optional_number(params: Mapping[str, Any], name: str) -> float | None:
 def hook_kinds(hook: LivyHook) -> list[Listing]:
     """Batches, and interactive sessions where the server has them (GET /sessions)."""
     return [
-        Listing(BATCHES, functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.delete_batch),
+        Listing(BATCHES, functools.partial(hook.list_batches, page_size=LIST_PAGE), hook.discard_batch),
         Listing(
             SESSIONS,
             functools.partial(hook.list_sessions, page_size=LIST_PAGE),

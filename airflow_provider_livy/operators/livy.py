@@ -97,7 +97,7 @@ class LivyBatchOperator(LivyTaskOperator):
         self._recent: deque[str] = deque(maxlen=max(error_log_lines, 1))
 
     def delete(self, key: int | str) -> bool:
-        return self.hook.delete_batch(key)
+        return self.hook.discard_batch(key)
 
     # --- request ------------------------------------------------------------------------------
     def batch_request(self, context: Context) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class LivyBatchOperator(LivyTaskOperator):
                 return existing
             if self.delete_on_failure:
                 self.log.info("Deleting batch %s (%s) that an earlier try left %s", existing["id"], candidate, existing["state"])
-                self.hook.delete_batch(existing["id"])
+                self.hook.discard_batch(existing["id"])
                 return self._submit({**request, "name": candidate})
             self.log.info("Keeping failed batch %s (%s) from an earlier try (delete_on_failure=False)", existing["id"], candidate)
         return self._submit({**request, "name": f"{base}-try{try_number}-{int(time.time())}"})
@@ -184,7 +184,7 @@ class LivyBatchOperator(LivyTaskOperator):
         def poll(wait: float | None) -> str:
             if self._killed:
                 raise AirflowException(f"task killed; Livy batch {batch_id} was deleted")
-            return self.hook.get_batch_state(batch_id, wait=wait)
+            return self.hook.poll_batch_state(batch_id, wait=wait)
 
         def read_log() -> None:
             nonlocal offset

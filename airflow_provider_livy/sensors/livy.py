@@ -80,7 +80,7 @@ class LivyBatchSensor(BaseSensorOperator):
         return self.hook
 
     def poke(self, context: Context) -> bool:
-        state = self.hook.get_batch_state(self.batch_id)
+        state = self.hook.poll_batch_state(self.batch_id)
         self.log.info("Livy batch %s is %s", self.batch_id, state)
         if state not in TERMINAL_STATES:
             return False
@@ -93,7 +93,7 @@ class LivyBatchSensor(BaseSensorOperator):
             tail = self.hook.tail_log(self.batch_id, ERROR_LOG_LINES)
         if self.delete_batch:
             try:
-                self.hook.delete_batch(self.batch_id)
+                self.hook.discard_batch(self.batch_id)
                 self.log.info("Deleted Livy batch %s (%s)", self.batch_id, state)
             except LivyError as err:
                 self.log.error("Could not delete Livy batch %s: %s", self.batch_id, err)

@@ -94,7 +94,7 @@ class LivyBatchTrigger(BaseTrigger):
 
         async def poll(wait: float | None) -> str:
             nonlocal state
-            state = await hook.get_batch_state(self.batch_id, wait=wait)
+            state = await hook.poll_batch_state(self.batch_id, wait=wait)
             return state
 
         async def read_log() -> None:
@@ -110,7 +110,7 @@ class LivyBatchTrigger(BaseTrigger):
         except WaitTimeout as err:
             message = str(err)
             if self.delete_on_timeout:
-                await hook.delete_batch(self.batch_id)
+                await hook.discard_batch(self.batch_id)
                 message += "; deleted it"
             self.log.warning(message)
             yield self._event("timeout", err.state, lines, message)
@@ -123,7 +123,7 @@ class LivyBatchTrigger(BaseTrigger):
         """The user killed the deferred task (mark failed, clear): stop and forget the Spark job."""
         hook = self.hook_spec.async_hook(retries=2)
         try:
-            if await hook.delete_batch(self.batch_id):
+            if await hook.discard_batch(self.batch_id):
                 self.log.info("deleted Livy batch %s because the task was killed", self.batch_id)
         finally:
             await hook.aclose()

@@ -71,7 +71,7 @@ def test_every_batch_endpoint(fake_server: LivyServer, job_file: str, use_server
     for view in views:
         fake_server.wait_for(view["id"])
     assert [b["id"] for b in hook.list_batches(page_size=2)] == [v["id"] for v in views]
-    assert hook.get_batch("hook-3")["id"] == views[3]["id"]
+    assert hook.find_batch("hook-3")["id"] == views[3]["id"]
     assert hook.get_batch_state(views[0]["id"]) == "success"
     assert hook.find_batch("no-such-batch") is None
     lines, offset = hook.read_log(views[0]["id"], 0, page_size=7)
@@ -79,13 +79,13 @@ def test_every_batch_endpoint(fake_server: LivyServer, job_file: str, use_server
     assert offset == len(lines)
     assert hook.read_log(views[0]["id"], offset) == ([], offset)
     assert hook.tail_log(views[0]["id"], 2) == lines[-2:]
-    assert hook.delete_batch(views[0]["id"]) is True
-    assert hook.delete_batch(views[0]["id"]) is False  # already gone counts as success
+    assert hook.discard_batch(views[0]["id"]) is True
+    assert hook.discard_batch(views[0]["id"]) is False  # already gone counts as success
     with pytest.raises(LivyError) as err:
         hook.get_batch(views[0]["id"])
     assert err.value.status == 404 and "not found" in (err.value.msg or "")
     for view in views[1:]:
-        hook.delete_batch(view["id"])
+        hook.discard_batch(view["id"])
     assert fake_server.batch_ids() == []
 
 
@@ -134,7 +134,7 @@ def test_csrf_header_and_basic_auth(make_server: Callable[..., LivyServer], job_
     hook = LivyHook()
     view = hook.submit_batch({"file": job_file})
     assert view["owner"] == "alice"
-    assert hook.delete_batch(view["id"])
+    assert hook.discard_batch(view["id"])
     use_server(server, login="alice", password="wrong")
     ok, message = LivyHook().test_connection()
     assert not ok and "401" in message
@@ -144,7 +144,7 @@ def test_official_livy_connection_type_works(fake_server: LivyServer, job_file: 
     use_server(fake_server, conn_id="old_livy", conn_type="livy")
     hook = LivyHook("old_livy")
     view = hook.submit_batch({"file": job_file})
-    assert hook.delete_batch(view["id"])
+    assert hook.discard_batch(view["id"])
 
 
 def test_test_connection(fake_server: LivyServer, use_server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,13 +218,13 @@ def test_async_hook_reads_and_deletes(fake_server: LivyServer, job_file: str, us
 
     async def scenario() -> tuple[str, list[str], int, bool, bool, str]:
         hook = LivyAsyncHook()
-        state = await hook.get_batch_state(view["id"])
+        state = await hook.poll_batch_state(view["id"])
         lines, offset = await hook.read_log(view["id"], 0, page_size=5)
-        deleted, again = await hook.delete_batch(view["id"]), await hook.delete_batch(view["id"])
+        deleted, again = await hook.discard_batch(view["id"]), await hook.discard_batch(view["id"])
         await hook.aclose()
         gateway.script = [(504, {"Retry-After": "0"}, b"")]
         via_gateway = LivyAsyncHook("gateway")
-        retried = await via_gateway.get_batch_state(1)
+        retried = await via_gateway.poll_batch_state(1)
         await via_gateway.aclose()
         return state, lines, offset, deleted, again, retried
 

@@ -6,6 +6,7 @@ release shows what ours lack. DAG runs use the fake spark-submit: what is checke
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import json
 import textwrap
@@ -21,6 +22,7 @@ from airflow.providers.apache.livy.sensors.livy import LivySensor as OfficialLiv
 from airflow.providers.apache.livy.triggers.livy import LivyTrigger as OfficialLivyTrigger
 
 from airflow_provider_livy.hooks import livy as our_hooks
+from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.operators.livy import LivyBatchOperator, LivyOperator
 from airflow_provider_livy.sensors.livy import LivyBatchSensor, LivySensor
 from airflow_provider_livy.triggers.livy import LivyTrigger
@@ -107,6 +109,119 @@ def test_the_official_hook_methods_and_signatures(name: str) -> None:
         ours.build_post_batch_body("/x.py", driver_memory="lots")
 
 
+BODIES: list[dict[str, Any]] = [
+    {"file": "/x.py"},
+    {"file": "/x.py", "args": [10, 2.5, "a"], "driver_cores": 2, "executor_cores": 3, "executor_memory": "2g"},
+    {"file": "/x.jar", "py_files": ["a.py"], "files": ["f.txt"], "archives": ["a.zip"], "num_executors": 4},
+    {"file": "/x.py", "args": [], "conf": {}, "name": "", "queue": None},
+]
+REFUSED: list[dict[str, Any]] = [
+    {"file": "/x.py", "driver_memory": "lots"},
+    {"file": "/x.py", "executor_memory": "12"},
+    {"file": "/x.py", "args": "not-a-list"},
+    {"file": "/x.py", "jars": [{"a": 1}]},
+    {"file": "/x.py", "conf": {"k": ""}},
+]
+
+
+@pytest.mark.parametrize("name", ["LivyHook", "LivyAsyncHook"])
+def test_the_official_hook_return_shapes_without_a_server(name: str) -> None:
+    """What the official hooks answer before any network call, ours answers alike: request bodies, the
+    ValueError for a bad one, the TypeError for a batch id that is not an integer, a bad HTTP method."""
+    ours, official = getattr(our_hooks, name), getattr(official_hooks, name)
+    for body in BODIES:
+        assert ours.build_post_batch_body(**body) == official.build_post_batch_body(**body), body
+    # the one difference (README): a count given as a string is sent as the number Livy's API types it as
+    assert ours.build_post_batch_body("/x.py", num_executors="4")["numExecutors"] == 4
+    assert official.build_post_batch_body("/x.py", num_executors="4")["numExecutors"] == "4"
+    for body in REFUSED:
+        with pytest.raises(ValueError):
+            official.build_post_batch_body(**body)
+        with pytest.raises(ValueError):
+            ours.build_post_batch_body(**body)
+    mine, theirs = ours(), official()
+    calls = [("get_batch_state", ("nine",)), ("get_batch_logs", ("nine", 0, 10))]
+    if name == "LivyHook":
+        calls += [("get_batch", ("nine",)), ("delete_batch", ("nine",))]
+        for hook in (mine, theirs):
+            with pytest.raises(ValueError, match="Invalid http method 'PATCH'"):
+                hook.run_method("batches", "PATCH")
+    else:
+        bad = [asyncio.run(hook.run_method("batches", "TRACE")) for hook in (mine, theirs)]
+        assert bad[0] == bad[1] == {"status": "error", "response": "Invalid http method TRACE"}
+    for method, args in calls:
+        for hook in (mine, theirs):
+            call = getattr(hook, method)
+            with pytest.raises(TypeError, match="'session_id' must be an integer"):
+                asyncio.run(call(*args)) if inspect.iscoroutinefunction(call) else call(*args)
+
+
+def plain(value: Any) -> Any:
+    """An answer with enum members as their values, so the official enum and ours compare."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return getattr(value, "value", value)
+
+
+def test_the_official_hooks_and_ours_answer_alike(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
+    """The official hooks and ours, on the official `livy` connection to one server: the same answers
+    (states, log pages, delete bodies, a 404's error shape) and the same exception types on a 404."""
+    from airflow.sdk.exceptions import AirflowException
+
+    for key, value in connection_env(fake_server, conn_type="livy").items():
+        monkeypatch.setenv(key, value)
+    ours, official = our_hooks.LivyHook(), official_hooks.LivyHook()
+    first, second = (ours.post_batch(file=job_file, args=["lines=3", n]) for n in (1, 2))
+    for batch_id in (first, second):
+        fake_server.wait_for(batch_id)
+    mine, theirs = ours.get_batch_state(first), official.get_batch_state(first)
+    assert isinstance(mine, enum.Enum) and mine.value == theirs.value == "success"
+    assert ours.get_batch_logs(first, 0, 100) == official.get_batch_logs(first, 0, 100)
+    assert ours.get_batch_logs(first, 1, 2) == official.get_batch_logs(first, 1, 2)
+    assert ours.get_batch(first) == official.get_batch(first)
+    assert ours.dump_batch_logs(first) is official.dump_batch_logs(first) is None
+    assert ours.run_method("batches/999").status_code == official.run_method("batches/999").status_code == 404
+
+    async def async_answers(hook: Any) -> list[Any]:
+        answers = [
+            await hook.get_batch_state(first),
+            await hook.get_batch_logs(first, 0, 100),
+            await hook.dump_batch_logs(first),
+            await hook.run_method("batches/999", "GET"),
+            await hook.get_batch_state(999),
+        ]
+        if hasattr(hook, "aclose"):
+            await hook.aclose()
+        return answers
+
+    mine_async = asyncio.run(async_answers(our_hooks.LivyAsyncHook()))
+    theirs_async = asyncio.run(async_answers(official_hooks.LivyAsyncHook()))
+    assert plain(mine_async[:3]) == plain(theirs_async[:3])
+    assert mine_async[0]["batch_state"] == our_hooks.BatchState.SUCCESS
+    missing, theirs_missing = mine_async[3], theirs_async[3]
+    assert theirs_missing == {"Response": {"Not Found"}, "Status Code": {404}, "status": "error"}
+    assert theirs_missing.items() <= missing.items() and "not found" in missing["response"]
+    gone, theirs_gone = mine_async[4], theirs_async[4]
+    assert (gone["batch_state"], gone["status"]) == (theirs_gone["batch_state"], theirs_gone["status"]) == ("error", "error")
+    assert theirs_gone["response"].items() <= gone["response"].items()
+
+    assert ours.delete_batch(first) == official.delete_batch(second)
+    assert fake_server.batch_ids() == []
+    for method, args in (
+        ("get_batch", (first,)),
+        ("get_batch_state", (first,)),
+        ("delete_batch", (first,)),
+        ("get_batch_logs", (first, 0, 10)),
+    ):
+        with pytest.raises(AirflowException):
+            getattr(official, method)(*args)
+        with pytest.raises(AirflowException) as raised:
+            getattr(ours, method)(*args)
+        assert isinstance(raised.value, LivyError) and raised.value.status == 404, method
+
+
 def test_the_official_hook_calls_against_our_server(fake_server: LivyServer, job_file: str, monkeypatch) -> None:
     """The calls a DAG or a custom operator makes on the official hooks, made on ours over the official
     `livy` connection, answer as the official hooks answer."""
@@ -137,10 +252,11 @@ def test_the_official_hook_calls_against_our_server(fake_server: LivyServer, job
             await ahook.aclose()
 
     state, logs, lines, missing = asyncio.run(async_calls())
-    assert state == "success" and logs["status"] == "success" and "driver line 2" in logs["response"]["log"]
+    assert state["status"] == "success" and state["batch_state"] == our_hooks.BatchState.SUCCESS
+    assert logs["status"] == "success" and "driver line 2" in logs["response"]["log"]
     assert "driver line 2" in lines
-    assert missing["status"] == "error" and missing["Status Code"] == 404
-    assert hook.delete_batch(batch_id) is True
+    assert missing["status"] == "error" and missing["Status Code"] == {404}
+    assert hook.delete_batch(batch_id) == {"msg": "deleted"}
     assert fake_server.batch_ids() == []
 
 

@@ -1,0 +1,140 @@
+"""LivyAsyncHttp: the one place the async hook speaks HTTP (httpx), and the calls batches and sessions share.
+
+The retry policy is LivyHook's: reads, DELETE and a cancel are repeated, a POST that may have
+created something is not. (Our triggers never create nor submit: a restarted triggerer would do it
+twice.) A connection with `auth_kind = class` needs an httpx.Auth class in deferrable mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Container
+from typing import Any
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_livy.hooks.auth import httpx_auth
+from airflow_provider_livy.hooks.connection import (
+    DEFAULT_CONN_ID,
+    DEFAULT_RETRIES,
+    LivyError,
+    LivySettings,
+    default_headers,
+    describe,
+    error_message,
+    family_path,
+    log_step,
+    next_retry,
+    settings_from_connection,
+    wait_params,
+)
+from airflow_provider_livy.hooks.official import auth_from_type, with_options
+
+
+class LivyAsyncHttp(BaseHook):
+    """The one httpx client, the retry policy and what batches and sessions share; LivyAsyncHook's arguments."""
+
+    def __init__(
+        self,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        extra_options: dict[str, Any] | None = None,
+        extra_headers: dict[str, Any] | None = None,
+        endpoint_prefix: str | None = None,
+        auth_type: Any | None = None,
+        *,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        super().__init__()
+        self.livy_conn_id = livy_conn_id
+        self.extra_options = dict(extra_options or {})
+        self.extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
+        self.endpoint_prefix = endpoint_prefix
+        self.auth_type = auth_type
+        self.retries = retries
+        self._settings: LivySettings | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def settings(self) -> LivySettings:
+        if self._settings is None:
+            settings = settings_from_connection(await self.aget_connection(self.livy_conn_id))
+            self._settings = with_options(settings, self.extra_options, self.endpoint_prefix)
+        return self._settings
+
+    async def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            s = await self.settings()
+            auth = auth_from_type(self.auth_type, httpx.Auth, s.login, s.password) or httpx_auth(s)
+            self._client = httpx.AsyncClient(
+                base_url=s.base_url,
+                headers=default_headers(s) | self.extra_headers,
+                verify=s.verify,
+                auth=auth,
+                timeout=s.timeout,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _call(
+        self, method: str, path: str, expect: Container[int] = (200,), held: float = 0.0, **kwargs: Any
+    ) -> httpx.Response:
+        """`held`: how long the server may hold the answer on purpose (a long poll), added to the timeout."""
+        client = await self.client()
+        if held:
+            kwargs["timeout"] = (await self.settings()).timeout + held
+        attempt = 0
+        while True:
+            try:
+                response = await client.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                never_sent = isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout))
+                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
+                if delay is None:
+                    raise LivyError(f"Livy {method} {client.base_url}{path} failed: {err!r}") from err
+                self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, err, attempt + 1, self.retries)
+            else:
+                if response.status_code in expect:
+                    return response
+                retry_after = response.headers.get("Retry-After")
+                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
+                if delay is None:
+                    raise self._error(method, response)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    @staticmethod
+    def _error(method: str, response: httpx.Response) -> LivyError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        msg = error_message(response.status_code, body, response.text)
+        return LivyError(describe(method, str(response.url), response.status_code, msg), response.status_code, msg)
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise LivyError(f"Livy {method} {path} answered {response.status_code} with a body that is not JSON") from None
+
+    # --- what batches and sessions share -------------------------------------------------------
+    async def _state(self, family: str, key: int | str, wait: float | None) -> str:
+        return (await self._json("GET", family_path(family, key, "state"), params=wait_params(wait), held=wait or 0.0))["state"]
+
+    async def _read_log(self, family: str, key: int | str, offset: int, page_size: int) -> tuple[list[str], int]:
+        lines: list[str] = []
+        while True:
+            page = await self._json("GET", family_path(family, key, "log"), params={"from": offset, "size": page_size})
+            new, offset, done = log_step(page, offset)
+            lines.extend(new)
+            if done:
+                return lines, offset
+
+    async def _delete(self, family: str, key: int | str) -> bool:
+        """False when it was already gone, which counts as success."""
+        return (await self._call("DELETE", family_path(family, key), expect=(200, 204, 404))).status_code != 404

@@ -1,0 +1,226 @@
+"""LivyHttp: the one place the sync hook speaks HTTP, and the calls batches and sessions share.
+
+Retry policy, in one place:
+- GET and DELETE are repeated with backoff on connection errors and on 502/503/504, waiting
+  as long as the server's Retry-After says. Both are safe to repeat: they change nothing, or
+  delete what is already gone (a DELETE answered 404 counts as success).
+- POST /batches is repeated only when the server cannot have created anything: the connection
+  was never established, or our server answered 503 *with* Retry-After (it says so only when
+  it refused before creating). A read timeout, 502 or 504 after a POST is not repeated: the
+  batch may exist. The operator always sends a unique batch name, so even then it finds the
+  batch by name instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Container, Iterator
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_livy.hooks.auth import requests_auth
+from airflow_provider_livy.hooks.connection import (
+    DEFAULT_CONN_ID,
+    DEFAULT_RETRIES,
+    LivyConfigError,
+    LivyError,
+    LivySettings,
+    default_headers,
+    describe,
+    error_message,
+    family_path,
+    log_step,
+    next_retry,
+    settings_from_connection,
+    wait_params,
+)
+from airflow_provider_livy.hooks.official import auth_from_type, with_options
+from airflow_provider_livy.protocol import BATCHES_PATH
+
+POOL_SIZE = 4
+
+
+class LivyHttp(BaseHook):
+    """One pooled requests.Session to a Livy-compatible server (ours or Apache Livy), the retry policy, and
+    the calls batches and sessions share. LivyHook's arguments:
+
+    :param livy_conn_id: a `livy_batch` connection, or any connection with a host (the official
+        provider's `livy` type works unchanged).
+    :param extra_options: the official hook's HttpHook options: `verify`, `timeout`, `proxies`, `cert`.
+    :param extra_headers: headers added to the connection's.
+    :param auth_type: a requests auth class (or its dotted path), called as HttpHook does:
+        `auth_type(login, password)` when the connection has a login, else `auth_type()`.
+    :param endpoint_prefix: a path added to the connection's URL (a Livy behind a gateway).
+    :param auth: a requests auth object that overrides the connection's (e.g. Kerberos).
+    :param retries: how many times a retryable call is repeated before giving up.
+    """
+
+    def __init__(
+        self,
+        livy_conn_id: str = DEFAULT_CONN_ID,
+        extra_options: dict[str, Any] | None = None,
+        extra_headers: dict[str, Any] | None = None,
+        auth_type: Any | None = None,
+        endpoint_prefix: str | None = None,
+        *,
+        auth: requests.auth.AuthBase | None = None,
+        retries: int = DEFAULT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.livy_conn_id = livy_conn_id
+        self.extra_options = dict(extra_options or {})
+        self.extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
+        self.auth_type = auth_type
+        self.endpoint_prefix = endpoint_prefix
+        self._auth = auth
+        self.retries = retries
+        self._sleep = sleep
+
+    @cached_property
+    def settings(self) -> LivySettings:
+        settings = settings_from_connection(self.get_connection(self.livy_conn_id))
+        return with_options(settings, self.extra_options, self.endpoint_prefix)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One session per hook: keep-alive connections are reused across the many polling calls."""
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=POOL_SIZE, pool_maxsize=POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(default_headers(self.settings) | self.extra_headers)
+        session.verify = self.settings.verify
+        session.proxies.update(self.extra_options.get("proxies") or {})
+        session.cert = self.extra_options.get("cert")
+        s = self.settings
+        typed = auth_from_type(self.auth_type, requests.auth.AuthBase, s.login, s.password)
+        session.auth = self._auth or typed or self._connection_auth()
+        return session
+
+    def get_conn(self, headers: dict[Any, Any] | None = None) -> requests.Session:
+        """The pooled session, as HttpHook.get_conn returns it; `headers` are added to it."""
+        if headers:
+            self.session.headers.update({str(k): str(v) for k, v in headers.items()})
+        return self.session
+
+    def _connection_auth(self) -> requests.auth.AuthBase | None:
+        return requests_auth(self.settings)
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+
+    # --- the one place HTTP happens ------------------------------------------------------------
+    def _call(
+        self, method: str, path: str, *, expect: Container[int] = (200,), held: float = 0.0, **kwargs: Any
+    ) -> requests.Response:
+        """Send one call with the retry policy in the module docstring; raise LivyError if it fails.
+
+        `held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
+        """
+        url = self.settings.url(path)
+        timeout = self.settings.timeout + held
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, timeout=timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                # ConnectTimeout is both; a read timeout or a dropped connection may follow a sent request
+                never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err)
+                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
+                if delay is None:
+                    failure = f"timed out after {timeout:g}s" if isinstance(err, requests.Timeout) else f"failed: {err}"
+                    raise LivyError(f"Livy {method} {url} {failure}") from err
+                self.log.warning("Livy %s %s failed (%s); retry %d of %d", method, url, err, attempt + 1, self.retries)
+            else:
+                if response.status_code in expect:
+                    return response
+                retry_after = response.headers.get("Retry-After")
+                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
+                if delay is None:
+                    raise self._error(method, url, response)
+                self.log.warning(
+                    "Livy %s %s answered %d%s; retry %d of %d",
+                    method,
+                    url,
+                    response.status_code,
+                    f" (Retry-After {retry_after})" if retry_after else "",
+                    attempt + 1,
+                    self.retries,
+                )
+            self._sleep(delay)
+            attempt += 1
+
+    @staticmethod
+    def _error(method: str, url: str, response: requests.Response) -> LivyError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        msg = error_message(response.status_code, body, response.text)
+        return LivyError(describe(method, url, response.status_code, msg), response.status_code, msg)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise LivyError(f"Livy {method} {path} answered {response.status_code} with a body that is not JSON") from None
+
+    # --- what batches and sessions share -------------------------------------------------------
+    def _get(self, family: str, key: int | str) -> dict[str, Any]:
+        return self._json("GET", family_path(family, key))
+
+    def _find(self, family: str, key: int | str) -> dict[str, Any] | None:
+        try:
+            return self._get(family, key)
+        except LivyError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def _state(self, family: str, key: int | str, wait: float | None) -> str:
+        return self._json("GET", family_path(family, key, "state"), params=wait_params(wait), held=wait or 0.0)["state"]
+
+    def _list(self, path: str, page_size: int) -> Iterator[Any]:
+        start = 0
+        while True:
+            page = self._json("GET", path, params={"from": start, "size": page_size})
+            sessions = page.get("sessions") or []
+            yield from sessions
+            start += len(sessions)
+            if not sessions or start >= int(page.get("total", 0)):
+                return
+
+    def _log_page(self, family: str, key: int | str, start: int | None, size: int) -> dict[str, Any]:
+        params = {"size": size} if start is None else {"from": start, "size": size}
+        return self._json("GET", family_path(family, key, "log"), params=params)
+
+    def _read_log(self, family: str, key: int | str, offset: int, page_size: int) -> tuple[list[str], int]:
+        lines: list[str] = []
+        while True:
+            new, offset, done = log_step(self._log_page(family, key, offset, page_size), offset)
+            lines.extend(new)
+            if done:
+                return lines, offset
+
+    def _delete(self, family: str, key: int | str) -> bool:
+        return self._call("DELETE", family_path(family, key), expect=(200, 204, 404)).status_code != 404
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The connections UI's Test button: can we list batches? One try, so a dead server is reported at once
+        instead of after the ~15 s of backoff a task's call would wait."""
+        retries, self.retries = self.retries, 0
+        try:
+            page = self._json("GET", BATCHES_PATH, params={"from": 0, "size": 1})
+        except (LivyError, LivyConfigError) as err:
+            return False, str(err)
+        finally:
+            self.retries = retries
+            self.close()
+        return True, f"Connected to {self.settings.base_url}: the server holds {page.get('total', 0)} batch(es)"
