@@ -235,3 +235,19 @@ def test_clients_polling_a_standby_see_no_failure_across_a_clean_handover(group,
         poller.join(30)
     assert before > 0 and len(answers) > before
     assert set(answers) == {200}, {answer for answer in answers if answer != 200}
+
+
+def test_kill_9_of_the_leader_the_other_reconnects_to_a_live_session(group, zk_view):
+    """The session's REPL runs for real (as plain Python: the fake spark-submit has no Spark)."""
+    first = group()
+    wait_leading(first, 30)
+    second = group()
+    live = second.open_session(name="notebook")  # through the standby's proxy
+    assert second.run(live["id"], "x = 6 * 7")["state"] == "available"
+    assert live["id"] in zk_view.records("interactive")
+    first.stop(signal.SIGKILL)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    back = second.wait_for(live["id"], {"idle"}, path="/sessions", timeout=30)
+    assert back["name"] == "notebook"
+    assert second.run(live["id"], "x")["output"]["data"]["text/plain"] == "42"  # its interpreter state survived
+    assert second.delete(f"/sessions/{live['id']}").json() == {"msg": "deleted"}
