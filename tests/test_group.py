@@ -251,3 +251,38 @@ def test_kill_9_of_the_leader_the_other_reconnects_to_a_live_session(group, zk_v
     assert back["name"] == "notebook"
     assert second.run(live["id"], "x")["output"]["data"]["text/plain"] == "42"  # its interpreter state survived
     assert second.delete(f"/sessions/{live['id']}").json() == {"msg": "deleted"}
+
+
+def test_while_zookeeper_is_away_the_leaders_clocks_wait(make_server, private_zookeeper, zk_prefix, job_file):
+    """A batch's ttl runs out while the leader cannot reach ZooKeeper (its connection suspended, its session alive):
+    the batch is not killed then, POST answers 503, reads are served; once the session is back, the ttl ends it."""
+    port = free_port()
+    server = make_server(
+        {
+            "livy.server.recovery.mode": "ha",
+            "livy.server.recovery.state-store": "zookeeper",
+            "livy.server.recovery.state-store.url": private_zookeeper.hosts,
+            "livy.server.recovery.zk-state-store.key-prefix": zk_prefix,
+            "livy.server.ha.session-timeout": "10s",
+            "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
+            "livy.server.batch.ttl": "3s",
+        },
+        port=port,
+    )
+    wait_leading(server, 30)
+    batch = server.submit(file=job_file, args=["sleep=60"])["id"]
+    server.wait_for(batch, {"running"})
+    private_zookeeper.stop()
+    stopped = time.monotonic()
+    deadline = stopped + 8
+    while requests.get(server.url + "/ready", timeout=5).status_code == 200:
+        assert time.monotonic() < deadline, "the leader did not notice ZooKeeper was gone"
+        time.sleep(0.1)
+    time.sleep(max(0.0, stopped + 4 - time.monotonic()))  # the ttl ran out meanwhile
+    assert server.get(f"/batches/{batch}").json()["state"] == "running"
+    refused = server.post("/batches", json={"file": job_file})
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    private_zookeeper.start()
+    wait_leading(server, 20)
+    assert server.wait_for(batch, {"dead", "killed"}, timeout=20)["state"] in ("dead", "killed")
+    assert server.proc.poll() is None  # the same session came back: it still leads

@@ -35,6 +35,14 @@ def build_services(config: ServerConfig, fence: Fence | None = None) -> tuple[Se
     return recover_services(config, fence)
 
 
+def lead_services(config: ServerConfig, fence: Fence) -> tuple[SessionService, SessionService]:
+    """A group leader's services: fenced stores, clocks and launches waiting while the fence is held."""
+    services = build_services(config, fence)
+    for service in services:
+        service.may_act = lambda: fence.armed
+    return services
+
+
 def serve_group(config: ServerConfig, log_level: str) -> int:
     """Recovery mode ha: listen at once, lead when elected (server.group)."""
     import uvicorn
@@ -42,7 +50,7 @@ def serve_group(config: ServerConfig, log_level: str) -> int:
     from airflow_provider_livy.server.api.routes import create_app
     from airflow_provider_livy.server.group import GroupFront
 
-    front = GroupFront(config, lambda fence: create_app(*build_services(config, fence)))
+    front = GroupFront(config, lambda fence: create_app(*lead_services(config, fence)))
     log.info(
         "serving on http://%s:%d as %s, one of the group under /%s in ZooKeeper",
         config.host,

@@ -50,6 +50,7 @@ from airflow_provider_livy.server.sessions.registry import Registry
 from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreUnavailable, StoreWriter
 
 log = logging.getLogger(__name__)
+HELD_RECHECK = 0.2  # while a group's leader cannot confirm its lead, the collector looks again this often
 
 VIEW_LOG_LINES = 10
 UP_STATES = frozenset({IDLE, BUSY})
@@ -98,6 +99,9 @@ class SessionService:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.after_start: list[Callable[[], Coroutine[Any, Any, None]]] = []  # e.g. recovery's purge, run once serving
+        # A group's leader (recovery mode ha) sets this to its fence: false while it cannot confirm its lead, and
+        # then the clocks and launches wait.
+        self.may_act: Callable[[], bool] = lambda: True
 
     # --- paths -------------------------------------------------------------------------
     def log_path(self, session_id: int) -> Path:
@@ -243,7 +247,7 @@ class SessionService:
 
     # --- launching -------------------------------------------------------------------------
     def launch_pending(self) -> None:
-        while self.pending and self.capacity.slot_free():
+        while self.pending and self.capacity.slot_free() and self.may_act():
             session = self.registry.sessions.get(self.pending.popleft())
             if session is not None and session.state == STARTING and session.request is not None:
                 self._launch(session)
@@ -267,6 +271,7 @@ class SessionService:
             if self.registry.sessions.get(session.id) is session and session.state == STARTING:
                 session.request = request
                 self.pending.appendleft(session.id)  # launched when this server may write again, or by the next leader
+                self._wake.set()  # the collector sees the held lead and launches once it is confirmed
             log.warning("%s %d not launched: its launch mark was not written (%s)", self.family.protocol.word, session.id, err)
             return
         if self.registry.sessions.get(session.id) is not session or session.state != STARTING:
@@ -383,14 +388,23 @@ class SessionService:
 
     # --- the clock -----------------------------------------------------------------------
     async def _collect(self) -> None:
+        held = False
         while True:
             deadline = self.registry.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            if not self.may_act():
+                held = True
+                await asyncio.sleep(HELD_RECHECK)
+                self._wake.set()  # look again: once the lead is confirmed, the clocks and the queue go on
+                continue
             try:
                 self.collect_due()
+                if held:
+                    held = False
+                    self.launch_pending()
             except Exception:
                 log.exception("collector round failed")
 
