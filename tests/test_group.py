@@ -129,13 +129,19 @@ def test_a_paused_leader_ends_itself_and_changes_nothing(group, zk_view, job_fil
     assert second.get(f"/batches/{kept}").json()["state"] == "success"
 
 
-def test_sigterm_hands_over_without_waiting_for_the_session_to_expire(group, job_file):
-    """The figure (well under a second when the machine is quiet) is bench_ha's; here: no wait for the timeout."""
+def pair_with_a_batch(group, job_file: str) -> tuple[LivyServer, LivyServer, int]:
+    """A leader and a standby with a session timeout long enough to tell a handover from an expiry, one batch done."""
     first = group(session_timeout=8.0)
     wait_leading(first, 30)
     second = group(session_timeout=8.0)
-    batch = first.submit(file=job_file, args=["sleep=0"])["id"]
-    first.wait_for(batch)
+    batch = second.submit(file=job_file, args=["sleep=0"])["id"]
+    second.wait_for(batch)
+    return first, second, batch
+
+
+def test_sigterm_hands_over_without_waiting_for_the_session_to_expire(group, job_file):
+    """The figure (well under a second when the machine is quiet) is bench_ha's; here: no wait for the timeout."""
+    first, second, batch = pair_with_a_batch(group, job_file)
     asked = time.monotonic()
     first.proc.send_signal(signal.SIGTERM)
     wait_leading(second, 10)
@@ -205,11 +211,7 @@ def test_a_paused_leader_launches_nothing_twice_and_nothing_deleted_comes_back(g
 
 
 def test_clients_polling_a_standby_see_no_failure_across_a_clean_handover(group, job_file):
-    first = group(session_timeout=8.0)
-    wait_leading(first, 30)
-    second = group(session_timeout=8.0)
-    batch = second.submit(file=job_file, args=["sleep=0"])["id"]
-    second.wait_for(batch)
+    first, second, batch = pair_with_a_batch(group, job_file)
     answers: list[int | str] = []
     stop = threading.Event()
 
