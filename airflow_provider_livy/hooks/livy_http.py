@@ -46,18 +46,7 @@ POOL_SIZE = 4
 
 class LivyHttp(BaseHook):
     """One pooled requests.Session to a Livy-compatible server (ours or Apache Livy), the retry policy, and
-    the calls batches and sessions share. LivyHook's arguments:
-
-    :param livy_conn_id: a `livy_batch` connection, or any connection with a host (the official
-        provider's `livy` type works unchanged).
-    :param extra_options: the official hook's HttpHook options: `verify`, `timeout`, `proxies`, `cert`.
-    :param extra_headers: headers added to the connection's.
-    :param auth_type: a requests auth class (or its dotted path), called as HttpHook does:
-        `auth_type(login, password)` when the connection has a login, else `auth_type()`.
-    :param endpoint_prefix: a path added to the connection's URL (a Livy behind a gateway).
-    :param auth: a requests auth object that overrides the connection's (e.g. Kerberos).
-    :param retries: how many times a retryable call is repeated before giving up.
-    """
+    the calls batches and sessions share. Its arguments are LivyHook's (documented there)."""
 
     def __init__(
         self,

@@ -145,23 +145,39 @@ class LivyBatchOperator(LivyTaskOperator):
         """Re-attach to this task instance's batch if an earlier try left it running, else submit.
 
         A failed batch kept by `delete_on_failure=False` keeps its name, so later tries use
-        <name>-try2, -try3...; each try first looks at the names before it.
+        <name>-try2, -try3...; each try first looks at the names before it. With `durable=False` no
+        earlier batch is re-attached to: each one of this task instance still there is deleted (unless
+        kept as failed) and this try submits its own.
         """
         base = request["name"]
         try_number = max(int(getattr(context["ti"], "try_number", 1) or 1), 1)
-        for candidate in [base] + [f"{base}-try{n}" for n in range(2, try_number + 1)]:
+        names = [base] + [f"{base}-try{n}" for n in range(2, try_number + 1)]
+        if not self.durable:
+            free = [self._drop_earlier(name) for name in names]
+            return self._submit({**request, "name": names[-1] if free[-1] else f"{names[-1]}-{int(time.time())}"})
+        for candidate in names:
             existing = self.hook.find_batch(candidate)
             if existing is None:
                 return self._submit({**request, "name": candidate})
             if existing["state"] not in FAILED_STATES:
                 self.log.info("Re-attaching to batch %s (%s, %s) of an earlier try", existing["id"], candidate, existing["state"])
                 return existing
-            if self.delete_on_failure:
-                self.log.info("Deleting batch %s (%s) that an earlier try left %s", existing["id"], candidate, existing["state"])
-                self.hook.discard_batch(existing["id"])
+            if self._drop_earlier(candidate, existing):
                 return self._submit({**request, "name": candidate})
-            self.log.info("Keeping failed batch %s (%s) from an earlier try (delete_on_failure=False)", existing["id"], candidate)
         return self._submit({**request, "name": f"{base}-try{try_number}-{int(time.time())}"})
+
+    def _drop_earlier(self, name: str, view: dict[str, Any] | None = None) -> bool:
+        """Delete an earlier try's batch unless it is a failed one kept by `delete_on_failure=False`;
+        True when the name is free again."""
+        view = view or self.hook.find_batch(name)
+        if view is None:
+            return True
+        if view["state"] in FAILED_STATES and not self.delete_on_failure:
+            self.log.info("Keeping failed batch %s (%s) from an earlier try (delete_on_failure=False)", view["id"], name)
+            return False
+        self.log.info("Deleting batch %s (%s) that an earlier try left %s", view["id"], name, view["state"])
+        self.hook.discard_batch(view["id"])
+        return True
 
     def _submit(self, request: dict[str, Any]) -> dict[str, Any]:
         self.log.info("Submitting Livy batch %s: %s", request["name"], request)
@@ -271,3 +287,43 @@ class LivyOperator(LivyBatchOperator):
         """Delete the current batch (the official operator's name for it)."""
         if self.batch_id is not None:
             self.delete_quietly(self.batch_id, "kill() was called")
+
+    # --- the official operator's resumable-job methods, for code that calls or overrides them ----------
+    external_id_key = "livy_batch_id"
+
+    def execute_resumable(self, context: Context) -> int:
+        """The official crash-safe path: ours is `execute` itself, which re-attaches by name on every path."""
+        return self.execute(context)
+
+    def submit_job(self, context: Context) -> int:
+        """Submit the batch (or, with `durable`, re-attach to the one an earlier try left running); its id."""
+        view = self._attach_or_submit(self.batch_request(context), context)
+        self.batch_id = int(view["id"])
+        self.log.info("Generated batch-id is %s", self.batch_id)
+        return self.batch_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return str(self.hook.get_batch_state(external_id, retry_args=self.retry_args))
+
+    def is_job_active(self, status: str) -> bool:
+        return status not in TERMINAL_STATES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == SUCCESS
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+        self.batch_id = int(external_id)
+        self.poll_for_termination(self.batch_id)
+
+    def get_job_result(self, external_id: Any, context: Context) -> int:
+        """Push XCom `app_id`; the batch id."""
+        context["ti"].xcom_push(key="app_id", value=self.hook.get_batch(external_id).get("appId"))
+        return int(external_id)
+
+    def poll_for_termination(self, batch_id: int | str) -> None:
+        """Wait until the batch ends (long polls, driver log lines streamed into the task log);
+        AirflowException unless it succeeded. The batch is kept: `execute` deletes it, a caller of this may not."""
+        state = self._wait(int(batch_id))
+        self.log.info("Batch with id %s terminated with state: %s", batch_id, state)
+        if state != SUCCESS:
+            raise AirflowException(f"Batch {batch_id} did not succeed")

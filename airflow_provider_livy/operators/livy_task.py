@@ -84,8 +84,9 @@ class LivyTaskOperator(BaseOperator):
     :param livy_endpoint_prefix: a path added to the connection's URL.
     :param extra_options: HttpHook options: `verify`, `timeout`, `proxies`, `cert`.
     :param retry_args: tenacity arguments; `stop=stop_after_attempt(n)` sets how often a call is tried.
-    :param durable: accepted for the official operator's sake; a retry always re-attaches to the batch of an
-        earlier try, found by its deterministic name (Airflow's task state store is not needed for that).
+    :param durable: True (the default, as there): a batch's retry re-attaches to the batch an earlier try left
+        running, found by its deterministic name (on every path, deferred too; no task state store needed).
+        False: as there, a retry submits a new batch; unlike there, the earlier try's batch is deleted first.
     :param openlineage_inject_parent_job_info: add the OpenLineage parent job keys to the Spark conf.
     :param openlineage_inject_transport_info: add Airflow's OpenLineage transport to the Spark conf.
     """
@@ -142,7 +143,8 @@ class LivyTaskOperator(BaseOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.extra_headers = extra_headers
         self.livy_conn_auth_type, self.livy_endpoint_prefix = livy_conn_auth_type, livy_endpoint_prefix
-        self.extra_options, self.retry_args, self.durable = extra_options, retry_args, durable
+        self.extra_options, self.retry_args = extra_options, retry_args
+        self.durable = True if durable is None else durable
         parent_job, transport = openlineage.inject_defaults()
         self.openlineage_inject_parent_job_info = (
             parent_job if openlineage_inject_parent_job_info is None else openlineage_inject_parent_job_info

@@ -9,8 +9,10 @@ import asyncio
 import enum
 import inspect
 import json
+import signal
 import textwrap
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.operators.livy import LivyBatchOperator, LivyOperator
 from airflow_provider_livy.sensors.livy import LivyBatchSensor, LivySensor
 from airflow_provider_livy.triggers.livy import LivyTrigger
-from tests.airflow.conftest import DagRunner, connection_env
+from tests.airflow.conftest import DagRunner, connection_env, wait_until
 from tests.conftest import LivyServer
 
 STATE_RETAIN = 600.0
@@ -451,3 +453,78 @@ def test_submit_then_sense_and_the_official_operator_beside_ours(
     assert '"spark.openlineage.parentJobName": "livy_dropin.official"' in official_body
     # nothing is left but what the official operator leaves: it never deletes a batch
     assert [(b["id"], b["state"]) for b in batches(fake_server)] == [(official["return_value"], "success")]
+
+
+def test_the_official_operator_methods_in_a_custom_subclass(
+    fake_server: LivyServer, dag_runner: DagRunner, job_file: str
+) -> None:
+    """DAG code that drives the official LivyOperator's resumable-job methods itself (submit_job, get_job_status,
+    is_job_active/succeeded, poll_until_complete, get_job_result) runs on ours and ends as on the official one."""
+    dag = dag_runner.write_dag(
+        "livy_stepwise",
+        """
+        from airflow.providers.apache.livy.operators.livy import LivyOperator as OfficialLivyOperator
+        from airflow_provider_livy.operators.livy import LivyOperator
+
+        def stepwise(base):
+            class Stepwise(base):
+                def execute(self, context):
+                    batch_id = self.submit_job(context)
+                    status = self.get_job_status(batch_id, context)
+                    active, succeeded = self.is_job_active(status), self.is_job_succeeded(status)
+                    self.log.info("STEP %s %s %s %s", self.task_id, self.external_id_key, active or succeeded, status)
+                    self.poll_until_complete(batch_id, context)
+                    return self.get_job_result(batch_id, context)
+            return Stepwise
+
+        for label, base, conn in (("ours", LivyOperator, "livy_default"), ("official", OfficialLivyOperator, "livy_official")):
+            for outcome, args in (("ok", ["lines=2", "app={app}"]), ("fails", ["lines=2", "exit=3"])):
+                stepwise(base)(task_id=f"{{label}}_{{outcome}}", file={job!r}, args=args, livy_conn_id=conn,
+                               polling_interval=1, dag=dag)
+        """,
+        job=job_file,
+        app=APP_ID,
+    )
+    env = connection_env(fake_server) | connection_env(fake_server, "livy_official", conn_type="livy")
+    outcome = dag_runner.run(dag, "livy_stepwise", env)
+    states = {t: outcome.task(t)["state"] for t in ("ours_ok", "ours_fails", "official_ok", "official_fails")}
+    assert states == {"ours_ok": "success", "ours_fails": "failed", "official_ok": "success", "official_fails": "failed"}, (
+        outcome.output[-5000:]
+    )
+    ours, official = outcome.task("ours_ok")["xcom"], outcome.task("official_ok")["xcom"]
+    assert ours["app_id"] == official["app_id"] == APP_ID
+    assert isinstance(ours["return_value"], int) and isinstance(official["return_value"], int)
+    for task in ("ours_ok", "official_ok", "ours_fails", "official_fails"):
+        assert f"STEP {task} livy_batch_id True " in outcome.output, task
+    assert outcome.output.count("did not succeed") >= 2, outcome.output[-3000:]
+
+
+def test_durable_false_submits_anew_and_deletes_the_earlier_batch(
+    fake_server: LivyServer, dag_runner: DagRunner, job_file: str
+) -> None:
+    """durable=False, as on the official operator: the retry after a worker crash does not re-attach; it submits
+    its own batch, and (unlike there) deletes the one the dead worker left running. on_kill then deletes the new one."""
+    dag = dag_runner.write_dag(
+        "livy_not_durable",
+        """
+        from airflow_provider_livy.operators.livy import LivyOperator
+        LivyOperator(task_id="spark", file={job!r}, args=["sleep=300"], polling_interval=1, durable=False, dag=dag)
+        """,
+        job=job_file,
+    )
+    logical_date = datetime.now(UTC).isoformat()
+    env = connection_env(fake_server)
+    worker = dag_runner.start(dag, "livy_not_durable", env, logical_date)
+    first = wait_until(lambda: fake_server.get("/batches").json()["sessions"], timeout=120, what="the batch to be submitted")[0]
+    worker.proc.kill()
+    worker.proc.wait()
+    retry = dag_runner.start(dag, "livy_not_durable", env, logical_date)
+    line = retry.wait_for_output("that an earlier try left")
+    assert f"Deleting batch {first['id']} ({first['name']})" in line
+    retry.wait_for_output("Livy batch")
+    second = wait_until(lambda: [b for b in batches(fake_server) if b["id"] != first["id"]], timeout=60, what="a new batch")[0]
+    assert fake_server.get(f"/batches/{first['id']}").status_code == 404
+    retry.proc.send_signal(signal.SIGTERM)
+    outcome = retry.outcome(timeout=60)
+    assert f"Deleted Livy batch {second['id']} because the task was killed" in outcome.output, outcome.output[-3000:]
+    assert fake_server.batch_ids() == []
