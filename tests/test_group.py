@@ -82,6 +82,10 @@ def test_one_leads_and_a_standby_proxies_to_it(group, zk_view, job_file):
     assert (metric(first, "livy_ha_leader"), metric(second, "livy_ha_leader")) == (1, 0)
     assert metric(first, "livy_ha_takeovers_total") == 1
     assert "livy_batches_created_total" in requests.get(first.url + "/metrics", timeout=5).text
+    epoch = ready(first)[1]["epoch"]
+    for server in (first, second):  # a standby proxies /ui too: the page is the leader's, saying so
+        page = requests.get(server.url + "/ui", timeout=10)
+        assert page.status_code == 200 and f'<span class="group">leader · epoch {epoch}</span>' in page.text
 
 
 def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_file):

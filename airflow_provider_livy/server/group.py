@@ -43,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from airflow_provider_livy import __version__
+from airflow_provider_livy.server.api import ui
 from airflow_provider_livy.server.api.schemas import LIVY_API_VERSION
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.fence import Fence
@@ -100,6 +101,7 @@ class GroupFront:
         self._proxy: httpx.AsyncClient | None = None
         self._led = False
         self._serving: asyncio.Event | None = None  # set once the server's app serves here
+        ui.show_group(self._place)
         self.metrics = CollectorRegistry()
         self.metrics.register(GroupCollector(self.leadership))
 
@@ -176,6 +178,12 @@ class GroupFront:
             await _answer_json(send, 200, body)
         else:
             await self._forward(scope, receive, send)
+
+    def _place(self) -> dict[str, Any]:
+        role = self.leadership.role
+        if role.leading:
+            return {"role": "leader", "leader": None, "epoch": role.epoch}
+        return {"role": "standby", "leader": role.leader, "epoch": None}
 
     async def _ready(self, send: Callable[..., Any]) -> None:
         role = self.leadership.role

@@ -126,6 +126,12 @@ def thousands(number: int) -> str:
 
 
 _templates.filters.update(duration=duration, timestamp=timestamp, web_url=web_url, thousands=thousands)
+_templates.globals["group"] = lambda: None  # recovery mode ha: this server's role in its group (show_group)
+
+
+def show_group(role: Callable[[], dict[str, Any] | None]) -> None:
+    """Every page's header shows what `role()` answers: {"role", "leader", "epoch"} (server.group sets it)."""
+    _templates.globals["group"] = role
 
 
 # --- what a user sees ----------------------------------------------------------------------------
