@@ -235,6 +235,16 @@ def standby_of(url: str, leader: str) -> bool:
         return False
 
 
+def local_answers(client: requests.Session, url: str, count: int) -> list[float]:
+    """GET /ready on a standby: an answer it makes itself, as a 307 would be."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        client.get(f"{url}/ready", timeout=10)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def latencies(client: requests.Session, url: str, ids: list[int]) -> list[float]:
     times = []
     for batch_id in ids:
@@ -269,6 +279,7 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
     servers = [group_server(work_dir, hosts, prefix)]
     direct: list[float] = []
     proxied: list[float] = []
+    redirect: list[float] = []  # a 307 answered by the standby, estimated by its /ready
     crash: list[float] = []
     clean: list[float] = []
     try:
@@ -282,6 +293,7 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
             for n in range(4 if quick else 10):
                 for url, into in ((leader.url, direct), (standby.url, proxied))[:: 1 if n % 2 == 0 else -1]:
                     into += latencies(http, url, ids)
+                redirect += local_answers(http, standby.url, len(ids))
         for kind in ["kill -9", "SIGTERM"] * (1 if quick else 2):
             if kind == "kill -9":
                 leader.proc.kill()
@@ -317,6 +329,13 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
             f"{(percentile(proxied, 0.5) - percentile(direct, 0.5)) * ms:.1f} / "
             f"{(percentile(proxied, 0.99) - percentile(direct, 0.99)) * ms:.1f} ms",
             anchor="alternating blocks, one client",
+        ),
+        Row(
+            "ha",
+            "a 307 instead, estimated: the standby's own answer (its /ready) before the request to the leader: p50 / p99",
+            f"{(percentile(redirect, 0.5) + percentile(direct, 0.5)) * ms:.1f} / "
+            f"{(percentile(redirect, 0.99) + percentile(direct, 0.99)) * ms:.1f} ms",
+            anchor="a proxy was chosen: requests drops Authorization on a cross-host redirect; curl needs -L",
         ),
         Row(
             "ha",

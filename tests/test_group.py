@@ -88,17 +88,29 @@ def test_one_leads_and_a_standby_proxies_to_it(group, zk_view, job_file):
         assert page.status_code == 200 and f'<span class="group">leader · epoch {epoch}</span>' in page.text
 
 
-def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_file):
+def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_file, tmp_path, monkeypatch):
+    """50 batches: finished well and badly, running, one whose driver is not up yet (it holds the only creation
+    slot), and the rest waiting for it. Each is launched exactly once across the failover (counted)."""
+    launches = tmp_path / "launches.txt"
+    monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))
     first = group(**{"livy.server.session.max-creation": "1"})
     wait_leading(first, 30)
     second = group(**{"livy.server.session.max-creation": "1"})
-    done = first.submit(file=job_file, args=["sleep=0"])["id"]
-    first.wait_for(done)
-    failed = first.submit(file=job_file, args=["exit=3"])["id"]
-    first.wait_for(failed)
-    running = first.submit(file=job_file, args=["delay=3", "sleep=1"])["id"]  # its driver not up yet: it holds the slot
-    waiting = first.submit(file=job_file, args=["sleep=0"])["id"]  # queued for the slot (max-creation 1)
-    before = {b["id"]: b["state"] for b in first.get("/batches").json()["sessions"]}
+    expected: dict[int, str] = {}
+    for n in range(15):
+        batch = first.submit(file=job_file, args=[f"mark=b{n}-", "exit=3" if n % 3 == 0 else "sleep=0"])["id"]
+        first.wait_for(batch)
+        expected[batch] = "dead" if n % 3 == 0 else "success"
+    for n in range(15, 19):
+        batch = first.submit(file=job_file, args=[f"mark=b{n}-", "sleep=4"])["id"]
+        first.wait_for(batch, {"running"})
+        expected[batch] = "success"
+    holding = first.submit(file=job_file, args=["mark=b19-", "delay=3", "sleep=1"])["id"]  # not up yet: holds the slot
+    expected[holding] = "success"
+    for n in range(20, 50):
+        expected[first.submit(file=job_file, args=[f"mark=b{n}-", "sleep=0"])["id"]] = "success"  # waiting for the slot
+    before = {b["id"]: b["state"] for b in first.get("/batches", params={"size": 100}).json()["sessions"]}
+    assert list(before.values()).count("starting") == 31
     killed = time.monotonic()
     first.stop(signal.SIGKILL)
     unavailable = requests.get(second.url + "/batches", timeout=5)
@@ -106,15 +118,14 @@ def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_
     failover = time.monotonic() - killed
     assert failover <= SESSION_TIMEOUT + 2, f"the other served as the leader {failover:.2f}s after the kill"
     assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "1"
-    states = {b["id"]: b["state"] for b in second.get("/batches").json()["sessions"]}
-    assert set(states) == set(before) == {done, failed, running, waiting}
-    assert (states[done], states[failed]) == ("success", "dead")
-    assert second.wait_for(running)["state"] == "success"  # followed again: its true end
-    assert second.wait_for(waiting)["state"] == "success"
-    assert {i: r["state"] for i, r in zk_view.records().items()} == {i: "success" for i in (done, running, waiting)} | {
-        failed: "dead"
-    }
-    assert second.submit(file=job_file, args=["sleep=0"])["id"] == waiting + 1  # ids go on from ZooKeeper's counter
+    served = {b["id"]: b["state"] for b in second.get("/batches", params={"size": 100}).json()["sessions"]}
+    assert set(served) == set(before) == set(expected)
+    ended = {batch: second.wait_for(batch, timeout=60)["state"] for batch in expected}  # followed again, or launched
+    assert ended == expected
+    assert {i: r["state"] for i, r in zk_view.records().items()} == expected
+    calls = launches.read_text()
+    assert [calls.count(f"mark=b{n}-") for n in range(50)] == [1] * 50  # each launched exactly once
+    assert second.submit(file=job_file, args=["sleep=0"])["id"] == max(expected) + 1  # ids go on from ZooKeeper's counter
 
 
 def test_a_paused_leader_ends_itself_and_changes_nothing(group, zk_view, job_file):
