@@ -127,10 +127,66 @@ class LivyHook(LivySessionCalls):
         headers: dict[str, Any] | None = None,
         retry_args: dict[str, Any] | None = None,
     ) -> requests.Response:
-        """Any call on the connection's URL; the response whatever its status, as the official hook returns it.
-        `data` is the query of a GET or HEAD, else the body."""
+        """Any call on the connection's URL (without the hook's endpoint prefix, as there); the response whatever
+        its status unless `extra_options` sets `check_response`. `data` is the query of a GET or HEAD, else the body."""
         if method not in ("GET", "POST", "PUT", "DELETE", "HEAD"):
             raise ValueError(f"Invalid http method '{method}'")
-        payload = {"params": data} if method in ("GET", "HEAD") else {"data": data}
-        path = "/" + endpoint.lstrip("/")
-        return with_retry_args(retry_args, lambda: self._call(method, path, expect=range(100, 600), headers=headers, **payload))
+        verb, self.method = self.method, method
+        try:
+            options = {"check_response": False} | self.extra_options  # the official one checks if any option is set
+            if retry_args:
+                return self.run_with_advanced_retry(retry_args, endpoint, data, headers, options)
+            return self.run(endpoint, data, headers, options)
+        finally:
+            self.method = verb
+
+    # --- the official hook's HttpHook methods --------------------------------------------------------
+    method = "POST"  # the verb `run` sends, as on the official hook
+
+    def url_from_endpoint(self, endpoint: str | None) -> str:
+        """The connection's URL and `endpoint`, as HttpHook joins them: the hook's endpoint prefix is not added
+        (the official hook adds it only in its batch methods)."""
+        return self.connection_settings.base_url + "/" + (endpoint or "").lstrip("/")
+
+    def check_response(self, response: requests.Response) -> None:
+        """An AirflowException (a LivyError) "<status>:<reason>" for a 4xx or 5xx answer, as HttpHook raises."""
+        if response.status_code >= 400:
+            self.log.error("HTTP error: %s", response.reason)
+            raise LivyError(f"{response.status_code}:{response.reason}", response.status_code, response.text)
+
+    def run(
+        self,
+        endpoint: str | None = None,
+        data: Any | None = None,
+        headers: dict[str, Any] | None = None,
+        extra_options: dict[str, Any] | None = None,
+        **request_kwargs: Any,
+    ) -> requests.Response:
+        """HttpHook.run: `self.method` on the connection's URL and `endpoint` (`data` as the query of a GET or
+        HEAD, else the body) under our retry rule; checked by `check_response` unless `check_response=False`."""
+        options = extra_options or {}
+        payload = {"params": data} if self.method in ("GET", "HEAD") else {"data": data}
+        path = "/" + (endpoint or "").lstrip("/")
+        base = self.connection_settings.base_url
+        response = self._call(self.method, path, expect=range(100, 600), base=base, headers=headers, **payload, **request_kwargs)
+        if options.get("check_response", True):
+            self.check_response(response)
+        return response
+
+    def run_and_check(
+        self, session: requests.Session, prepped_request: requests.PreparedRequest, extra_options: dict[Any, Any]
+    ) -> requests.Response:
+        """HttpHook.run_and_check: send a prepared request on `session` and check the answer (once: our retry
+        rule is `run`'s)."""
+        settings = session.merge_environment_settings(
+            prepped_request.url, proxies=session.proxies, stream=session.stream, verify=session.verify, cert=session.cert
+        )
+        timeout, redirects = extra_options.get("timeout", self.settings.timeout), extra_options.get("allow_redirects", True)
+        response = session.send(prepped_request, timeout=timeout, allow_redirects=redirects, **settings)
+        if extra_options.get("check_response", True):
+            self.check_response(response)
+        return response
+
+    def run_with_advanced_retry(self, _retry_args: dict[Any, Any], *args: Any, **kwargs: Any) -> requests.Response:
+        """HttpHook.run_with_advanced_retry: `run` under tenacity's `_retry_args`."""
+        return with_retry_args(_retry_args, lambda: self.run(*args, **kwargs))

@@ -71,9 +71,13 @@ class LivyHttp(BaseHook):
         self._sleep = sleep
 
     @cached_property
+    def connection_settings(self) -> LivySettings:
+        """The connection's own settings, without the hook's options and endpoint prefix."""
+        return settings_from_connection(self.get_connection(self.livy_conn_id))
+
+    @cached_property
     def settings(self) -> LivySettings:
-        settings = settings_from_connection(self.get_connection(self.livy_conn_id))
-        return with_options(settings, self.extra_options, self.endpoint_prefix)
+        return with_options(self.connection_settings, self.extra_options, self.endpoint_prefix)
 
     @cached_property
     def session(self) -> requests.Session:
@@ -91,10 +95,17 @@ class LivyHttp(BaseHook):
         session.auth = self._auth or typed or self._connection_auth()
         return session
 
-    def get_conn(self, headers: dict[Any, Any] | None = None) -> requests.Session:
-        """The pooled session, as HttpHook.get_conn returns it; `headers` are added to it."""
+    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None) -> requests.Session:
+        """The pooled session, as HttpHook.get_conn returns it; `headers` are added to it, and of
+        `extra_options` what a requests.Session holds (`verify`, `proxies`, `cert`)."""
         if headers:
             self.session.headers.update({str(k): str(v) for k, v in headers.items()})
+        options = extra_options or {}
+        if "verify" in options:
+            self.session.verify = options["verify"]
+        self.session.proxies.update(options.get("proxies") or {})
+        if options.get("cert"):
+            self.session.cert = options["cert"]
         return self.session
 
     def _connection_auth(self) -> requests.auth.AuthBase | None:
@@ -106,13 +117,21 @@ class LivyHttp(BaseHook):
 
     # --- the one place HTTP happens ------------------------------------------------------------
     def _call(
-        self, method: str, path: str, *, expect: Container[int] = (200,), held: float = 0.0, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        expect: Container[int] = (200,),
+        held: float = 0.0,
+        base: str | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
         """Send one call with the retry policy in the module docstring; raise LivyError if it fails.
 
         `held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
+        `base`: another URL than the hook's to put `path` on.
         """
-        url = self.settings.url(path)
+        url = (base or self.settings.base_url) + path
         timeout = self.settings.timeout + held
         attempt = 0
         while True:
