@@ -77,20 +77,20 @@ def test_a_finished_session_is_forgotten_at_finished_plus_retain_and_not_before(
     done = held(service, 0, SUCCESS, created=T0 - 100, finished=T0 - 10)
     kept = held(service, 1, RUNNING, created=T0 - 100)
     assert service.registry.next_deadline() == T0 + 50
-    assert service.expires_at(done) == T0 + 50 and service.expires_at(kept) is None
-    (service.log_dir / "0.log").write_text("line\n")
+    assert service.views.expires_at(done) == T0 + 50 and service.views.expires_at(kept) is None
+    (service.files.directory / "0.log").write_text("line\n")
 
     async def collect() -> None:
         clock.advance(49.9)
-        service.collect_due()
+        service.collector.collect_due()
         assert service.registry.get(0) is done, "not a moment early"
         clock.advance(0.1)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert service.registry.get(0) is None and service.registry.get(1) is kept
     assert service.registry.counters["collected"] == 1
-    assert not (service.log_dir / "0.log").exists(), "its log goes with it"
+    assert not (service.files.directory / "0.log").exists(), "its log goes with it"
 
 
 def test_a_session_finishing_now_gets_the_full_retention_from_the_injected_clock(tmp_path: Path) -> None:
@@ -112,14 +112,14 @@ def test_batch_ttl_kills_a_running_batch_at_created_plus_ttl(tmp_path: Path) -> 
 
     async def collect() -> None:
         clock.advance(19)
-        service.collect_due()
+        service.collector.collect_due()
         assert batch.state == RUNNING
         clock.advance(1)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert batch.state == KILLED and service.registry.counters["ttl_killed"] == 1
-    assert "killed after running longer than livy.server.batch.ttl (120s)" in service.log_path(0).read_text()
+    assert "killed after running longer than livy.server.batch.ttl (120s)" in service.files.log(0).read_text()
 
 
 def test_without_a_ttl_an_active_batch_has_no_live_deadline(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_idle_clock_ends_an_idle_session_and_activity_moves_it_later(tmp_path: P
     session = held(service, 0, IDLE, created=T0)
     assert session.repl is not None
     assert service.registry.next_deadline() == T0 + 100
-    assert service.expires_at(session) == T0 + 100, "the view says when idleness ends it"
+    assert service.views.expires_at(session) == T0 + 100, "the view says when idleness ends it"
     interactive = service.family.interactive
     assert interactive is not None
 
@@ -153,15 +153,15 @@ def test_idle_clock_ends_an_idle_session_and_activity_moves_it_later(tmp_path: P
         clock.advance(60)
         interactive.touch(session)  # a statement: the idle clock starts again
         clock.advance(40)
-        service.collect_due()  # the old entry came due: re-armed, not ended
+        service.collector.collect_due()  # the old entry came due: re-armed, not ended
         assert session.state == IDLE and service.registry.next_deadline() == T0 + 160
         clock.advance(60)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert session.state == KILLED and session.repl.ended_by == IDLE_CLOCK
     assert interactive.ended[IDLE_CLOCK] == 1
-    assert "session ended: idle for 100s" in service.log_path(0).read_text()
+    assert "session ended: idle for 100s" in service.files.log(0).read_text()
 
 
 def test_a_busy_session_never_idles_out_but_its_ttl_still_ends_it(tmp_path: Path) -> None:
@@ -172,15 +172,15 @@ def test_a_busy_session_never_idles_out_but_its_ttl_still_ends_it(tmp_path: Path
     session.repl = Repl.new({"kind": "pyspark", "ttl": "1h"}, config.session_timeout, T0)
     service.registry.add(session)
     assert session.repl.deadline(BUSY, T0, config.session_timeout) == (T0 + 3600, TTL)
-    assert service.expires_at(session) == T0 + 3600
+    assert service.views.expires_at(session) == T0 + 3600
     assert session.repl.deadline(IDLE, T0, config.session_timeout) == (T0 + 10, IDLE_CLOCK)
 
     async def collect() -> None:
         clock.advance(3599)
-        service.collect_due()
+        service.collector.collect_due()
         assert session.state == BUSY, "an hour of statements is not idleness"
         clock.advance(1)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert session.state == KILLED and session.repl.ended_by == TTL
@@ -200,14 +200,14 @@ def test_heartbeat_clock_ends_a_session_whose_client_stopped_calling(tmp_path: P
         clock.advance(20)
         service.family.heartbeat(session)  # GET /sessions/0: the client is alive
         clock.advance(29)
-        service.collect_due()
+        service.collector.collect_due()
         assert session.state == IDLE and service.registry.next_deadline() == T0 + 50
         clock.advance(1)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert session.state == KILLED and session.repl.ended_by == HEARTBEAT
-    assert "no client called /sessions/0 for 30s" in service.log_path(0).read_text()
+    assert "no client called /sessions/0 for 30s" in service.files.log(0).read_text()
 
 
 def test_a_start_that_takes_longer_than_the_session_timeout_ends_it(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_a_start_that_takes_longer_than_the_session_timeout_ends_it(tmp_path: Pa
 
     async def collect() -> None:
         clock.advance(50)
-        service.collect_due()
+        service.collector.collect_due()
 
     run(collect)
     assert session.state == KILLED and session.repl.ended_by == START
@@ -266,7 +266,7 @@ def test_creation_slots_count_both_families(tmp_path: Path) -> None:
         assert capacity.slot_free()
         sessions.launching.add(0)
         assert not capacity.slot_free()
-        sessions.set_up(held(sessions, 0, STARTING, created=T0), IDLE)  # its driver is up: the slot frees
+        sessions.mark_up(held(sessions, 0, STARTING, created=T0), IDLE)  # its driver is up: the slot frees
         assert capacity.slot_free() and not sessions.launching
 
     run(launch)

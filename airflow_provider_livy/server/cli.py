@@ -9,6 +9,7 @@ import sys
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.auth import build_gate
 from airflow_provider_livy.server.config import ConfigError, ServerConfig, load_config
+from airflow_provider_livy.server.drivers.launcher import spark_submit_problem
 from airflow_provider_livy.server.drivers.logs import volatile_filesystem
 from airflow_provider_livy.server.fence import Fence
 from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services
@@ -84,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as err:
         print(f"livy-server: {err}", file=sys.stderr)
         return 2
-    if config.recovery and (fstype := volatile_filesystem(service.log_dir)):
+    if config.recovery and (fstype := volatile_filesystem(service.files.directory)):
         log.warning(
             "driver logs and exit codes go to %s, on %s: a reboot loses them, and with them how drivers that ended "
             "meanwhile finished; set livy.server.log-dir (or livy.server.state-dir) to a disk",
-            service.log_dir,
+            service.files.directory,
             fstype,
         )
     if config.cluster_mode and config.host.startswith("127.") and not config.launcher_address.startswith("127."):
@@ -99,16 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             config.port,
             config.host,
         )
-    if problem := service.spark_submit_problem():
+    if problem := spark_submit_problem(service.local.spark_home):
         log.warning("%s: batches and sessions will end dead until this is fixed", problem)
     # Imported only now: the web stack takes ~0.5 s to import, and a recovery's purge runs meanwhile.
     import uvicorn
 
     from airflow_provider_livy.server.api.routes import create_app
 
-    log.info(
-        "serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, service.spark_home
-    )
+    spark_home = service.local.spark_home
+    log.info("serving on http://%s:%d (master %s, spark home %s)", config.host, config.port, config.spark_master, spark_home)
     uvicorn.run(
         create_app(service, sessions),
         host=config.host,

@@ -69,7 +69,7 @@ class SessionCollector(Collector):
             ("statements_failed", "Statements that finished with an error output"),
             ("statements_cancelled", "Statements cancelled"),
         ):
-            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=interactive.counters[name])
+            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=interactive.status.counters[name])
 
 
 def metrics_registry(*services: SessionService) -> CollectorRegistry:

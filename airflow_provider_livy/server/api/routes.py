@@ -59,7 +59,8 @@ from airflow_provider_livy.server.security import (
     needs_middleware,
     startup_warnings,
 )
-from airflow_provider_livy.server.sessions.lifecycle import ServerBusy, SessionService
+from airflow_provider_livy.server.sessions.capacity import ServerBusy
+from airflow_provider_livy.server.sessions.lifecycle import SessionService
 from airflow_provider_livy.server.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class FamilyRoutes:
         except StoreUnavailable as err:
             raise ApiError(503, f"the state store is unavailable, nothing was created: {err}", {"Retry-After": "5"}) from None
         headers = {"Location": f"{self.family.path}/{session.id}"}
-        return JSONResponse(self.service.view(session), status_code=201, headers=headers)
+        return JSONResponse(self.service.views.view(session), status_code=201, headers=headers)
 
     async def list_all(self, request: Request) -> dict[str, Any]:
         """With access control on, users who may not view every session see (and count) their own only."""
@@ -241,10 +242,10 @@ class FamilyRoutes:
         else:
             own = [s for s in registry.sessions.values() if s.owner == user]
             page, total = own[start : start + size], len(own)
-        return {"from": start, "total": total, "sessions": [self.service.view(s) for s in page]}
+        return {"from": start, "total": total, "sessions": [self.service.views.view(s) for s in page]}
 
     async def get_one(self, key: str, request: Request) -> dict[str, Any]:
-        return dict(self.service.view(authorize(self.service, self.policy, key, request, VIEW)))
+        return dict(self.service.views.view(authorize(self.service, self.policy, key, request, VIEW)))
 
     async def state(self, request: Request) -> Response:
         try:
@@ -270,7 +271,7 @@ class FamilyRoutes:
         size = query_int(request, "size", DEFAULT_LOG_PAGE, None, MAX_LOG_PAGE)
         start = None if start is None or start < 0 else start
         # A thread: the first page of a big finished log counts its lines once (about 0.1 s per 100 MB).
-        return await asyncio.to_thread(self.service.log_page, session, start, DEFAULT_LOG_PAGE if size is None else size)
+        return await asyncio.to_thread(self.service.views.log_page, session, start, DEFAULT_LOG_PAGE if size is None else size)
 
     async def delete(self, key: str, request: Request) -> dict[str, str]:
         session = authorize(self.service, self.policy, key, request, DELETE, heartbeat=False)

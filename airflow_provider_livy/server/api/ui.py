@@ -68,7 +68,7 @@ def summary(service: SessionService, item: Session) -> dict[str, Any]:
         "sparkUiUrl": item.ui_url,
         "createdAt": item.created_at,
         "finishedAt": finished,
-        "expiresAt": service.expires_at(item),
+        "expiresAt": service.views.expires_at(item),
         # idle since it finished; an interactive session also while it waits for statements
         "lastActivity": finished if finished is not None or repl is None else repl.last_activity,
     }
@@ -313,8 +313,8 @@ class Pages:
             message = f"No session {key!r} here: it was deleted, or its retention ended." if err.status == 404 else err.message
             return problem(err.status, message, scope.user)
         assert service is not None
-        view = dict(service.view(item))
-        page = await asyncio.to_thread(service.log_page, item, start, size)
+        view = dict(service.views.view(item))
+        page = await asyncio.to_thread(service.views.log_page, item, start, size)
         interactive = service.family.interactive
         return render(
             "detail.html",

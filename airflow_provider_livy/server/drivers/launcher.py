@@ -225,6 +225,16 @@ def launch_ticket_cache(config: ServerConfig, ccache: Path, max_age: float = 360
     return f"FILE:{ccache}"
 
 
+def spark_submit_problem(spark_home: Path) -> str | None:
+    """A reason spark-submit cannot run, for a warning at start-up; None when it looks fine."""
+    path = spark_home / "bin" / "spark-submit"
+    if not path.is_file():
+        return f"spark-submit not found at {path} (set livy.server.spark-home or SPARK_HOME)"
+    if not os.access(path, os.X_OK):
+        return f"{path} is not executable"
+    return None
+
+
 def spark_environment(request: dict[str, Any], cluster: bool = False) -> dict[str, str]:
     """The driver's environment: ours, plus a Python for PySpark that has pyspark importable.
 

@@ -17,12 +17,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from airflow_provider_livy.protocol import RUNNING
+from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import launcher, logs
 from airflow_provider_livy.server.drivers.exits import ExitWatch
+from airflow_provider_livy.server.drivers.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Driver(Protocol):
 
     id: int
     state: str
+    app_tag: str
     pid: int | None
     pid_start: float | None
     child: bool
@@ -77,22 +79,30 @@ def read_facts(driver: Driver, lines: list[str], ui_host: str, submitted_id: Cal
     return facts
 
 
+@dataclass
+class Watchers:
+    """What LocalDrivers tells: `output(driver, lines)` the new complete log lines at each read, `exit(driver)`
+    the end of the process (its output read to the last line first), `app_id(driver)` an app id learnt
+    from the driver's UI (Spark 4 in local mode never prints it)."""
+
+    output: Callable[[Any, list[str]], None]
+    exit: Callable[[Any], None]
+    app_id: Callable[[Any], None]
+
+
 class LocalDrivers:
-    """The live driver processes of one family. `on_output(driver, lines)` gets each batch of new complete
-    log lines, `on_exit(driver)` the end of the process (its output read to the last line first),
-    `on_app_id(driver)` an app id learnt from the driver's UI (Spark 4 in local mode never prints it)."""
+    """One family's spark-submit processes on this host (the driver itself, or in deploy mode cluster the
+    submission that hands it over), from their start to their end."""
 
     def __init__(
-        self,
-        log_path: Callable[[int], Path],
-        clock: Callable[[], float],
-        on_output: Callable[[Any, list[str]], None],
-        on_exit: Callable[[Any], None],
-        on_app_id: Callable[[Any], None],
+        self, config: ServerConfig, files: logs.SessionFiles, tracker: Tracker | None, clock: Callable[[], float], tell: Watchers
     ) -> None:
-        self.log_path = log_path
+        self.config = config
+        self.files = files
+        self.tracker = tracker  # deploy mode cluster: spark-submit hands the driver to this cluster
+        self.spark_home = launcher.resolve_spark_home(config)
         self.clock = clock
-        self.on_output, self.on_exit, self.on_app_id = on_output, on_exit, on_app_id
+        self.tell = tell
         self.watched: dict[int, Any] = {}  # id -> driver, while its process lives
         self.exits: ExitWatch | None = None  # made on first use, on the event loop
         self._probes: set[asyncio.Task[None]] = set()
@@ -100,9 +110,31 @@ class LocalDrivers:
     def __contains__(self, driver_id: int) -> bool:
         return driver_id in self.watched
 
-    def start(self, command: list[str], driver: Driver, exit_path: Path, env: dict[str, str]) -> None:
-        """Launch the supervisor (OSError when it cannot start) and watch it."""
-        pid = launcher.start(command, self.log_path(driver.id), exit_path, env)
+    def launch(self, driver: Driver, request: dict[str, Any], channel: dict[str, str]) -> None:
+        """spark-submit for the request, under our supervisor, watched from now on; OSError when it cannot
+        start. `channel`: the driver's own environment (an interactive session's REPL settings), which for a
+        driver in a cluster goes there as Spark settings in a 0600 properties file, never on a command line."""
+        tracker = self.tracker
+        env = launcher.spark_environment(request, cluster=tracker is not None)
+        properties, driver_settings = None, {}
+        if channel and tracker is not None:
+            properties = self.files.properties(driver.id)
+            driver_settings = {tracker.driver_env + key: value for key, value in channel.items()}
+        else:
+            env.update(channel)
+        server_conf = tracker.submit_conf(driver.app_tag) if tracker else None
+        command = launcher.build_command(self.spark_home, request, self.config, server_conf, properties)
+        if tracker is not None:
+            driver.cluster = tracker.coordinates
+        try:
+            env.update(launcher.kerberos_environment(self.config, request.get("proxyUser"), self.files.directory))
+            if properties is not None:
+                launcher.write_properties_file(properties, self.spark_home, env, driver_settings)
+            pid = launcher.start(command, self.files.log(driver.id), self.files.exit_code(driver.id), env)
+        except OSError:
+            if properties is not None:
+                properties.unlink(missing_ok=True)
+            raise
         driver.pid, driver.child = pid, True
         driver.pid_start = launcher.process_start_time(pid)
         self.watch(driver)
@@ -140,7 +172,7 @@ class LocalDrivers:
         if self._reaped(driver) if driver.child else not launcher.is_alive(driver.pid or -1, driver.pid_start):
             self.read_output(driver)
             self.watched.pop(driver.id, None)
-            self.on_exit(driver)
+            self.tell.exit(driver)
         elif driver.state == RUNNING and driver.app_id is None and driver.ui_url and self.clock() >= driver.ui_probe_at:
             driver.ui_probe_at = self.clock() + UI_PROBE_INTERVAL
             task = asyncio.create_task(self._probe_app_id(driver))
@@ -148,9 +180,9 @@ class LocalDrivers:
             task.add_done_callback(self._probes.discard)
 
     def read_output(self, driver: Driver) -> None:
-        lines, driver.log_offset = logs.read_new(self.log_path(driver.id), driver.log_offset)
+        lines, driver.log_offset = logs.read_new(self.files.log(driver.id), driver.log_offset)
         if lines:
-            self.on_output(driver, lines)
+            self.tell.output(driver, lines)
 
     async def _probe_app_id(self, driver: Driver) -> None:
         """Spark 4 in local mode never prints its application id; its UI's REST API knows it."""
@@ -161,7 +193,7 @@ class LocalDrivers:
         found = isinstance(body, list) and body and isinstance(body[0], dict) and body[0].get("id")
         if found and driver.app_id is None:
             driver.app_id = str(body[0]["id"])
-            self.on_app_id(driver)
+            self.tell.app_id(driver)
 
     @staticmethod
     def _reaped(driver: Driver) -> bool:

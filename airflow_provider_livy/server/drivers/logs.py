@@ -13,6 +13,7 @@ Lines end at "\n" (a trailing "\r" is dropped).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -25,6 +26,8 @@ from typing import BinaryIO
 import psutil
 
 from airflow_provider_livy.server.config import ServerConfig
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16
 INDEX_STEP = 1024  # lines between two remembered offsets
@@ -196,6 +199,36 @@ def append_lines(path: Path, lines: list[str]) -> OSError | None:
     except OSError as err:
         return err
     return None
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    """One family's files in its log directory, per session: the driver log, the exit code the supervisor
+    writes, and a cluster-mode session's --properties-file while spark-submit runs."""
+
+    directory: Path
+
+    def log(self, session_id: int) -> Path:
+        return self.directory / f"{session_id}.log"
+
+    def exit_code(self, session_id: int) -> Path:
+        return self.directory / f"{session_id}.exit"
+
+    def properties(self, session_id: int) -> Path:
+        """0600, it holds the channel's secret: spark-submit reads it at its start, a restart needs none."""
+        return self.directory / f"{session_id}.properties"
+
+    def remove(self, ids: list[int]) -> None:
+        remove_session_files(self.directory, ids)
+
+
+def note(path: Path, word: str, session_id: int, line: str) -> None:
+    """The `livy-server:` line writer: a line from the server in a session's log, where the user looks, and in
+    the server's log. When the log disk refuses (full, read-only), the server's log has it and the caller goes on."""
+    if (err := append_lines(path, [SERVER_PREFIX + line])) is not None:
+        log.warning("%s %s: %s (could not write it to its log: %s)", word, session_id, line, err)
+        return
+    log.info("%s %s: %s", word, session_id, line)
 
 
 def remove_session_files(directory: Path, ids: list[int]) -> None:

@@ -22,7 +22,7 @@ class Lifecycle(Protocol):
     tracker: Tracker | None  # deploy mode cluster: where new drivers go
     ui_host: str  # this server's host name, for driver UI links and the REPL's callback
 
-    def set_up(self, session: Session, state: str) -> None:
+    def mark_up(self, session: Session, state: str) -> None:
         """The driver is up (or moved between up states): its creation slot frees."""
 
     def finish(self, session: Session, state: str) -> None:

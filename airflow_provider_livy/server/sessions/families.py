@@ -125,7 +125,7 @@ class Sessions:
         return None if session.repl is None else session.repl.ends_at(session.state, session.created_at)
 
     def resume(self, session: Session) -> None:
-        self.interactive.follow(session)  # through the address its REPL called back with
+        self.interactive.status.follow(session)  # through the address its REPL called back with
 
     def heartbeat(self, session: Session) -> None:
         self.interactive.heartbeat(session)
@@ -141,7 +141,7 @@ class Sessions:
         return 0.0 if in_cluster else SHUTDOWN_WAIT
 
     def finished(self, session: Session) -> None:
-        self.interactive.cancel_follower(session)
+        self.interactive.status.cancel(session)
 
     def view(self, session: Session, base: dict[str, Any]) -> dict[str, Any]:
         """Livy's session view: its keys, the resource fields echoed, then ours."""

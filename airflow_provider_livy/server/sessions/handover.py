@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import Protocol
 
-from airflow_provider_livy.protocol import DEAD, KILLED, RUNNING, SUCCESS, TERMINAL_STATES
+from airflow_provider_livy.protocol import DEAD, KILLED, RUNNING, SUCCESS, TERMINAL_STATES, Family
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
 from airflow_provider_livy.server.sessions.contract import Lifecycle
 from airflow_provider_livy.server.sessions.model import Session
 
 CLUSTER_KILL_CONFIRM = 30.0  # how long a DELETE waits for the cluster to confirm a kill
 CONFIRM_POLL = 0.25
+
+
+class FamilyTraits(Protocol):
+    """What the hand-over reads of the session's family (families.py)."""
+
+    protocol: Family
+    up_on_driver_start: bool  # a batch runs once the cluster says so; a session is up once its REPL calls back
+    can_succeed: bool  # an interactive session's driver ending is its death, never a success
 
 
 class HandOver:
@@ -29,23 +37,18 @@ class HandOver:
         self,
         lifecycle: Lifecycle,
         follower: cluster.Follower,
-        *,
-        family: str,
-        log_path: Callable[[int], Path],
+        family: FamilyTraits,
+        files: logs.SessionFiles,
         read_output: Callable[[Session], None],
-        up_on_driver_start: bool,
-        can_succeed: bool,
     ) -> None:
         self.lifecycle = lifecycle
         self.follower = follower
         self.family = family
-        self.log_path = log_path
-        self.read_output = read_output
-        self.up_on_driver_start = up_on_driver_start
-        self.can_succeed = can_succeed
+        self.files = files
+        self.read_output = read_output  # the log's new lines, as for a local driver
 
     def key(self, session_id: int) -> cluster.Key:
-        return (self.family, session_id)
+        return (self.family.protocol.name, session_id)
 
     def follows(self, session: Session) -> bool:
         return self.follower.follows(self.key(session.id))
@@ -91,8 +94,8 @@ class HandOver:
                 setattr(session, name, value)
         if status.state in TERMINAL_STATES:
             self.lifecycle.spawn(self._ended(session, handle, status))
-        elif status.state == RUNNING and session.state != RUNNING and self.up_on_driver_start:
-            self.lifecycle.set_up(session, RUNNING)
+        elif status.state == RUNNING and session.state != RUNNING and self.family.up_on_driver_start:
+            self.lifecycle.mark_up(session, RUNNING)
         elif changed:
             self.lifecycle.persist(session)
 
@@ -109,13 +112,13 @@ class HandOver:
         )
         if session.id not in self.lifecycle.registry.sessions or not session.active:
             return
-        if (err := await asyncio.to_thread(logs.append_lines, self.log_path(session.id), lines)) is not None:
+        if (err := await asyncio.to_thread(logs.append_lines, self.files.log(session.id), lines)) is not None:
             self.lifecycle.note(session, f"could not write the driver's output to its log: {err}")
         self.read_output(session)
         if session.app_id is None:  # standalone: the driver names its app in its output
             found = (m.group(1) for line in lines if (m := launcher.APP_ID_RE.search(line)))
             session.app_id = next(found, handle.cluster_id)
-        end = DEAD if not self.can_succeed and status.state == SUCCESS else status.state
+        end = DEAD if not self.family.can_succeed and status.state == SUCCESS else status.state
         self.lifecycle.finish(session, KILLED if session.kill_requested else end)
 
     async def kill(self, session: Session) -> None:

@@ -6,7 +6,8 @@ where a session differs:
 - launch: the driver is our REPL (server/repl/livy_repl, one zip) with the channel settings in its
   environment (the secret never on a command line);
 - up: not when the driver prints its start, but when the REPL calls back with its address;
-- state: one long poll of the driver's /status per session follows idle/busy and its activity;
+- state: one long poll of the driver's /status per busy session follows idle/busy and its activity
+  (repl_status.py);
 - clocks: idleTimeout (else livy.server.session.timeout) ends a session idle that long, never a
   busy one; ttl ends a session that old; heartbeatTimeoutInSecond ends one whose client stopped
   calling /sessions/{id}. All are wall-clock times stored with the record, so a restart neither
@@ -43,13 +44,10 @@ from airflow_provider_livy.server.repl.livy_repl.r_setup import locate_sparkr
 from airflow_provider_livy.server.sessions.contract import Lifecycle
 from airflow_provider_livy.server.sessions.model import HEARTBEAT, IDLE_CLOCK, START, TTL, Repl, Session
 from airflow_provider_livy.server.sessions.repl_client import ReplChannel, ReplRefused, ReplUnreachable
+from airflow_provider_livy.server.sessions.repl_status import StatusFollower
 
 log = logging.getLogger(__name__)
 
-STATUS_WAIT_MAX = 30.0  # one /status long poll; well under the driver's idle-exit clock
-KEEPALIVE_MAX = 60.0  # seconds between keep-alive pings of a resting session's driver
-KEEPALIVE_BATCH = 64  # pings in flight at once
-RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # after a failed /status
 SHUTDOWN_WAIT = 5.0  # after POST /shutdown, how long Spark may take to stop before the process group is killed
 CHANNEL_PREFIX = "LIVY_REPL_"  # the driver's environment variables that carry the channel's settings
 
@@ -79,11 +77,8 @@ class Interactive:
         self.service = service
         self.config = service.config
         self._channel: ReplChannel | None = None  # made on first use, on the event loop
-        self._keepalive: asyncio.Task[None] | None = None
-        self.keepalive_interval = min(KEEPALIVE_MAX, max(1.0, self.config.repl_idle_timeout / 3))
-        self.counters = {"statements_run": 0, "statements_failed": 0, "statements_cancelled": 0}
+        self.status = StatusFollower(service, lambda: self.channel)
         self.ended = {START: 0, IDLE_CLOCK: 0, TTL: 0, HEARTBEAT: 0}
-        self.status_wait = min(STATUS_WAIT_MAX, max(1.0, self.config.repl_idle_timeout / 3))
 
     async def warm(self) -> None:
         """Import the channel's HTTP client and make the REPL's zip off the event loop before the first
@@ -99,11 +94,7 @@ class Interactive:
         return self._channel
 
     async def stop(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-        for session in list(self.service.registry.sessions.values()):
-            if session.repl is not None and session.repl.follower is not None:
-                session.repl.follower.cancel()
+        self.status.stop()
         if self._channel is not None:
             await self._channel.close()
 
@@ -166,109 +157,8 @@ class Interactive:
             session.ui_url = ui_url
         if session.state in (STARTING, RECOVERING):
             session.repl.last_activity = self.service.clock()  # connecting is activity (as in Livy): the idle clock starts now
-            self.service.set_up(session, IDLE)
-        self.follow(session)
-
-    # --- following the driver --------------------------------------------------------------
-    def follow(self, session: Session) -> None:
-        repl = session.repl
-        if repl is not None and repl.address and (repl.follower is None or repl.follower.done()):
-            repl.follower = asyncio.create_task(self._follow(session))
-        self._ensure_keepalive()
-
-    async def _follow(self, session: Session) -> None:
-        """/status long polls while the session is busy (or just came up); it rests once the driver says
-        idle, since only a statement sent through this server makes it busy again (call() wakes it).
-        An idle session thus holds no connection and no task: the keep-alive pings it now and then."""
-        repl = session.repl
-        assert repl is not None
-        try:
-            await self._follow_until_idle(session, repl)
-        finally:
-            if repl.follower is asyncio.current_task():
-                repl.follower = None  # a resting session holds no task, not even a finished one
-
-    async def _follow_until_idle(self, session: Session, repl: Repl) -> None:
-        failures = 0
-        while session.active and not session.kill_requested and repl.address:
-            repl.poll_again = False
-            wait = self.status_wait if session.state == BUSY else 0.0
-            try:
-                status = await self.channel.call_json(
-                    repl.address,
-                    repl.secret,
-                    "GET",
-                    "/status",
-                    params={"wait": f"{wait:g}", "version": repl.version},
-                    wait=wait,
-                )
-            except (ReplUnreachable, ReplRefused) as err:
-                if failures == 0:
-                    log.warning("session %s: %s", session.id, err)
-                await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
-                failures += 1
-                continue
-            failures = 0
-            if isinstance(status, dict):
-                self._apply(session, status)
-            if session.state == IDLE and not repl.poll_again:
-                return
-
-    def _ensure_keepalive(self) -> None:
-        if self._keepalive is None or self._keepalive.done():
-            self._keepalive = asyncio.create_task(self._keep_alive())
-
-    async def _keep_alive(self) -> None:
-        """Every third of livy.rsc.server.idle-timeout (at most a minute), one /status to each resting
-        session: its driver knows the server is there (else it exits, as it should when the server is gone
-        for good), and the server learns its latest activity and whether it is still there."""
-        while True:
-            await asyncio.sleep(self.keepalive_interval)
-            resting = [
-                b
-                for b in list(self.service.registry.sessions.values())
-                if b.repl is not None
-                and b.repl.address
-                and b.active
-                and not b.kill_requested
-                and (b.repl.follower is None or b.repl.follower.done())
-            ]
-            for start in range(0, len(resting), KEEPALIVE_BATCH):
-                await asyncio.gather(*(self._ping(b) for b in resting[start : start + KEEPALIVE_BATCH]))
-
-    async def _ping(self, session: Session) -> None:
-        repl = session.repl
-        assert repl is not None and repl.address
-        try:
-            status = await self.channel.call_json(repl.address, repl.secret, "GET", "/status")
-        except (ReplUnreachable, ReplRefused) as err:
-            log.warning("session %s: keep-alive: %s", session.id, err)
-            return
-        if isinstance(status, dict):
-            self._apply(session, status)
-            if session.state != IDLE:
-                self.follow(session)
-
-    def _apply(self, session: Session, status: dict[str, Any]) -> None:
-        repl = session.repl
-        assert repl is not None
-        if isinstance(status.get("version"), int):
-            repl.version = status["version"]
-        changed = False
-        last = status.get("lastActivity")
-        if isinstance(last, int | float) and last / 1000 > repl.last_activity:
-            repl.last_activity, changed = last / 1000, True
-        counts = status.get("statements")
-        if isinstance(counts, dict):
-            new = tuple(int(counts.get(k) or 0) for k in ("run", "failed", "cancelled"))
-            for name, before, after in zip(self.counters, repl.counts, new, strict=True):
-                self.counters[name] += max(0, after - before)
-            repl.counts = new  # type: ignore[assignment]
-        state = status.get("state")
-        if state in (IDLE, BUSY) and session.active and not session.kill_requested and state != session.state:
-            self.service.set_up(session, state)
-        elif changed:
-            self.service.rearm(session)
+            self.service.mark_up(session, IDLE)
+        self.status.follow(session)
 
     # --- the clocks ------------------------------------------------------------------------
     def deadline(self, session: Session) -> float | None:
@@ -304,11 +194,8 @@ class Interactive:
     async def _end_if_still_idle(self, session: Session, why: str) -> None:
         """Idleness is confirmed with the driver first: a statement it runs, or finished just now, spares it."""
         repl = session.repl
-        assert repl is not None and repl.address
-        with contextlib.suppress(ReplUnreachable, ReplRefused):
-            status = await self.channel.call_json(repl.address, repl.secret, "GET", "/status")
-            if isinstance(status, dict):
-                self._apply(session, status)
+        assert repl is not None
+        await self.status.refresh(session)
         due = repl.deadline(session.state, session.created_at, self.config.session_timeout)
         if session.active and not session.kill_requested and due is not None and due[0] <= self.service.clock():
             if due[1] == IDLE_CLOCK:
@@ -318,7 +205,7 @@ class Interactive:
         else:
             self.service.rearm(session)
             if session.state == BUSY:
-                self.follow(session)
+                self.status.follow(session)
 
     def touch(self, session: Session) -> None:
         """Activity (statement submitted, cancel, completion): the idle clock starts again. Not written to
@@ -354,7 +241,7 @@ class Interactive:
             self.touch(session)
         if method == "POST" and path.startswith("/statements") and session.repl is not None:
             session.repl.poll_again = True  # busy now, or soon: follow it until it is idle again
-            self.follow(session)
+            self.status.follow(session)
         return raw
 
     @staticmethod
@@ -384,8 +271,3 @@ class Interactive:
             except ReplRefused:
                 pass  # stopping: it still answers
             await asyncio.sleep(0.1)
-
-    def cancel_follower(self, session: Session) -> None:
-        if session.repl is not None and session.repl.follower is not None:
-            session.repl.follower.cancel()
-            session.repl.follower = None

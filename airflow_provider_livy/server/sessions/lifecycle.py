@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from airflow_provider_livy.protocol import (
@@ -41,22 +39,19 @@ from airflow_provider_livy.protocol import (
 )
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
-from airflow_provider_livy.server.drivers.local import LocalDrivers, read_facts
-from airflow_provider_livy.server.sessions.capacity import Capacity, ServerBusy
+from airflow_provider_livy.server.drivers.local import LocalDrivers, Watchers, read_facts
+from airflow_provider_livy.server.sessions.capacity import Capacity
+from airflow_provider_livy.server.sessions.collector import Collector
 from airflow_provider_livy.server.sessions.families import SERVER_FAMILIES, ServerFamily
 from airflow_provider_livy.server.sessions.handover import HandOver
 from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.sessions.registry import Registry
+from airflow_provider_livy.server.sessions.views import Views
 from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreUnavailable, StoreWriter
 
 log = logging.getLogger(__name__)
-HELD_RECHECK = 0.2  # while a group's leader cannot confirm its lead, the collector looks again this often
 
-VIEW_LOG_LINES = 10
 UP_STATES = frozenset({IDLE, BUSY})
-
-__all__ = ["Capacity", "ServerBusy", "SessionService", "family_services"]
-
 
 class SessionService:
     """Owns one family's registry, its drivers and its store writes."""
@@ -80,22 +75,17 @@ class SessionService:
         self.capacity = capacity or Capacity(config)
         self.capacity.join(self)
         self.follower = self.capacity.follower  # drivers handed over to a cluster, of both families
-        self.spark_home = launcher.resolve_spark_home(config)
-        self.log_dir = logs.default_log_dir(config) / self.family.log_subdir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.files = logs.SessionFiles(logs.default_log_dir(config) / self.family.log_subdir)
+        self.files.directory.mkdir(parents=True, exist_ok=True)
         self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
         self.launching: set[int] = set()  # launched, driver not up yet (bounded by max-creation)
-        self.local = LocalDrivers(self.log_path, clock, self._on_output, self._on_exit, self.persist)
-        self.cluster = HandOver(
-            self,
-            self.follower,
-            family=family.name,
-            log_path=self.log_path,
-            read_output=self.local.read_output,
-            up_on_driver_start=self.family.up_on_driver_start,
-            can_succeed=self.family.can_succeed,
+        watchers = Watchers(output=self._on_output, exit=self._on_exit, app_id=self.persist)
+        self.local = LocalDrivers(config, self.files, self.tracker, clock, watchers)
+        self.cluster = HandOver(self, self.follower, self.family, self.files, self.local.read_output)
+        self.collector = Collector(
+            self.registry, clock, self.forget, self.family.overdue, may_act=self._may_act_now, resume=self.launch_pending
         )
-        self._wake = asyncio.Event()
+        self.views = Views(self.family, self.registry, self.files)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.after_start: list[Callable[[], Coroutine[Any, Any, None]]] = []  # e.g. recovery's purge, run once serving
@@ -103,30 +93,13 @@ class SessionService:
         # then the clocks and launches wait.
         self.may_act: Callable[[], bool] = lambda: True
 
-    # --- paths -------------------------------------------------------------------------
-    def log_path(self, session_id: int) -> Path:
-        return self.log_dir / f"{session_id}.log"
-
-    def exit_path(self, session_id: int) -> Path:
-        return self.log_dir / f"{session_id}.exit"
-
-    def properties_path(self, session_id: int) -> Path:
-        """A cluster-mode session's --properties-file (0600, it holds the channel's secret): it lives only
-        while spark-submit runs, which reads it at its start; a restart needs none (the record has all)."""
-        return self.log_dir / f"{session_id}.properties"
-
-    def spark_submit_problem(self) -> str | None:
-        """A reason spark-submit cannot run, for a warning at start-up; None when it looks fine."""
-        path = self.spark_home / "bin" / "spark-submit"
-        if not path.is_file():
-            return f"spark-submit not found at {path} (set livy.server.spark-home or SPARK_HOME)"
-        if not os.access(path, os.X_OK):
-            return f"{path} is not executable"
-        return None
+    def _may_act_now(self) -> bool:
+        """`may_act` as it is set now (a group's leader sets it once made): the collector asks this."""
+        return self.may_act()
 
     # --- running --------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(t) for t in (self.local.monitor(), self._collect())]
+        self._tasks = [asyncio.create_task(t) for t in (self.local.monitor(), self.collector.run())]
         if (following := self.capacity.follow_clusters()) is not None:
             self._tasks.append(following)
         for session in list(self.registry.sessions.values()):
@@ -185,7 +158,7 @@ class SessionService:
     def note(self, session: Session, line: str) -> None:
         """A line from the server itself in the session's log, so the user sees why; and in the server's log.
         A full or read-only log disk must not stop the session from reaching its end state."""
-        note_in_log(self.log_path(session.id), self.family.protocol.word, session.id, line)
+        logs.note(self.files.log(session.id), self.family.protocol.word, session.id, line)
 
     # --- API operations ------------------------------------------------------------------
     async def submit(self, body: Any, owner: str | None) -> Session:
@@ -216,7 +189,7 @@ class SessionService:
             self.registry.remove(session.id)
             raise
         self.registry.counters["created"] += 1
-        self._wake.set()  # a new live deadline (ttl, idle) for the collector
+        self.collector.wake()  # a new live deadline (ttl, idle)
         self.pending.append(session.id)
         self.launch_pending()
         return session
@@ -229,7 +202,7 @@ class SessionService:
         if self.registry.remove(session.id) is not None:
             self.registry.counters["deleted"] += 1
         removal = self.writer.remove([session.id])
-        logs.remove_session_files(self.log_dir, [session.id])
+        self.files.remove([session.id])
         await removal
 
     def forget(self, sessions: list[Session]) -> None:
@@ -243,7 +216,7 @@ class SessionService:
             await removal
         except Exception:
             log.exception("could not remove %d records from the store", len(ids))
-        await asyncio.to_thread(logs.remove_session_files, self.log_dir, ids)
+        await asyncio.to_thread(self.files.remove, ids)
 
     # --- launching -------------------------------------------------------------------------
     def launch_pending(self) -> None:
@@ -271,7 +244,7 @@ class SessionService:
             if self.registry.sessions.get(session.id) is session and session.state == STARTING:
                 session.request = request
                 self.pending.appendleft(session.id)  # launched when this server may write again, or by the next leader
-                self._wake.set()  # the collector sees the held lead and launches once it is confirmed
+                self.collector.wake()  # the collector sees the held lead and launches once it is confirmed
             log.warning("%s %d not launched: its launch mark was not written (%s)", self.family.protocol.word, session.id, err)
             return
         if self.registry.sessions.get(session.id) is not session or session.state != STARTING:
@@ -280,26 +253,9 @@ class SessionService:
         self._start(session, request)
 
     def _start(self, session: Session, request: dict[str, Any]) -> None:
-        env = launcher.spark_environment(request, cluster=self.tracker is not None)
-        request, channel = self.family.launch(session, request)
-        properties, driver_settings = None, {}
-        if channel and self.tracker is not None:  # in the cluster: the driver's environment as Spark settings, in a 0600 file
-            properties = self.properties_path(session.id)
-            driver_settings = {self.tracker.driver_env + key: value for key, value in channel.items()}
-        else:
-            env.update(channel)
-        server_conf = self.tracker.submit_conf(session.app_tag) if self.tracker else None
-        command = launcher.build_command(self.spark_home, request, self.config, server_conf, properties)
-        if self.tracker is not None:
-            session.cluster = self.tracker.coordinates
         try:
-            env.update(launcher.kerberos_environment(self.config, request.get("proxyUser"), self.log_dir))
-            if properties is not None:
-                launcher.write_properties_file(properties, self.spark_home, env, driver_settings)
-            self.local.start(command, session, self.exit_path(session.id), env)
+            self.local.launch(session, *self.family.launch(session, request))
         except OSError as err:
-            if properties is not None:
-                properties.unlink(missing_ok=True)
             self.note(session, f"could not start the driver: {err}")
             self.finish(session, DEAD)
             return
@@ -314,11 +270,11 @@ class SessionService:
         submitted_id = None if session.cluster is None else self.follower.tracker(session.cluster).submitted_id
         facts = read_facts(session, lines, self.ui_host, submitted_id)
         if session.state == STARTING and self.family.up_on_driver_start and (facts.started or session.app_id):
-            self.set_up(session, RUNNING)
+            self.mark_up(session, RUNNING)
         elif facts.changed:
             self.persist(session)
 
-    def set_up(self, session: Session, state: str) -> None:
+    def mark_up(self, session: Session, state: str) -> None:
         """The driver is up (a batch running; a session idle or busy): its creation slot frees. A session
         going between idle and busy is not written: a restart asks its driver, which knows."""
         moved_between_up_states = session.state in UP_STATES and state in UP_STATES
@@ -332,8 +288,8 @@ class SessionService:
 
     def _on_exit(self, session: Session) -> None:
         if session.cluster is not None:
-            self.properties_path(session.id).unlink(missing_ok=True)
-        code = launcher.read_exit_code(self.exit_path(session.id))
+            self.files.properties(session.id).unlink(missing_ok=True)
+        code = launcher.read_exit_code(self.files.exit_code(session.id))
         if session.cluster is not None and self.cluster.submitted(session, code):
             self.launching.discard(session.id)  # spark-submit is gone: its creation slot is free
             self.capacity.released()
@@ -357,7 +313,7 @@ class SessionService:
         self.family.finished(session)
         self.registry.set_state(session, state)
         self.persist(session)
-        self._wake.set()
+        self.collector.wake()
         self.capacity.released()
 
     async def _kill(self, session: Session) -> None:
@@ -386,75 +342,9 @@ class SessionService:
         self.note(session, line)
         self.spawn(self._kill(session))
 
-    # --- the clock -----------------------------------------------------------------------
-    async def _collect(self) -> None:
-        held = False
-        while True:
-            deadline = self.registry.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            if not self.may_act():
-                held = True
-                await asyncio.sleep(HELD_RECHECK)
-                self._wake.set()  # look again: once the lead is confirmed, the clocks and the queue go on
-                continue
-            try:
-                self.collect_due()
-                if held:
-                    held = False
-                    self.launch_pending()
-            except Exception:
-                log.exception("collector round failed")
-
-    def collect_due(self) -> None:
-        """Forget the sessions whose retention is over; end the active ones whose clock ran out."""
-        now = self.clock()
-        expired = list(self.registry.pop_expired(now))
-        if expired:
-            self.registry.counters["collected"] += len(expired)
-            self.forget(expired)
-        for session in list(self.registry.pop_overdue(now)):
-            self.family.overdue(session, now)
-
     def rearm(self, session: Session) -> None:
         """A live deadline may have moved earlier (a session went idle): the collector must know."""
-        if self.registry.arm(session):
-            self._wake.set()
-
-    # --- views -----------------------------------------------------------------------------
-    def recent_log(self, session: Session, count: int = VIEW_LOG_LINES) -> list[str]:
-        if session.tail is not None:
-            return list(session.tail)[-count:]
-        return logs.tail_lines(self.log_path(session.id), count)
-
-    def expires_at(self, session: Session) -> float | None:
-        """When the server lets go: a finished session is forgotten, an active one's clock ends it (sessions)."""
-        return self.family.ends_at(session) if session.active else self.registry.expires_at(session)
-
-    def view(self, session: Session) -> dict[str, Any]:
-        base = {
-            "id": session.id,
-            "name": session.name,
-            "owner": session.owner,
-            "proxyUser": session.proxy_user,
-            "state": session.state,
-            "appId": session.app_id,
-            "appInfo": {"driverLogUrl": session.driver_log_url, "sparkUiUrl": session.ui_url, "executorLogUrls": None},
-            "log": self.recent_log(session),
-            "createdAt": session.created_at,
-            "finishedAt": session.finished_at,
-            "expiresAt": self.expires_at(session),
-        }
-        return self.family.view(session, base)
-
-    def log_page(self, session: Session, start: int | None, size: int) -> dict[str, Any]:
-        """Livy's semantics: no `from` means the last `size` lines; a negative size means all."""
-        lines, total = logs.read_page(self.log_path(session.id), start, size)
-        if start is None:
-            start = total - len(lines)  # the page ends at the last line
-        return {"id": session.id, "from": start, "total": total, "log": lines}
+        self.collector.rearm(session)
 
 
 def family_services(config: ServerConfig, stores: list[StateStore] | None = None) -> tuple[SessionService, SessionService]:
@@ -462,12 +352,3 @@ def family_services(config: ServerConfig, stores: list[StateStore] | None = None
     batch_store, session_store = stores or (None, None)
     batches = SessionService(config, batch_store, family=BATCHES)
     return batches, SessionService(config, session_store, family=SESSIONS, capacity=batches.capacity)
-
-
-def note_in_log(path: Path, word: str, session_id: int, line: str) -> None:
-    """The `livy-server:` line writer: in the session's log, where the user looks, and in the server's log.
-    When the log disk refuses (full, read-only), the server's log has it and the caller goes on."""
-    if (err := logs.append_lines(path, [logs.SERVER_PREFIX + line])) is not None:
-        log.warning("%s %s: %s (could not write it to its log: %s)", word, session_id, line, err)
-        return
-    log.info("%s %s: %s", word, session_id, line)

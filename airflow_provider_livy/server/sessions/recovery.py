@@ -39,7 +39,7 @@ from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, FAMILIES, IDL
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.drivers import cluster, launcher, logs
 from airflow_provider_livy.server.fence import Fence
-from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services, note_in_log
+from airflow_provider_livy.server.sessions.lifecycle import SessionService, family_services
 from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.stores import open_store
 from airflow_provider_livy.server.stores.base import RecoverableStore
@@ -204,7 +204,7 @@ class Recovery:
 
     def _reattach(self, session: Session) -> bool:
         """Follow a live driver again, or settle a gone one; True when the record must change."""
-        log_path, exit_path = self.service.log_path(session.id), self.service.exit_path(session.id)
+        log_path, exit_path = self.service.files.log(session.id), self.service.files.exit_code(session.id)
         if session.pid is None and session.state == STARTING and session.request is not None and not log_path.exists():
             session.tail = self.service.family.new_tail()
             self.stats["queued again"] += 1
@@ -217,7 +217,7 @@ class Recovery:
         submitting = session.pid is not None
         submitter_alive = session.pid is not None and launcher.is_alive(session.pid, session.pid_start)
         if session.cluster is not None and not submitter_alive:
-            self.service.properties_path(session.id).unlink(missing_ok=True)  # spark-submit ended while we were down
+            self.service.files.properties(session.id).unlink(missing_ok=True)  # spark-submit ended while we were down
         if session.cluster is not None and self._handed_over(session, log_path, exit_path):
             if session.repl is not None and session.state in (IDLE, BUSY):
                 session.state = RECOVERING  # until its REPL's first /status says idle or busy
@@ -294,7 +294,7 @@ class Recovery:
         its log cannot be written: a full disk must not end recovery's work once serving)."""
         notes, self.notes = self.notes, []
         for session_id, line in notes:
-            note_in_log(self.service.log_path(session_id), self.service.family.protocol.word, session_id, line)
+            logs.note(self.service.files.log(session_id), self.service.family.protocol.word, session_id, line)
 
     # --- once serving -----------------------------------------------------------------------
     async def run_background(self) -> None:
@@ -338,5 +338,5 @@ class Recovery:
         purges, self.purges = self.purges, []
         for ids, started, removal in purges:
             await removal
-            await asyncio.to_thread(logs.remove_session_files, self.service.log_dir, ids)
+            await asyncio.to_thread(self.service.files.remove, ids)
             log.info("recovery: purged %d expired or unreadable records in %.2fs", len(ids), time.monotonic() - started)
