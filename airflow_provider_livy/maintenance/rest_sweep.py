@@ -64,21 +64,29 @@ def age_of(
     view: Mapping[str, Any], kind: str, previous: terminal_since.Record, current: terminal_since.Record, now: float
 ) -> float:
     """Seconds since the session finished: from its own `finishedAt`, else since we first saw it terminal."""
-    finished = view.get("finishedAt")
-    if isinstance(finished, (int, float)) and not isinstance(finished, bool):
-        return now - finished
-    session_key = terminal_since.key(kind, view["id"])
-    return now - terminal_since.first_seen(previous, current, session_key, terminal_since.fingerprint(view), now)
+    return _seconds_since(view, "finishedAt", terminal_since.key(kind, view["id"]), previous, current, now=now)
 
 
 def idle_for(
     view: Mapping[str, Any], kind: str, previous: terminal_since.Record, current: terminal_since.Record, now: float
 ) -> float:
     """Seconds an idle session has been idle: from its own `lastActivityAt`, else since we first saw it idle."""
-    last = view.get("lastActivityAt")
-    if isinstance(last, (int, float)) and not isinstance(last, bool):
-        return now - last
-    session_key = terminal_since.idle_key(kind, view["id"])
+    return _seconds_since(view, "lastActivityAt", terminal_since.idle_key(kind, view["id"]), previous, current, now=now)
+
+
+def _seconds_since(
+    view: Mapping[str, Any],
+    field: str,
+    session_key: str,
+    previous: terminal_since.Record,
+    current: terminal_since.Record,
+    *,
+    now: float,
+) -> float:
+    """From the view's own timestamp (our server), else from the record of when a sweep first saw it so (Livy)."""
+    stamp = view.get(field)
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        return now - stamp
     return now - terminal_since.first_seen(previous, current, session_key, terminal_since.fingerprint(view), now)
 
 
