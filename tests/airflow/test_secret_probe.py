@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_livy.server.stores.index import REDACTED
+from airflow_provider_livy.server.redaction import REDACTED
 from tests.airflow.conftest import DagRunner, connection_env
 from tests.conftest import LivyServer
 from tests.state_store import FileStoreView
@@ -64,6 +64,7 @@ def test_the_secret_shows_nowhere_through_create_statement_restart_and_delete(
     raw = (store.root / "v1" / "interactive" / str(sid)).read_text()
     assert secret in raw and S3_SECRET not in raw, "the secret a restart needs is kept, secret-looking conf values are not"
     assert found(secret, shown(server, sid)) == [], "after create"
+    assert found(S3_SECRET, shown(server, sid)) == [], "a secret-looking conf value shows nowhere either"
 
     assert server.run(sid, "sum(range(5))")["output"]["data"]["text/plain"] == "10"
     assert found(secret, shown(server, sid)) == [], "after a statement"

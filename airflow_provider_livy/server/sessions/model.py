@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_livy.protocol import ACTIVE_STATES, ALL_STATES, BUSY, DEAD, RESOURCE_FIELDS, STARTING, duration_seconds
+from airflow_provider_livy.server.redaction import redact
 
 START, IDLE_CLOCK, TTL, HEARTBEAT = "start", "idle", "ttl", "heartbeat"  # why the server ended a session
 VIEW_SETTINGS = (*RESOURCE_FIELDS, "conf", "heartbeatTimeoutInSecond", "ttl", "idleTimeout")
@@ -46,10 +47,13 @@ class Repl:
         """A new session's: idleTimeout, else livy.server.session.timeout (`default_idle`)."""
         idle = duration_seconds(request["idleTimeout"]) if "idleTimeout" in request else None
         ttl = duration_seconds(request["ttl"]) if "ttl" in request else None
+        settings = {k: request[k] for k in VIEW_SETTINGS if k in request}
+        if "conf" in settings:  # the view and the record echo it: credentials stay with the launch only
+            settings["conf"] = redact(settings["conf"])
         return cls(
             kind=request["kind"],
             secret=secrets.token_urlsafe(32),
-            settings={k: request[k] for k in VIEW_SETTINGS if k in request},
+            settings=settings,
             idle_timeout=idle or default_idle,
             ttl=ttl or None,
             heartbeat=request.get("heartbeatTimeoutInSecond", 0),

@@ -10,14 +10,11 @@ Both stores write the entry in the same step as the record (ZooKeeper: the same 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 STATE_KEY = "state"  # {"nextSessionId": N}, as Livy writes it
-REDACTION = re.compile(r"(?i)secret|password|token|access[.]?key")  # spark.redaction.regex's default
-REDACTED = "*********(redacted)"  # what Spark shows in its place
 
 
 def family_dirs(family: str) -> tuple[str, str]:
@@ -75,20 +72,10 @@ def build_snapshot(next_session_id: int, record_names: Iterable[str], index_name
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """A record as stored: secret-looking values of an interactive session's `conf` echo are redacted.
-
-    A restart needs the conf of a session only to show it again; a queued session's `request`,
-    which it needs to launch, is kept whole and dropped once launched (see README, Recovery).
+    """A record as stored. An interactive session's `conf` echo is already redacted in memory (server/redaction.py);
+    a queued session's `request`, which it needs to launch, is kept whole and dropped once launched (see README, Recovery).
     """
-    conf = record.get("conf")
-    if conf:
-        record = {**record, "conf": redact(conf)}
     return json.dumps(record, separators=(",", ":")).encode()
-
-
-def redact(conf: dict[str, Any]) -> dict[str, Any]:
-    """Spark's rule (spark.redaction.regex's default): a key or value that looks secret gets Spark's dummy text."""
-    return {key: REDACTED if REDACTION.search(key) or REDACTION.search(str(value)) else value for key, value in conf.items()}
 
 
 def encode_state(next_session_id: int) -> bytes:
