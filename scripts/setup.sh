@@ -18,7 +18,8 @@ say() { echo "[setup] $*"; }
 apt_packages=()
 command -v java >/dev/null 2>&1 || apt_packages+=(default-jre-headless)
 if $want_tests && [[ ! -e /usr/share/java/zookeeper.jar ]]; then apt_packages+=(zookeeper); fi
-# sparkmagic, one of the third-party clients the tests run in a venv of their own, builds pykerberos against it
+# sparkmagic, one of the third-party clients the tests run in a venv of their own, builds pykerberos against it,
+# and so does the kerberos package (the kerberos extra: ZooKeeper's SASL GSSAPI through pure-sasl)
 if $want_tests && ! dpkg -s libkrb5-dev >/dev/null 2>&1; then apt_packages+=(libkrb5-dev); fi
 # the sign-in tests' real KDC (k5test drives krb5-kdc and kadmin.local) and real directory (slapd)
 for package in krb5-kdc krb5-admin-server krb5-user slapd ldap-utils; do

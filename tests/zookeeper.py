@@ -42,6 +42,16 @@ JARS = (
 
 
 SASL_USERS = {"livy": "livy-sasl-password", "intruder": "intruder-sasl-password"}
+KERBEROS_PRINCIPAL = "zookeeper/localhost"  # what a client asks a ticket for: kazoo's service at the host it dials
+
+
+@dataclass(frozen=True)
+class KerberosLogin:
+    """The server's Kerberos identity: its principal's keytab, and the realm's krb5.conf for the JVM."""
+
+    principal: str
+    keytab: Path
+    krb5_conf: Path
 
 
 def classpath() -> str:
@@ -58,10 +68,24 @@ class ZooKeeperServer:
     work_dir: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    kerberos: KerberosLogin | None = None
 
     @property
     def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """By name under Kerberos: a GSSAPI client asks for a ticket to zookeeper/<the host it dials>."""
+        return f"{'localhost' if self.kerberos else '127.0.0.1'}:{self.port}"
+
+    def jaas(self) -> tuple[str, list[str]]:
+        """ZooKeeper's JAAS `Server` section, and the JVM options it needs."""
+        if self.kerberos is None:
+            users = "".join(f'\n  user_{user}="{password}"' for user, password in SASL_USERS.items())
+            return f"Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required{users};\n}};\n", []
+        login = (
+            f'useKeyTab=true keyTab="{self.kerberos.keytab}" storeKey=true useTicketCache=false isInitiator=false '
+            f'principal="{self.kerberos.principal}"'
+        )
+        section = f"Server {{\n  com.sun.security.auth.module.Krb5LoginModule required {login};\n}};\n"
+        return section, [f"-Djava.security.krb5.conf={self.kerberos.krb5_conf}"]
 
     def start(self, timeout: float = 60) -> ZooKeeperServer:
         from tests.conftest import free_port  # here, not at the top: conftest imports this module
@@ -76,14 +100,15 @@ class ZooKeeperServer:
             "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
         )
         jaas = self.work_dir / "jaas.conf"
-        users = "".join(f'\n  user_{user}="{password}"' for user, password in SASL_USERS.items())
-        jaas.write_text(f"Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required{users};\n}};\n")
+        section, jvm_options = self.jaas()
+        jaas.write_text(section)
         with open(self.work_dir / "zookeeper.log", "ab") as out:
             self.proc = subprocess.Popen(
                 [
                     "java",
                     "-Xmx256m",
                     f"-Djava.security.auth.login.config={jaas}",
+                    *jvm_options,
                     "-cp",
                     classpath(),
                     "org.apache.zookeeper.server.quorum.QuorumPeerMain",
