@@ -66,6 +66,18 @@ def refused(call: Any) -> bool:
     return False
 
 
+def session_and_batch_for(server: Any, store: ZooKeeperView, job_file: str, owner: Id) -> tuple[dict, dict]:
+    """A session that ran a statement and a finished batch; every znode under the prefix is `owner`'s alone."""
+    session = server.open_session(kind="pyspark")
+    assert server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"
+    batch = server.wait_for(server.submit(file=job_file, args=["exit=0"])["id"], {"success"})
+    assert store.records("interactive")[session["id"]]["replSecret"], "the server's identity reads the record"
+    acls = acls_under(store.client, f"/{store.prefix}")
+    assert len(acls) >= 10, acls  # prefix, v1, two families' records, index entries and state nodes
+    assert {acl for entries in acls.values() for acl in entries} == {ACL(Permissions.ALL, owner)}
+    return session, batch
+
+
 def test_auth_values_and_readable_errors() -> None:
     assert parse_auth("") is None
     digest = parse_auth("digest:alice:pa:ss")
@@ -95,16 +107,9 @@ def test_with_an_identity_only_it_may_use_the_records_and_the_server_recovers_an
     settings = {**store.settings, "livy.server.session.state-retain.sec": "2s"}
     server = make_server(settings)
     assert "readable and writable by anyone" not in server.server_log(), "no open-ACL warning with an identity"
-    session = server.open_session(kind="pyspark")
-    assert server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"
-    batch = server.wait_for(server.submit(file=job_file, args=["exit=0"])["id"], {"success"})
-
+    session, batch = session_and_batch_for(server, store, job_file, Id("sasl", "livy"))
     root = f"/{zk_prefix}"
     record = f"{root}/v1/interactive/{session['id']}"
-    assert store.records("interactive")[session["id"]]["replSecret"], "the server's identity reads the record"
-    acls = acls_under(store.client, root)
-    assert len(acls) >= 10, acls  # prefix, v1, two families' records, index entries and state nodes
-    assert {acl for entries in acls.values() for acl in entries} == {ACL(Permissions.ALL, Id("sasl", "livy"))}
 
     assert refused(lambda: anonymous.get(record)), "get"
     assert refused(lambda: anonymous.set(record, b"{}")), "set"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.security import ACL, Id, Permissions
+from kazoo.security import Id
 
 from tests import kerberos
 from tests.kerberos import REALM, Realm
 from tests.state_store import ZooKeeperView
-from tests.test_zookeeper_acl import acls_under, refused
+from tests.test_zookeeper_acl import refused, session_and_batch_for
 from tests.zookeeper import KERBEROS_PRINCIPAL, KerberosLogin, ZooKeeperServer
 
 pytest.importorskip("kerberos", reason="kazoo's GSSAPI (pure-sasl) needs the kerberos package")
@@ -48,16 +48,9 @@ def test_with_sasl_gssapi_only_the_servers_principal_may_use_its_znodes_through_
     monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.kinit('svc')}")  # the server's and this view's identity
     store = ZooKeeperView(kerberos_zookeeper.hosts, zk_prefix, auth="sasl")
     server = make_server(store.settings)
-    session = server.open_session(kind="pyspark")
-    assert server.run(session["id"], "1 + 1")["output"]["data"]["text/plain"] == "2"
-    batch = server.wait_for(server.submit(file=job_file, args=["exit=0"])["id"], {"success"})
-
+    session, batch = session_and_batch_for(server, store, job_file, Id("sasl", f"svc@{REALM}"))
     root = f"/{zk_prefix}"
     record = f"{root}/v1/interactive/{session['id']}"
-    assert store.records("interactive")[session["id"]]["replSecret"], "the principal reads the record"
-    acls = acls_under(store.client, root)
-    assert len(acls) >= 10, acls  # prefix, v1, two families' records, index entries and state nodes
-    assert {acl for entries in acls.values() for acl in entries} == {ACL(Permissions.ALL, Id("sasl", f"svc@{REALM}"))}
 
     anonymous = KazooClient(hosts=kerberos_zookeeper.hosts)
     anonymous.start(timeout=30)
