@@ -53,7 +53,7 @@ class LivyConfigError(LivyError):
 class LivySettings:
     """Everything a hook needs from an Airflow connection, as plain data."""
 
-    base_url: str
+    base_urls: tuple[str, ...]  # one per server the connection lists; a group's leader moves among them
     verify: bool | str = True
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -68,6 +68,11 @@ class LivySettings:
     zookeeper_hosts: str | None = None
     zookeeper_prefix: str = "livy"
     zookeeper_auth: str | None = field(default=None, repr=False)  # the server's zk-state-store.auth; may hold a password
+
+    @property
+    def base_url(self) -> str:
+        """The first server's URL (the only one, for a connection that lists one)."""
+        return self.base_urls[0]
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -126,6 +131,13 @@ def base_url(host: str | None, port: int | None, scheme: str | None, prefix: str
     return f"{parts.scheme}://{netloc}" + (f"/{path}" if path else "")
 
 
+def base_urls(host: str | None, port: int | None, scheme: str | None, prefix: str | None) -> tuple[str, ...]:
+    """One `base_url` per comma-separated server of `host` (`a,b:8999,c`), each with the connection's port
+    when it names none: the servers of one group, any of which may lead."""
+    servers = [part for part in (host or "").split(",") if part.strip()]
+    return tuple(dict.fromkeys(base_url(server, port, scheme, prefix) for server in servers or [""]))
+
+
 def settings_from_connection(conn: Any) -> LivySettings:
     """Read a `livy_batch` connection, or any connection with a host (the official `livy` type too)."""
     extras: Mapping[str, Any] = conn.extra_dejson or {}
@@ -134,7 +146,7 @@ def settings_from_connection(conn: Any) -> LivySettings:
     def get(key: str) -> Any:
         return _extra(extras, conn_type, key)
 
-    url = base_url(conn.host, conn.port, conn.schema, get("endpoint_prefix"))
+    urls = base_urls(conn.host, conn.port, conn.schema, get("endpoint_prefix"))
     verify: bool | str = _as_bool("verify", get("verify"), True)
     if verify and get("ca_bundle"):
         verify = str(get("ca_bundle"))
@@ -156,7 +168,7 @@ def settings_from_connection(conn: Any) -> LivySettings:
     except (TypeError, ValueError):
         raise LivyConfigError(f"connection extra 'timeout' must be a number of seconds, got {timeout!r}") from None
     return LivySettings(
-        base_url=url,
+        base_urls=urls,
         verify=verify,
         headers=headers,
         timeout=timeout,
@@ -231,6 +243,58 @@ def next_retry(
     if status is None:
         return None if method == "POST" and not never_sent else retry_delay(attempt)
     return retry_delay(attempt, retry_after) if retryable(method, status, retry_after) else None
+
+
+# Answers of a server that is not the group's leader and did nothing: try the connection's next server.
+MOVE_ON_STATUSES = frozenset({307, 503})
+_current: dict[tuple[str, ...], str] = {}  # per connection's servers: the one calls go to in this process
+
+
+def current_server(servers: tuple[str, ...]) -> str:
+    """Where the next call goes: the server that last answered as the leader, or the one after a server that
+    did not; at first the first."""
+    chosen = _current.get(servers)
+    return chosen if chosen in servers else servers[0]
+
+
+def next_server(servers: tuple[str, ...], base: str, status: int | None) -> str:
+    """The one server choice of both hooks, beside `next_retry`: after `base` answered `status` (None: no answer),
+    where calls go next, remembered. An answer that is not a 503 or a 307 is the leader's (a standby proxies to
+    it), so calls stay there; no answer, a 503 or a 307 moves on to the connection's next server."""
+    if status is not None and status not in MOVE_ON_STATUSES:
+        chosen = base
+    else:
+        chosen = servers[(servers.index(base) + 1) % len(servers)] if base in servers else current_server(servers)
+    _current[servers] = chosen
+    return chosen
+
+
+def next_try(
+    method: str,
+    attempt: int,
+    retries: int,
+    servers: tuple[str, ...],
+    *,
+    status: int | None = None,
+    retry_after: str | None = None,
+    never_sent: bool = False,
+) -> float | None:
+    """`next_retry` for a connection listing `servers`: with several, a 307 (nothing done there) is repeated at
+    once, and so is a connection that was never established, while servers of this round are left to try."""
+    if len(servers) > 1 and attempt < retries:
+        if status == 307:
+            return 0.0
+        if status is None and never_sent and (attempt + 1) % len(servers):
+            return 0.0
+    return next_retry(method, attempt, retries, status=status, retry_after=retry_after, never_sent=never_sent)
+
+
+def reattach_by_name(method: str, body: Any, err: LivyError) -> str | None:
+    """The name to look a create up by before it is sent again: a POST with a name that failed without an answer
+    saying it was refused (a timeout, a dropped connection, a gateway's 502/504) may have created it."""
+    if method != "POST" or not isinstance(body, Mapping) or not body.get("name"):
+        return None
+    return str(body["name"]) if err.status is None or err.status in RETRY_STATUSES - {503} else None
 
 
 def batch_path(key: int | str, action: str = "") -> str:

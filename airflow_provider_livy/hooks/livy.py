@@ -167,8 +167,10 @@ class LivyHook(LivySessionCalls):
         options = extra_options or {}
         payload = {"params": data} if self.method in ("GET", "HEAD") else {"data": data}
         path = "/" + (endpoint or "").lstrip("/")
-        base = self.connection_settings.base_url
-        response = self._call(self.method, path, expect=range(100, 600), base=base, headers=headers, **payload, **request_kwargs)
+        servers = self.connection_settings.base_urls
+        response = self._call(
+            self.method, path, expect=range(100, 600), servers=servers, headers=headers, **payload, **request_kwargs
+        )
         if options.get("check_response", True):
             self.check_response(response)
         return response

@@ -20,12 +20,15 @@ from airflow_provider_livy.hooks.connection import (
     DEFAULT_RETRIES,
     LivyError,
     LivySettings,
+    current_server,
     default_headers,
     describe,
     error_message,
     family_path,
     log_step,
-    next_retry,
+    next_server,
+    next_try,
+    reattach_by_name,
     settings_from_connection,
     wait_params,
 )
@@ -66,7 +69,6 @@ class LivyAsyncHttp(BaseHook):
             s = await self.settings()
             auth = auth_from_type(self.auth_type, httpx.Auth, s.login, s.password) or httpx_auth(s)
             self._client = httpx.AsyncClient(
-                base_url=s.base_url,
                 headers=default_headers(s) | self.extra_headers,
                 verify=s.verify,
                 auth=auth,
@@ -80,31 +82,62 @@ class LivyAsyncHttp(BaseHook):
             self._client = None
 
     async def _call(
-        self, method: str, path: str, expect: Container[int] = (200,), held: float = 0.0, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        expect: Container[int] = (200,),
+        held: float = 0.0,
+        reattach: bool = True,
+        **kwargs: Any,
     ) -> httpx.Response:
-        """`held`: how long the server may hold the answer on purpose (a long poll), added to the timeout."""
+        """`held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
+        `reattach`: a POST with a name that may have created something is looked up by it first, as LivyHook's."""
         client = await self.client()
+        settings = await self.settings()
+        servers = settings.base_urls
         if held:
-            kwargs["timeout"] = (await self.settings()).timeout + held
+            kwargs["timeout"] = settings.timeout + held
         attempt = 0
         while True:
+            base = current_server(servers)
+            status, retry_after, never_sent, cause = None, None, False, None
             try:
-                response = await client.request(method, path, **kwargs)
+                response = await client.request(method, base + path, **kwargs)
             except httpx.TransportError as err:
                 never_sent = isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout))
-                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
-                if delay is None:
-                    raise LivyError(f"Livy {method} {client.base_url}{path} failed: {err!r}") from err
-                self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, err, attempt + 1, self.retries)
+                error, cause = LivyError(f"Livy {method} {base}{path} failed: {err!r}"), err
             else:
-                if response.status_code in expect:
+                status, retry_after = response.status_code, response.headers.get("Retry-After")
+                if status in expect:
+                    next_server(servers, base, status)
                     return response
-                retry_after = response.headers.get("Retry-After")
-                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
-                if delay is None:
-                    raise self._error(method, response)
+                error = self._error(method, response)
+            next_server(servers, base, status)
+            delay = next_try(
+                method, attempt, self.retries, servers, status=status, retry_after=retry_after, never_sent=never_sent
+            )
+            if delay is None:
+                found = await self._reattach(method, path, kwargs.get("json"), error, servers) if reattach else None
+                if found is not None:
+                    return found
+                raise error from cause
+            if cause is not None:
+                self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, cause, attempt + 1, self.retries)
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def _reattach(
+        self, method: str, path: str, body: Any, error: LivyError, servers: tuple[str, ...]
+    ) -> httpx.Response | None:
+        """As LivyHook's: a create that may have reached a server of a group, looked up by its name, else sent once more."""
+        name = reattach_by_name(method, body, error) if len(servers) > 1 else None
+        if name is None:
+            return None
+        self.log.warning("%s; looking %s up by its name %r before sending it again", error, path, name)
+        found = await self._call("GET", family_path(path, name), expect=(200, 404))
+        if found.status_code == 200:
+            return found
+        return await self._call(method, path, expect=(200, 201), reattach=False, json=body)
 
     @staticmethod
     def _error(method: str, response: httpx.Response) -> LivyError:

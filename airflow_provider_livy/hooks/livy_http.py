@@ -9,6 +9,9 @@ Retry policy, in one place:
   it refused before creating). A read timeout, 502 or 504 after a POST is not repeated: the
   batch may exist. The operator always sends a unique batch name, so even then it finds the
   batch by name instead of creating a second one.
+- A connection that lists several servers (a group) sends each call to the one that last answered as
+  the leader and moves on at a connection error, a 503 or a 307 (`next_server`); a named POST that may
+  have reached a server is looked up by its name there before it is sent again.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from airflow_provider_livy.hooks.connection import (
     LivyConfigError,
     LivyError,
     LivySettings,
+    current_server,
     default_headers,
     describe,
     error_message,
     family_path,
     log_step,
-    next_retry,
+    next_server,
+    next_try,
+    reattach_by_name,
     settings_from_connection,
     wait_params,
 )
@@ -123,46 +129,67 @@ class LivyHttp(BaseHook):
         *,
         expect: Container[int] = (200,),
         held: float = 0.0,
-        base: str | None = None,
+        servers: tuple[str, ...] | None = None,
+        reattach: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one call with the retry policy in the module docstring; raise LivyError if it fails.
 
         `held`: how long the server may hold the answer on purpose (a long poll), added to the timeout.
-        `base`: another URL than the hook's to put `path` on.
+        `servers`: other base URLs than the hook's to put `path` on.
+        `reattach`: a POST with a name that may have created something is looked up by that name before it is
+        sent again (once).
         """
-        url = (base or self.settings.base_url) + path
+        servers = servers or self.settings.base_urls
         timeout = self.settings.timeout + held
+        if len(servers) > 1:
+            kwargs.setdefault("allow_redirects", False)  # a 307 moves on to the next server, with our headers
         attempt = 0
         while True:
+            base = current_server(servers)
+            url = base + path
+            status, retry_after, never_sent, cause = None, None, False, None
             try:
                 response = self.session.request(method, url, timeout=timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as err:
                 # ConnectTimeout is both; a read timeout or a dropped connection may follow a sent request
                 never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err)
-                delay = next_retry(method, attempt, self.retries, never_sent=never_sent)
-                if delay is None:
-                    failure = f"timed out after {timeout:g}s" if isinstance(err, requests.Timeout) else f"failed: {err}"
-                    raise LivyError(f"Livy {method} {url} {failure}") from err
-                self.log.warning("Livy %s %s failed (%s); retry %d of %d", method, url, err, attempt + 1, self.retries)
+                failure = f"timed out after {timeout:g}s" if isinstance(err, requests.Timeout) else f"failed: {err}"
+                error, cause, what = LivyError(f"Livy {method} {url} {failure}"), err, f"failed ({err})"
             else:
-                if response.status_code in expect:
+                status, retry_after = response.status_code, response.headers.get("Retry-After")
+                if status in expect:
+                    next_server(servers, base, status)
                     return response
-                retry_after = response.headers.get("Retry-After")
-                delay = next_retry(method, attempt, self.retries, status=response.status_code, retry_after=retry_after)
-                if delay is None:
-                    raise self._error(method, url, response)
-                self.log.warning(
-                    "Livy %s %s answered %d%s; retry %d of %d",
-                    method,
-                    url,
-                    response.status_code,
-                    f" (Retry-After {retry_after})" if retry_after else "",
-                    attempt + 1,
-                    self.retries,
-                )
+                error = self._error(method, url, response)
+                what = f"answered {status}" + (f" (Retry-After {retry_after})" if retry_after else "")
+            next_server(servers, base, status)
+            delay = next_try(
+                method, attempt, self.retries, servers, status=status, retry_after=retry_after, never_sent=never_sent
+            )
+            if delay is None:
+                found = self._reattach(method, path, kwargs.get("json"), error, servers) if reattach else None
+                if found is not None:
+                    return found
+                raise error from cause
+            self.log.warning("Livy %s %s %s; retry %d of %d", method, url, what, attempt + 1, self.retries)
             self._sleep(delay)
             attempt += 1
+
+    def _reattach(
+        self, method: str, path: str, body: Any, error: LivyError, servers: tuple[str, ...]
+    ) -> requests.Response | None:
+        """A create that failed where it may have reached a server of a group, looked up by its name on the
+        connection's next server: the record's view when it exists, else the create sent once more (the name
+        guards it: a second one is refused as a duplicate)."""
+        name = reattach_by_name(method, body, error) if len(servers) > 1 else None
+        if name is None:
+            return None
+        self.log.warning("%s; looking %s up by its name %r before sending it again", error, path, name)
+        found = self._call("GET", family_path(path, name), expect=(200, 404), servers=servers)
+        if found.status_code == 200:
+            return found
+        return self._call(method, path, expect=(200, 201), servers=servers, reattach=False, json=body)
 
     @staticmethod
     def _error(method: str, url: str, response: requests.Response) -> LivyError:

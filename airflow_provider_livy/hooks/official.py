@@ -102,7 +102,7 @@ def with_options(settings: LivySettings, extra_options: Mapping[str, Any], endpo
     something here: `verify` (a bool or a CA bundle path) and `timeout` (seconds)."""
     changes: dict[str, Any] = {}
     if endpoint_prefix and endpoint_prefix.strip("/"):
-        changes["base_url"] = f"{settings.base_url}/{endpoint_prefix.strip('/')}"
+        changes["base_urls"] = tuple(f"{url}/{endpoint_prefix.strip('/')}" for url in settings.base_urls)
     if "verify" in extra_options:
         changes["verify"] = extra_options["verify"]
     if extra_options.get("timeout") is not None:
