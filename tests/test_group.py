@@ -22,20 +22,23 @@ from tests.state_store import ZooKeeperView
 SESSION_TIMEOUT = 2.0
 
 
+def ha_settings(zookeeper_hosts: str, prefix: str, port: int, session_timeout: float = SESSION_TIMEOUT) -> dict[str, str]:
+    """livy.conf of a group member on `port`: the group is the servers on one ZooKeeper `prefix`."""
+    return {
+        "livy.server.recovery.mode": "ha",
+        "livy.server.recovery.state-store": "zookeeper",
+        "livy.server.recovery.state-store.url": zookeeper_hosts,
+        "livy.server.recovery.zk-state-store.key-prefix": prefix,
+        "livy.server.ha.session-timeout": f"{session_timeout:g}s",
+        "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
+    }
+
+
 @pytest.fixture
 def group(make_server, zookeeper, zk_prefix) -> Callable[..., LivyServer]:
     def start(session_timeout: float = SESSION_TIMEOUT, **settings: str) -> LivyServer:
         port = free_port()
-        conf = {
-            "livy.server.recovery.mode": "ha",
-            "livy.server.recovery.state-store": "zookeeper",
-            "livy.server.recovery.state-store.url": zookeeper.hosts,
-            "livy.server.recovery.zk-state-store.key-prefix": zk_prefix,
-            "livy.server.ha.session-timeout": f"{session_timeout:g}s",
-            "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
-            **settings,
-        }
-        return make_server(conf, port=port)
+        return make_server({**ha_settings(zookeeper.hosts, zk_prefix, port, session_timeout), **settings}, port=port)
 
     return start
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import LivyServer, free_port, kill_drivers, start_server
-from tests.test_group import SESSION_TIMEOUT, wait_leading
+from tests.test_group import SESSION_TIMEOUT, ha_settings, wait_leading
 from tests.test_session_clients import run_client
 
 pytestmark = [pytest.mark.spark, pytest.mark.zookeeper]
@@ -31,12 +31,7 @@ def spark_pair(zookeeper, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         settings = {
             "livy.spark.master": "local[1]",
             "livy.server.state-dir": str(work_dir / "state"),
-            "livy.server.recovery.mode": "ha",
-            "livy.server.recovery.state-store": "zookeeper",
-            "livy.server.recovery.state-store.url": zookeeper.hosts,
-            "livy.server.recovery.zk-state-store.key-prefix": prefix,
-            "livy.server.ha.session-timeout": f"{SESSION_TIMEOUT:g}s",
-            "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
+            **ha_settings(zookeeper.hosts, prefix, port),
         }
         servers.append(start_server(work_dir, settings, port=port))
         wait_leading(servers[0], 30)

@@ -30,21 +30,9 @@ from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
 from tests.airflow.conftest import DagRunner
 from tests.airflow.test_maintenance_dag import DAG_ID, MIN_AGE, maintenance_dag, report  # noqa: F401 (a fixture)
 from tests.conftest import FAKE_SPARK_HOME, LivyServer, free_port, kill_drivers, start_server
-from tests.test_group import SESSION_TIMEOUT, group, wait_leading  # noqa: F401 (group is a fixture)
+from tests.test_group import SESSION_TIMEOUT, group, ha_settings, wait_leading  # noqa: F401 (group is a fixture)
 
 pytestmark = pytest.mark.zookeeper
-
-
-def ha_settings(zookeeper, prefix: str, port: int) -> dict[str, str]:
-    return {
-        "livy.server.spark-home": str(FAKE_SPARK_HOME),
-        "livy.server.recovery.mode": "ha",
-        "livy.server.recovery.state-store": "zookeeper",
-        "livy.server.recovery.state-store.url": zookeeper.hosts,
-        "livy.server.recovery.zk-state-store.key-prefix": prefix,
-        "livy.server.ha.session-timeout": f"{SESSION_TIMEOUT:g}s",
-        "livy.server.ha.advertised-url": f"http://127.0.0.1:{port}",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,8 @@ def pair(zookeeper, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     servers: list[LivyServer] = []
     for _ in range(2):
         port = free_port()
-        servers.append(start_server(work_dir, ha_settings(zookeeper, prefix, port), port=port))
+        settings = {"livy.server.spark-home": str(FAKE_SPARK_HOME), **ha_settings(zookeeper.hosts, prefix, port)}
+        servers.append(start_server(work_dir, settings, port=port))
         wait_leading(servers[0], 30)
     yield servers[0], servers[1], work_dir
     for server in servers:
