@@ -10,12 +10,16 @@ import asyncio
 import json
 import re
 import signal
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 
 from airflow_provider_livy.hooks.connection import (
     LivyError,
@@ -164,3 +168,60 @@ def test_the_maintenance_dags_rest_sweep_through_a_standby(pair, dag_runner: Dag
     assert rest["kept"].get("not finished") == 1, rest
     assert running in leader.batch_ids() and not set(done) & set(leader.batch_ids())
     assert standby.delete(f"/batches/{running}").status_code == 200
+
+
+class _InFront(BaseHTTPRequestHandler):
+    """What our servers never do (they proxy), in front of the leader: a 307 to it, or a dropped connection
+    after the request came, with or without having passed the request on (a crashed proxy or gateway)."""
+
+    leader = ""
+    mode = "redirect"  # or "drop", "forward-then-drop"
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.mode == "redirect":
+            self.send_response(307)
+            self.send_header("Location", self.leader + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.mode == "forward-then-drop":
+            headers = {"Content-Type": "application/json", "X-Requested-By": "tests"}
+            requests.request(self.command, self.leader + self.path, data=body, headers=headers, timeout=30)
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def in_front(pair) -> Iterator[type[_InFront]]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _InFront)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _InFront.leader, _InFront.seen, _InFront.port = pair[0].url, [], httpd.server_address[1]
+    yield _InFront
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["redirect", "drop", "forward-then-drop"])
+def test_a_create_is_made_once_past_a_redirect_or_a_dropped_connection(
+    pair, in_front: type[_InFront], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection's first server answers 307, or drops the POST (having passed it on to the leader, or not):
+    the hook moves on to the leader, looks the batch up by its name where it may exist, and there is one."""
+    leader, _standby, work_dir = pair
+    in_front.mode = mode
+    job = work_dir / "job.py"
+    job.write_text("print('fake job')\n")
+    group_connection(monkeypatch, f"in_front_{mode.replace('-', '_')}", in_front.port, leader.port)
+    hook = LivyHook(f"in_front_{mode.replace('-', '_')}", sleep=lambda _s: None)
+    name = f"once-{mode}-{uuid.uuid4().hex[:8]}"
+    view = hook.submit_batch({"file": str(job), "args": ["sleep=0"], "name": name})
+    assert in_front.seen == ["POST /batches"]  # asked once, then never again
+    assert [b["id"] for b in hook.list_batches() if b["name"] == name] == [view["id"]]  # one batch of the name
+    assert hook.discard_batch(view["id"])
