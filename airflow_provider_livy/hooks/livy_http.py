@@ -248,9 +248,9 @@ class LivyHttp(BaseHook):
         return self._call("DELETE", family_path(family, key), expect=(200, 204, 404)).status_code != 404
 
     def test_connection(self) -> tuple[bool, str]:
-        """The connections UI's Test button: can we list batches? One try, so a dead server is reported at once
+        """The connections UI's Test button: can we list batches? One try per server, so a dead one is reported at once
         instead of after the ~15 s of backoff a task's call would wait."""
-        retries, self.retries = self.retries, 0
+        retries, self.retries = self.retries, len(self.settings.base_urls) - 1  # each server of a group once
         try:
             page = self._json("GET", BATCHES_PATH, params={"from": 0, "size": 1})
         except (LivyError, LivyConfigError) as err:
@@ -258,4 +258,5 @@ class LivyHttp(BaseHook):
         finally:
             self.retries = retries
             self.close()
-        return True, f"Connected to {self.settings.base_url}: the server holds {page.get('total', 0)} batch(es)"
+        where = current_server(self.settings.base_urls)  # of a group's servers, the one that answered
+        return True, f"Connected to {where}: the server holds {page.get('total', 0)} batch(es)"

@@ -121,6 +121,9 @@ def test_hooks_move_past_a_refused_server_to_the_live_one(pair, monkeypatch: pyt
 
     assert asyncio.run(through_async()) == ("success", True)
     assert leader.get(f"/batches/{view['id']}").status_code == 404
+    group_connection(monkeypatch, "test_button", stopped, standby.port)
+    ok, message = LivyHook("test_button").test_connection()  # the Test button: each server once
+    assert ok and message.startswith(f"Connected to {standby.url}: the server holds "), message
 
 
 def test_a_batch_task_survives_a_kill_9_of_the_leader(group, dag_runner: DagRunner, job_file: str, monkeypatch) -> None:  # noqa: F811
