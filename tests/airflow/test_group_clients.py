@@ -31,6 +31,7 @@ from airflow_provider_livy.hooks.connection import (
 )
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
+from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 from tests.airflow.conftest import DagRunner
 from tests.airflow.test_maintenance_dag import DAG_ID, MIN_AGE, maintenance_dag, report  # noqa: F401 (a fixture)
 from tests.conftest import FAKE_SPARK_HOME, LivyServer, free_port, kill_drivers, start_server
@@ -128,7 +129,8 @@ def test_hooks_move_past_a_refused_server_to_the_live_one(pair, monkeypatch: pyt
 
 def test_a_batch_task_survives_a_kill_9_of_the_leader(group, dag_runner: DagRunner, job_file: str, monkeypatch) -> None:  # noqa: F811
     """dag.test runs a waiting LivyBatchOperator through a two-server connection; the leader is killed -9 while
-    the batch runs. The other takes over, the task follows the batch to its end, succeeds and deletes it."""
+    the batch runs. The other takes over, the task follows the batch to its end, succeeds and deletes it; a batch
+    trigger waiting on another batch through the same servers fires its one event, success."""
     first = group()
     wait_leading(first, 30)
     second = group()
@@ -143,9 +145,24 @@ def test_a_batch_task_survives_a_kill_9_of_the_leader(group, dag_runner: DagRunn
     line = run.wait_for_output(" created (", timeout=120)
     batch_id = int(re.search(r"Livy batch (\d+) created", line).group(1))
     assert second.wait_for(batch_id, {"running"}, timeout=60)["state"] == "running"
+    deferred = first.submit(file=job_file, args=["sleep=6"])["id"]  # and a trigger waits on another, meanwhile
+    first.wait_for(deferred, {"running"})  # launched: one killed with its server before the spawn would end dead
+    monkeypatch.setenv("AIRFLOW_CONN_FAILOVER_TRIGGER", env["AIRFLOW_CONN_LIVY_DEFAULT"])
+    events: list[dict] = []
+
+    async def first_event() -> None:
+        async for event in LivyBatchTrigger(deferred, livy_conn_id="failover_trigger", polling_interval=1).run():
+            events.append(event.payload)
+            return
+
+    waiting = threading.Thread(target=asyncio.run, args=(first_event(),))
+    waiting.start()
     first.stop(signal.SIGKILL)
     wait_leading(second, SESSION_TIMEOUT + 30)
     outcome = run.outcome(timeout=180)
+    waiting.join(120)
+    assert [(e["status"], e["state"]) for e in events] == [("finished", "success")], events
+    assert second.delete(f"/batches/{deferred}").status_code == 200
     assert outcome.task("spark")["state"] == "success", outcome.output[-5000:]
     assert f"Livy GET http://127.0.0.1:{first.port}/batches/{batch_id}" in outcome.output  # it did lose the leader
     assert "driver line 2" in outcome.output  # the driver's log kept streaming into the task log
