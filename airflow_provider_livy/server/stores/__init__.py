@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow_provider_livy.server.config import ServerConfig
-from airflow_provider_livy.server.fence import Fence
 from airflow_provider_livy.server.stores.base import RecoverableStore
+
+if TYPE_CHECKING:  # the fence needs kazoo; a filesystem store runs without it
+    from airflow_provider_livy.server.fence import Fence
 
 
 def open_store(config: ServerConfig, family: str = "batch", fence: Fence | None = None) -> RecoverableStore:
