@@ -1,12 +1,14 @@
 """A group of two real servers on real local Spark and a real ZooKeeper (recovery mode ha).
 
 sparkmagic and pylivy, unmodified (tests/session_clients/clients.py), are pointed at the standby and work
-through its proxy; then the leader is killed -9 and a live Spark session, its drivers on the shared
-`livy.server.state-dir`, keeps its variables under the other server. One pair for the module; the kill comes last.
+through its proxy, and so does the SQL hook with a connection whose first server refuses; then the leader
+is killed -9 and a live Spark session, its drivers on the shared `livy.server.state-dir`, keeps its
+variables under the other server. One pair for the module; the kill comes last.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -51,6 +53,18 @@ def test_sparkmagic_and_pylivy_through_a_standby(spark_pair: tuple[LivyServer, L
     assert pylivy["download_sql"] == [{"two": 2, "letter": "b"}], pylivy
     for session_id in (seen["session_id"], pylivy["session_id"], pylivy["sql_session_id"]):
         assert leader.get(f"/sessions/{session_id}").status_code == 404, "each client deleted its session"
+
+
+def test_the_sql_hook_through_a_group_whose_first_server_refuses(
+    spark_pair: tuple[LivyServer, LivyServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_livy.hooks.livy_sql import LivySqlHook
+
+    _leader, standby = spark_pair
+    conn = {"conn_type": "livy_sql", "host": f"127.0.0.1:{free_port()},127.0.0.1:{standby.port}"}
+    monkeypatch.setenv("AIRFLOW_CONN_SQL_GROUP", json.dumps(conn))
+    assert LivySqlHook(livy_conn_id="sql_group").get_records("SELECT 2 AS two, 'b' AS letter") == [(2, "b")]
+    assert standby.get("/sessions").json()["sessions"] == [], "closing the connection deleted the session"
 
 
 def test_a_spark_session_keeps_its_variable_across_a_kill_9_of_the_leader(spark_pair: tuple[LivyServer, LivyServer]) -> None:
