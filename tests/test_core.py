@@ -262,12 +262,12 @@ def test_creation_slots_count_both_families(tmp_path: Path) -> None:
 
     async def launch() -> None:
         assert capacity.slot_free()
-        batches.launching.add(0)
+        batches.launches.launching.add(0)
         assert capacity.slot_free()
-        sessions.launching.add(0)
+        sessions.launches.launching.add(0)
         assert not capacity.slot_free()
         sessions.mark_up(held(sessions, 0, STARTING, created=T0), IDLE)  # its driver is up: the slot frees
-        assert capacity.slot_free() and not sessions.launching
+        assert capacity.slot_free() and not sessions.launches.launching
 
     run(launch)
 

@@ -35,12 +35,16 @@ class HasProtocol(Protocol):
     protocol: Family
 
 
+class Launches(Protocol):
+    launching: set[int]  # launched, driver not up yet: each holds a creation slot
+
+
 class Member(Protocol):
     """What Capacity reads of each family's lifecycle."""
 
     family: HasProtocol
     registry: Registry
-    launching: set[int]
+    launches: Launches
     cluster: HandOver
 
     def launch_pending(self) -> None: ...
@@ -77,7 +81,7 @@ class Capacity:
         return sum(len(member.registry) for member in self.members)
 
     def slot_free(self) -> bool:
-        return sum(len(member.launching) for member in self.members) < self.config.max_creation
+        return sum(len(member.launches.launching) for member in self.members) < self.config.max_creation
 
     def released(self) -> None:
         """A creation slot came free: whichever family waits may launch."""

@@ -1,5 +1,5 @@
 """Where batches and interactive sessions differ, one small object each; the lifecycle, the routes,
-the UI and the metrics read a family's differences from here and branch on nothing else.
+the UI and the metrics (each family's own set) read a family's differences from here and branch on nothing else.
 
 Each builds on its protocol-level descriptor (protocol.BATCHES, protocol.SESSIONS: paths, words,
 states), which the Airflow side and the maintenance sweep share without importing the server.
@@ -12,7 +12,10 @@ states), which the Airflow side and the maintenance sweep share without importin
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from airflow_provider_livy.protocol import (
     BATCHES,
@@ -81,6 +84,24 @@ class Batches:
 
     def view(self, session: Session, base: dict[str, Any]) -> dict[str, Any]:
         return base
+
+    def metrics(self, waiting: int) -> Iterator[Metric]:
+        """Batches keep their metric names: livy_sessions{state}, livy_sessions_held and _waiting, livy_batches_*."""
+        registry = self.lifecycle.registry
+        sessions = GaugeMetricFamily("livy_sessions", "Batch sessions held, by state", labels=["state"])
+        for state, count in sorted(registry.state_counts.items()):
+            sessions.add_metric([state], count)
+        yield sessions
+        yield GaugeMetricFamily("livy_sessions_held", "Batch sessions held in memory", value=len(registry))
+        yield GaugeMetricFamily("livy_sessions_waiting", "Batches waiting for a creation slot", value=waiting)
+        for name, help_text in (
+            ("created", "Batches accepted"),
+            ("deleted", "Batches deleted by a client"),
+            ("collected", "Finished batches forgotten after state-retain"),
+            ("evicted", "Finished batches forgotten early at max-sessions"),
+            ("ttl_killed", "Batches killed for running past livy.server.batch.ttl"),
+        ):
+            yield CounterMetricFamily(f"livy_batches_{name}", help_text, value=registry.counters[name])
 
     async def close(self) -> None:
         """The server stops."""
@@ -168,6 +189,38 @@ class Sessions:
             "finishedAt": base["finishedAt"],
             "expiresAt": base["expiresAt"],
         }
+
+    def metrics(self, waiting: int) -> Iterator[Metric]:
+        """livy_interactive_sessions{kind,state} and livy_interactive_*: held, counters, clock ends, statements."""
+        registry = self.lifecycle.registry
+        by_kind_state = GaugeMetricFamily(
+            "livy_interactive_sessions", "Interactive sessions held, by kind and state", labels=["kind", "state"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for session in registry.sessions.values():
+            kind = session.repl.kind if session.repl is not None else "unknown"
+            counts[kind, session.state] = counts.get((kind, session.state), 0) + 1
+        for (kind, state), count in sorted(counts.items()):
+            by_kind_state.add_metric([kind, state], count)
+        yield by_kind_state
+        yield GaugeMetricFamily("livy_interactive_sessions_held", "Interactive sessions held in memory", value=len(registry))
+        for name, help_text in (
+            ("created", "Interactive sessions accepted"),
+            ("deleted", "Interactive sessions deleted by a client"),
+            ("collected", "Ended interactive sessions forgotten after state-retain"),
+            ("evicted", "Ended interactive sessions forgotten early at max-sessions"),
+        ):
+            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=registry.counters[name])
+        ended = CounterMetricFamily("livy_interactive_ended", "Sessions the server ended, by clock", labels=["reason"])
+        for reason, count in sorted(self.interactive.ended.items()):
+            ended.add_metric([reason], count)
+        yield ended
+        for name, help_text in (
+            ("statements_run", "Statements that finished (ok or error)"),
+            ("statements_failed", "Statements that finished with an error output"),
+            ("statements_cancelled", "Statements cancelled"),
+        ):
+            yield CounterMetricFamily(f"livy_interactive_{name}", help_text, value=self.interactive.status.counters[name])
 
     async def close(self) -> None:
         await self.interactive.stop()

@@ -3,9 +3,9 @@ watched, ended, forgotten.
 
 One SessionService per family (batches; interactive sessions), each with its own registry, ids,
 store records and log directory, as in Livy; both share one Capacity (capacity.py). The service
-decides and records; the family (families.py) says where batches and sessions differ, the local
-drivers (drivers/local.py) watch processes on this host and read their output, the hand-over
-(handover.py) follows drivers in a cluster.
+decides and records; the launch queue (launching.py) says when a queued session launches, the
+family (families.py) where batches and sessions differ, the local drivers (drivers/local.py) watch
+processes on this host and read their output, the hand-over (handover.py) follows drivers in a cluster.
 
 Everything here runs on the server's event loop, so the registry needs no locks. Two background
 tasks drive it: the monitor (reads new driver output, notices exits) and the collector (sleeps
@@ -15,12 +15,10 @@ until the next deadline, then forgets expired sessions and ends overdue ones).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -44,14 +42,16 @@ from airflow_provider_livy.server.sessions.capacity import Capacity
 from airflow_provider_livy.server.sessions.collector import Collector
 from airflow_provider_livy.server.sessions.families import SERVER_FAMILIES, ServerFamily
 from airflow_provider_livy.server.sessions.handover import HandOver
+from airflow_provider_livy.server.sessions.launching import LaunchQueue
 from airflow_provider_livy.server.sessions.model import Session
 from airflow_provider_livy.server.sessions.registry import Registry
 from airflow_provider_livy.server.sessions.views import Views
-from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreUnavailable, StoreWriter
+from airflow_provider_livy.server.stores.base import NullStore, StateStore, StoreWriter
 
 log = logging.getLogger(__name__)
 
 UP_STATES = frozenset({IDLE, BUSY})
+
 
 class SessionService:
     """Owns one family's registry, its drivers and its store writes."""
@@ -77,14 +77,13 @@ class SessionService:
         self.follower = self.capacity.follower  # drivers handed over to a cluster, of both families
         self.files = logs.SessionFiles(logs.default_log_dir(config) / self.family.log_subdir)
         self.files.directory.mkdir(parents=True, exist_ok=True)
-        self.pending: deque[int] = deque()  # accepted, waiting for a creation slot
-        self.launching: set[int] = set()  # launched, driver not up yet (bounded by max-creation)
         watchers = Watchers(output=self._on_output, exit=self._on_exit, app_id=self.persist)
         self.local = LocalDrivers(config, self.files, self.tracker, clock, watchers)
         self.cluster = HandOver(self, self.follower, self.family, self.files, self.local.read_output)
         self.collector = Collector(
             self.registry, clock, self.forget, self.family.overdue, may_act=self._may_act_now, resume=self.launch_pending
         )
+        self.launches = LaunchQueue(self)  # when a queued session launches
         self.views = Views(self.family, self.registry, self.files)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -122,10 +121,10 @@ class SessionService:
             self.cluster.follow(session)
             self.family.resume(session)
         elif session.state == STARTING and session.pid is None:
-            self.pending.append(session.id)
+            self.launches.wait(session)
         elif session.active and session.pid is not None and session.id not in self.local:
             if session.state == STARTING:
-                self.launching.add(session.id)
+                self.launches.hold(session)
             self.local.watch(session)
             self.family.resume(session)
 
@@ -190,7 +189,7 @@ class SessionService:
             raise
         self.registry.counters["created"] += 1
         self.collector.wake()  # a new live deadline (ttl, idle)
-        self.pending.append(session.id)
+        self.launches.wait(session)
         self.launch_pending()
         return session
 
@@ -218,49 +217,9 @@ class SessionService:
             log.exception("could not remove %d records from the store", len(ids))
         await asyncio.to_thread(self.files.remove, ids)
 
-    # --- launching -------------------------------------------------------------------------
     def launch_pending(self) -> None:
-        while self.pending and self.capacity.slot_free() and self.may_act():
-            session = self.registry.sessions.get(self.pending.popleft())
-            if session is not None and session.state == STARTING and session.request is not None:
-                self._launch(session)
-
-    def _launch(self, session: Session) -> None:
-        request, session.request = session.request or {}, None
-        if self.config.ha:
-            self.launching.add(session.id)  # the slot is taken from now on
-            self.spawn(self._launch_marked(session, request))
-        else:
-            self._start(session, request)
-
-    async def _launch_marked(self, session: Session, request: dict[str, Any]) -> None:
-        """In a group, the record says "launched" (no request left to launch) before the driver is spawned, and
-        only a write the fence let through spawns it: a server that no longer leads launches nothing, and the
-        new leader never launches it a second time (it finds the driver by its exit file, or marks it dead)."""
-        try:
-            await self.writer.create(session, self.registry.next_id)  # raises unless it reached the store
-        except StoreUnavailable as err:
-            self.launching.discard(session.id)
-            if self.registry.sessions.get(session.id) is session and session.state == STARTING:
-                session.request = request
-                self.pending.appendleft(session.id)  # launched when this server may write again, or by the next leader
-                self.collector.wake()  # the collector sees the held lead and launches once it is confirmed
-            log.warning("%s %d not launched: its launch mark was not written (%s)", self.family.protocol.word, session.id, err)
-            return
-        if self.registry.sessions.get(session.id) is not session or session.state != STARTING:
-            self.launching.discard(session.id)  # deleted meanwhile
-            return
-        self._start(session, request)
-
-    def _start(self, session: Session, request: dict[str, Any]) -> None:
-        try:
-            self.local.launch(session, *self.family.launch(session, request))
-        except OSError as err:
-            self.note(session, f"could not start the driver: {err}")
-            self.finish(session, DEAD)
-            return
-        self.launching.add(session.id)
-        self.persist(session)
+        """Launch what waits, as far as creation slots allow (launching.py says when)."""
+        self.launches.launch_pending()
 
     # --- what the driver says ------------------------------------------------------------------
     def _on_output(self, session: Session, lines: list[str]) -> None:
@@ -279,8 +238,7 @@ class SessionService:
         going between idle and busy is not written: a restart asks its driver, which knows."""
         moved_between_up_states = session.state in UP_STATES and state in UP_STATES
         self.registry.set_state(session, state)
-        if session.id in self.launching:
-            self.launching.discard(session.id)
+        if self.launches.release(session):
             self.capacity.released()
         if not moved_between_up_states:
             self.persist(session)
@@ -291,7 +249,7 @@ class SessionService:
             self.files.properties(session.id).unlink(missing_ok=True)
         code = launcher.read_exit_code(self.files.exit_code(session.id))
         if session.cluster is not None and self.cluster.submitted(session, code):
-            self.launching.discard(session.id)  # spark-submit is gone: its creation slot is free
+            self.launches.release(session)  # spark-submit is gone: its creation slot is free
             self.capacity.released()
             return
         if session.kill_requested:
@@ -308,7 +266,7 @@ class SessionService:
             self.finish(session, state)
 
     def finish(self, session: Session, state: str) -> None:
-        self.launching.discard(session.id)
+        self.launches.release(session)
         self.local.unwatch(session.id)
         self.family.finished(session)
         self.registry.set_state(session, state)
@@ -323,9 +281,7 @@ class SessionService:
             await self.family.stop_driver(session, in_cluster=True)
             await self.cluster.kill(session)
             return
-        if session.id in self.pending or session.pid is None:
-            with contextlib.suppress(ValueError):
-                self.pending.remove(session.id)
+        if self.launches.withdraw(session) or session.pid is None:
             if session.active:
                 self.finish(session, KILLED)
             return
