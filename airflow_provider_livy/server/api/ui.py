@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,10 +36,8 @@ from airflow_provider_livy.server.api.access import VIEW, authorize, user_of
 from airflow_provider_livy.server.api.parsing import ApiError, not_found, query_int
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.security import AccessPolicy
-from airflow_provider_livy.server.sessions.interactive import Interactive, SessionNotReady
 from airflow_provider_livy.server.sessions.lifecycle import SessionService
 from airflow_provider_livy.server.sessions.model import Session
-from airflow_provider_livy.server.sessions.repl_client import ReplRefused, ReplUnreachable
 
 HERE = Path(__file__).parent
 UI_PATH = "/ui"
@@ -72,18 +69,6 @@ def summary(service: SessionService, item: Session) -> dict[str, Any]:
         # idle since it finished; an interactive session also while it waits for statements
         "lastActivity": finished if finished is not None or repl is None else repl.last_activity,
     }
-
-
-async def newest_statements(interactive: Interactive, item: Session) -> list[dict[str, Any]] | str:
-    """A session's newest statements (newest first), or why they cannot be read."""
-    try:
-        newest = {"from": 0, "size": STATEMENTS_SHOWN, "order": "desc"}
-        raw = await interactive.call(item, "GET", "/statements", params=newest)
-        return json.loads(raw)["statements"]
-    except (SessionNotReady, ReplRefused, ReplUnreachable) as err:
-        return f"Statements cannot be read: {err}"
-    except (ValueError, KeyError, TypeError):
-        return "Statements cannot be read: the session's driver answered something else than a statement list"
 
 
 # What the overview reads of every held item.
@@ -315,7 +300,6 @@ class Pages:
         assert service is not None
         view = dict(service.views.view(item))
         page = await asyncio.to_thread(service.views.log_page, item, start, size)
-        interactive = service.family.interactive
         return render(
             "detail.html",
             title=f"{service.family.protocol.word} {view['id']}",
@@ -328,6 +312,6 @@ class Pages:
             size=size,
             following=start is None and view["state"] not in TERMINAL_STATES,
             can_delete=self.policy.can_modify(scope.user, owner_of(item)),
-            statements=None if interactive is None else await newest_statements(interactive, item),
+            statements=await service.family.newest_statements(item, STATEMENTS_SHOWN),
             active=view["state"] not in TERMINAL_STATES,
         )

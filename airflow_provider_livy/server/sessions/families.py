@@ -1,5 +1,6 @@
 """Where batches and interactive sessions differ, one small object each; the lifecycle, the routes,
-the UI and the metrics (each family's own set) read a family's differences from here and branch on nothing else.
+the UI (a session's statements) and the metrics (each family's own set) read a family's differences
+from here and branch on nothing else.
 
 Each builds on its protocol-level descriptor (protocol.BATCHES, protocol.SESSIONS: paths, words,
 states), which the Airflow side and the maintenance sweep share without importing the server.
@@ -11,6 +12,7 @@ states), which the Airflow side and the maintenance sweep share without importin
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -27,8 +29,9 @@ from airflow_provider_livy.protocol import (
     validate_session_request,
 )
 from airflow_provider_livy.server.sessions.contract import Lifecycle
-from airflow_provider_livy.server.sessions.interactive import SHUTDOWN_WAIT, Interactive
+from airflow_provider_livy.server.sessions.interactive import SHUTDOWN_WAIT, Interactive, SessionNotReady
 from airflow_provider_livy.server.sessions.model import Repl, Session
+from airflow_provider_livy.server.sessions.repl_client import ReplRefused, ReplUnreachable
 
 
 class Batches:
@@ -84,6 +87,10 @@ class Batches:
 
     def view(self, session: Session, base: dict[str, Any]) -> dict[str, Any]:
         return base
+
+    async def newest_statements(self, session: Session, count: int) -> list[dict[str, Any]] | str | None:
+        """None: a batch runs no statements, so its page shows none."""
+        return None
 
     def metrics(self, waiting: int) -> Iterator[Metric]:
         """Batches keep their metric names: livy_sessions{state}, livy_sessions_held and _waiting, livy_batches_*."""
@@ -189,6 +196,17 @@ class Sessions:
             "finishedAt": base["finishedAt"],
             "expiresAt": base["expiresAt"],
         }
+
+    async def newest_statements(self, session: Session, count: int) -> list[dict[str, Any]] | str | None:
+        """The session's newest statements (newest first) for its page, or why they cannot be read."""
+        try:
+            newest = {"from": 0, "size": count, "order": "desc"}
+            raw = await self.interactive.call(session, "GET", "/statements", params=newest)
+            return json.loads(raw)["statements"]
+        except (SessionNotReady, ReplRefused, ReplUnreachable) as err:
+            return f"Statements cannot be read: {err}"
+        except (ValueError, KeyError, TypeError):
+            return "Statements cannot be read: the session's driver answered something else than a statement list"
 
     def metrics(self, waiting: int) -> Iterator[Metric]:
         """livy_interactive_sessions{kind,state} and livy_interactive_*: held, counters, clock ends, statements."""
