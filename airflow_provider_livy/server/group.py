@@ -226,18 +226,17 @@ class GroupFront:
         )
         try:
             answer = await self._proxy.send(request, stream=True)
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as err:
-            # Refused, or a kept-alive connection closed before an answer: a leader that is handing over. The request
-            # never reached it (a closed connection counts only for a safe method): ask the next leader once it is known.
-            unsent = isinstance(err, httpx.ConnectError) or scope["method"] in SAFE
-            if unsent and not replayed and await self._leader_changes(leader):
+        except httpx.HTTPError as err:
+            # Refused, or a connection closed or reset before an answer: a leader that is handing over. A refused
+            # request never reached it, and a safe one may be asked again: ask the next leader once it is known.
+            repeatable = isinstance(err, httpx.ConnectError) or (
+                isinstance(err, httpx.TransportError) and scope["method"] in SAFE
+            )
+            if repeatable and not replayed and await self._leader_changes(leader):
                 await self._forward(scope, _replay(bytes(body)), send, replayed=True)
             else:
+                log.warning("the leader %s did not answer (%s)", leader, type(err).__name__)
                 await _unavailable(send, f"the leader of the group ({leader}) did not answer")
-            return
-        except httpx.HTTPError as err:
-            log.warning("the leader %s did not answer (%s)", leader, type(err).__name__)
-            await _unavailable(send, f"the leader of the group ({leader}) did not answer")
             return
         try:
             out = [
