@@ -288,6 +288,10 @@ def test_a_restart_follows_cluster_sessions_again_through_their_repl_and_their_a
     back = second.wait_for(kept["id"], {"idle"}, path="/sessions", timeout=30)
     assert back["appId"] == apps[kept["id"]]
     assert second.run(kept["id"], "print(x)")["output"]["data"]["text/plain"].strip() == "42", "its interpreter state"
+    # The follower polls every 200 ms; the REPL answers sooner than that, so give it a few of its rounds
+    deadline = time.monotonic() + 5
+    while stand_in.count("GET", "/ws/v1/cluster/apps") <= polls and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert stand_in.count("GET", "/ws/v1/cluster/apps") > polls, "followed in the cluster again"
 
     stand_in.apps[apps[ended["id"]]].update(state="FAILED", finalStatus="FAILED")  # the cluster ends it (a node lost, say)
