@@ -12,6 +12,6 @@ echo "[test] pytest: main suite"
 .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --durations=25 "$@"
 if [[ $# -eq 0 ]]; then
   echo "[test] pytest: stress suite (tests/stress)"
-  # 30 s of load instead of the suite's own 60 s: the whole run stays inside CI's 20 minutes
+  # 30 s of load instead of the suite's own 60 s: the whole run stays well inside CI's 30 minutes
   STRESS_SECONDS=${STRESS_SECONDS:-30} .venv/bin/python -m pytest -p no:cacheprovider tests/stress -s
 fi
