@@ -36,6 +36,8 @@ from kazoo.protocol.serialization import (
 )
 from kazoo.protocol.states import ZnodeStat
 
+TRANSACTION_OPS = 1000  # operations in one transaction, well under ZooKeeper's 1 MB request limit
+
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1000  # about 200 KB of answer for Livy-sized records

@@ -32,7 +32,6 @@ from airflow_provider_livy.protocol import ACTIVE_STATES, TERMINAL_STATES
 
 # znode directory under /<prefix>/v1 -> the REST kind whose ids the server reports
 DIRECTORIES: dict[str, str] = {"batch": "batch", "interactive": "session"}
-TRANSACTION_OPS = 1000
 DELETE_TIMEOUT = 30.0
 
 DELETE_CORRUPT = "unparseable record"
@@ -154,7 +153,7 @@ def delete_nodes(client: KazooClient, nodes: list[Znode]) -> Deletion:
     Transactions of 1,000 are all sent before the first answer is awaited. A transaction is all or
     nothing, so one whose check failed is replayed znode by znode to delete the rest.
     """
-    chunks = [nodes[i : i + TRANSACTION_OPS] for i in range(0, len(nodes), TRANSACTION_OPS)]
+    chunks = [nodes[i : i + zookeeper_multi.TRANSACTION_OPS] for i in range(0, len(nodes), zookeeper_multi.TRANSACTION_OPS)]
     pending = []
     for chunk in chunks:
         transaction = client.transaction()

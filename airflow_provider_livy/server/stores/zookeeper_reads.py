@@ -14,8 +14,8 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from airflow_provider_livy.server.fence import Fence, FenceHeld, FenceRefused
 from airflow_provider_livy.server.stores.index import Snapshot, build_snapshot, chunks, decode_state
-from airflow_provider_livy.server.stores.zookeeper_writes import REQUEST_TIMEOUT, TRANSACTION_OPS, Known, guard
-from airflow_provider_livy.zookeeper_multi import read_many
+from airflow_provider_livy.server.stores.zookeeper_writes import REQUEST_TIMEOUT, Known, guard
+from airflow_provider_livy.zookeeper_multi import TRANSACTION_OPS, read_many
 
 
 def scan(client: KazooClient, known: Known, state_path: str, fence: Fence | None, hosts: str) -> Snapshot:

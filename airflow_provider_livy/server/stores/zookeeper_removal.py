@@ -22,8 +22,8 @@ from kazoo.protocol.paths import normpath
 from airflow_provider_livy.server.fence import Fence, failures_of
 from airflow_provider_livy.server.stores.base import StoreUnavailable
 from airflow_provider_livy.server.stores.index import chunks
-from airflow_provider_livy.server.stores.zookeeper_writes import TRANSACTION_OPS, Known
-from airflow_provider_livy.zookeeper_multi import Deletes
+from airflow_provider_livy.server.stores.zookeeper_writes import Known
+from airflow_provider_livy.zookeeper_multi import TRANSACTION_OPS, Deletes
 
 log = logging.getLogger(__name__)
 

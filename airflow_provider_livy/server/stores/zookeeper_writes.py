@@ -18,7 +18,6 @@ from airflow_provider_livy.server.fence import Fence, failures_of
 from airflow_provider_livy.server.stores.index import Snapshot, encode, entry_name
 
 REQUEST_TIMEOUT = 10.0
-TRANSACTION_OPS = 1000  # well under ZooKeeper's 1 MB request limit
 
 
 def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:
