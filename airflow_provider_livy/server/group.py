@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -45,6 +44,7 @@ from prometheus_client.registry import Collector
 from airflow_provider_livy import __version__
 from airflow_provider_livy.server.api import ui
 from airflow_provider_livy.server.api.schemas import LIVY_API_VERSION
+from airflow_provider_livy.server.asgi_answers import answer, answer_json
 from airflow_provider_livy.server.config import ServerConfig
 from airflow_provider_livy.server.fence import Fence
 from airflow_provider_livy.server.leadership import Leadership, Role
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 App = Callable[..., Any]  # an ASGI application
 STEPPED_DOWN = 75  # the exit code of a leader that lost its place (EX_TEMPFAIL: start me again)
-RETRY_AFTER = "1"
+RETRY_HEADERS = ((b"retry-after", b"1"),)  # on a 503 of the front: a handover takes about a second
 PLACED_WAIT = 5.0
 TAKEOVER_WAIT = 15.0  # longest a request waits for this server's own takeover to finish
 HANDOVER_WAIT = 1.0  # how long a request the leader did not take waits to learn of the next one
@@ -163,7 +163,7 @@ class GroupFront:
         app = self._app
         if scope["type"] == "http" and path == "/metrics":
             if app is None:
-                await _answer(send, 200, generate_latest(self.metrics), "text/plain; version=0.0.4; charset=utf-8")
+                await answer(send, 200, generate_latest(self.metrics), "text/plain; version=0.0.4; charset=utf-8")
             else:
                 await app(scope, receive, _MetricsAppender(send, generate_latest(self.metrics)))
             return
@@ -175,7 +175,7 @@ class GroupFront:
             return
         elif path == "/version":
             body = {"version": LIVY_API_VERSION, "server": "airflow-provider-livy", "serverVersion": __version__}
-            await _answer_json(send, 200, body)
+            await answer_json(send, 200, body)
         else:
             await self._forward(scope, receive, send)
 
@@ -188,10 +188,10 @@ class GroupFront:
     async def _ready(self, send: Callable[..., Any]) -> None:
         role = self.leadership.role
         if role.leading and self._app is not None and self.leadership.leading:
-            await _answer_json(send, 200, {"role": "leader", "leader": self.url, "epoch": role.epoch})
+            await answer_json(send, 200, {"role": "leader", "leader": self.url, "epoch": role.epoch})
         else:
             leader = role.leader if role.leader != self.url else None
-            await _answer_json(send, 503, {"role": "standby", "leader": leader}, {"retry-after": RETRY_AFTER})
+            await answer_json(send, 503, {"role": "standby", "leader": leader}, RETRY_HEADERS)
 
     async def _forward(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], replayed: bool = False
@@ -330,18 +330,5 @@ class _MetricsAppender:
         await self.send(message)
 
 
-async def _answer(
-    send: Callable[..., Any], status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-) -> None:
-    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _answer_json(send: Callable[..., Any], status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-    await _answer(send, status, json.dumps(value).encode(), "application/json", headers)
-
-
 async def _unavailable(send: Callable[..., Any], why: str) -> None:
-    await _answer_json(send, 503, {"msg": f"{why}; retry shortly"}, {"retry-after": RETRY_AFTER})
+    await answer_json(send, 503, {"msg": f"{why}; retry shortly"}, RETRY_HEADERS)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
-import json
 import logging
 import sys
 from typing import Any
 
 from airflow_provider_livy.protocol import CSRF_HEADER
+from airflow_provider_livy.server.asgi_answers import answer_json
 from airflow_provider_livy.server.auth import build_gate
 from airflow_provider_livy.server.auth.basic import add_user
 from airflow_provider_livy.server.auth.refusal import Refused
@@ -108,18 +108,6 @@ def startup_warnings(config: ServerConfig) -> list[str]:
     return problems
 
 
-async def _reply(send: Any, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = json.dumps({"msg": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _with_headers(send: Any, extra: tuple[tuple[bytes, bytes], ...]) -> Any:
     """`send`, adding the sign-in's reply headers (mutual-auth token, cookie) to the response start."""
 
@@ -154,16 +142,16 @@ class SecurityMiddleware:
             try:
                 user, extra = await self.gate.sign_in(headers.get(b"authorization"), headers.get(b"cookie"), client)
             except Refused as refusal:
-                await _reply(send, refusal.status, refusal.msg, refusal.headers)
+                await answer_json(send, refusal.status, {"msg": refusal.msg}, refusal.headers)
                 return
             if not self.policy.is_allowed(user):
-                await _reply(send, 403, f"User '{user}' is not allowed to use this server.")
+                await answer_json(send, 403, {"msg": f"User '{user}' is not allowed to use this server."})
                 return
             scope.setdefault("state", {})["user"] = user
             if extra:
                 send = _with_headers(send, extra)
         if self.csrf and scope["method"] in CSRF_METHODS and CSRF_HEADER.lower().encode() not in headers:
-            await _reply(send, 400, "Missing Required Header for CSRF protection.")
+            await answer_json(send, 400, {"msg": "Missing Required Header for CSRF protection."})
             return
         await self.app(scope, receive, send)
 
