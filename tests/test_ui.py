@@ -144,14 +144,15 @@ def test_overview_detail_log_delete_and_docs(
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
         save(page, README_SCREENSHOT.parent, README_SCREENSHOT.stem)
 
-    # state filter and paging, without JavaScript's help: plain links
+    # state filter and paging, without JavaScript's help: plain links (a click starts the navigation; the
+    # count waits for the new page, as a plain count() could read the old one or one still being parsed)
     page.get_by_role("link", name=re.compile(r"^dead \d")).click()
-    assert page.locator("table.sessions tbody tr").count() == 1
+    playwright_api.expect(page.locator("table.sessions tbody tr")).to_have_count(1)
     page.goto(server.url + "/ui?size=2")
-    assert page.locator("table.sessions tbody tr").count() == 2
+    playwright_api.expect(page.locator("table.sessions tbody tr")).to_have_count(2)
     page.get_by_role("link", name="older").click()
-    assert page.locator("table.sessions tbody tr").count() == 2
-    assert "3-4 of 4" in page.locator(".pager").inner_text()
+    playwright_api.expect(page.locator(".pager")).to_contain_text("3-4 of 4")  # the older page, not the one before
+    playwright_api.expect(page.locator("table.sessions tbody tr")).to_have_count(2)
 
     # the finished batch: fields and its driver log
     page.goto(server.url + "/ui")
