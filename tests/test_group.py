@@ -191,8 +191,8 @@ def test_configuration_of_a_group():
 
 
 def test_a_paused_leader_launches_nothing_twice_and_nothing_deleted_comes_back(group, zk_view, job_file, tmp_path, monkeypatch):
-    """SIGSTOP of the leader while a batch holds the only creation slot and ends meanwhile, one waits for the
-    slot, and a DELETE of another waiting one is in flight to it; the other server takes over; then SIGCONT."""
+    """SIGSTOP of the leader while one batch runs (it ends meanwhile), one holds the only creation slot, and a
+    DELETE of a third, waiting for that slot, is in flight to it; the other server takes over; then SIGCONT."""
     launches = tmp_path / "launches.txt"
     monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))  # the fake spark-submit appends its arguments
     one_slot = {"livy.server.session.max-creation": "1"}
@@ -201,7 +201,9 @@ def test_a_paused_leader_launches_nothing_twice_and_nothing_deleted_comes_back(g
     second = group(**one_slot)
     ending = first.submit(file=job_file, args=["sleep=3", "mark=ending"])["id"]
     first.wait_for(ending, {"running"})
-    waiting = first.submit(file=job_file, args=["sleep=2", "mark=waiting"])["id"]  # holds the slot at the new leader
+    # Its driver is up only after 8 s: until then it holds the slot, at the paused leader and at the new one, so
+    # the doomed batch is never due to launch before its DELETE reaches the new leader.
+    waiting = first.submit(file=job_file, args=["delay=8", "sleep=1", "mark=waiting"])["id"]
     doomed = first.submit(file=job_file, args=["mark=doomed"])["id"]
     os.kill(first.proc.pid, signal.SIGSTOP)
     in_flight: dict[str, Any] = {}
