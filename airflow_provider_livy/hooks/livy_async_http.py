@@ -105,13 +105,14 @@ class LivyAsyncHttp(BaseHook):
                 response = await client.request(method, base + path, **kwargs)
             except httpx.TransportError as err:
                 never_sent = isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout))
-                error, cause = LivyError(f"Livy {method} {base}{path} failed: {err!r}"), err
+                error, cause, what = LivyError(f"Livy {method} {base}{path} failed: {err!r}"), err, f"failed ({err!r})"
             else:
                 status, retry_after = response.status_code, response.headers.get("Retry-After")
                 if status in expect:
                     next_server(servers, base, status)
                     return response
                 error = self._error(method, response)
+                what = f"answered {status}" + (f" (Retry-After {retry_after})" if retry_after else "")
             next_server(servers, base, status)
             delay = next_try(
                 method, attempt, self.retries, servers, status=status, retry_after=retry_after, never_sent=never_sent
@@ -121,8 +122,7 @@ class LivyAsyncHttp(BaseHook):
                 if found is not None:
                     return found
                 raise error from cause
-            if cause is not None:
-                self.log.warning("Livy %s %s failed (%r); retry %d of %d", method, path, cause, attempt + 1, self.retries)
+            self.log.warning("Livy %s %s%s %s; retry %d of %d", method, base, path, what, attempt + 1, self.retries)
             await asyncio.sleep(delay)
             attempt += 1
 

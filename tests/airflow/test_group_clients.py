@@ -35,7 +35,7 @@ from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 from tests.airflow.conftest import DagRunner
 from tests.airflow.test_maintenance_dag import DAG_ID, MIN_AGE, maintenance_dag, report  # noqa: F401 (a fixture)
 from tests.conftest import FAKE_SPARK_HOME, LivyServer, free_port, kill_drivers, start_server
-from tests.test_group import SESSION_TIMEOUT, group, ha_settings, wait_leading  # noqa: F401 (group is a fixture)
+from tests.test_group import SESSION_TIMEOUT, group, ha_settings, wait_leading, zk_view  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.zookeeper
 
@@ -245,3 +245,39 @@ def test_a_create_is_made_once_past_a_redirect_or_a_dropped_connection(
     assert in_front.seen == ["POST /batches"]  # asked once, then never again
     assert [b["id"] for b in hook.list_batches() if b["name"] == name] == [view["id"]]  # one batch of the name
     assert hook.discard_batch(view["id"])
+
+
+def test_a_deferred_batch_task_survives_a_kill_9_of_the_leader(group, zk_view, dag_runner: DagRunner, job_file: str) -> None:  # noqa: F811
+    """dag.test runs a deferrable LivyBatchOperator through a two-server connection; its trigger runs in the
+    process (as dag.test runs triggers) and the leader is killed -9 while the task is deferred. The trigger
+    follows the batch on the new leader to its end; the task ends as without a failover: success, the driver's
+    lines in its log, its batch deleted, and no record of it left in ZooKeeper nor on the new leader."""
+    first = group()
+    wait_leading(first, 30)
+    second = group()
+    dag = dag_runner.write_dag(
+        "livy_deferred_failover",
+        'LivyBatchOperator(task_id="spark", file={job!r}, args=["lines=3", "sleep=8"], deferrable=True, polling_interval=1,'
+        " dag=dag)\n",
+        job=job_file,
+    )
+    host = ",".join(f"127.0.0.1:{server.port}" for server in (first, second))
+    env = {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
+    run = dag_runner.start(dag, "livy_deferred_failover", env)
+    line = run.wait_for_output(" created (", timeout=120)
+    batch_id = int(re.search(r"Livy batch (\d+) created", line).group(1))
+    run.wait_for_output("running trigger in line", timeout=60)  # deferred: the trigger waits on the batch
+    assert first.wait_for(batch_id, {"running"}, timeout=60)["state"] == "running"
+    assert batch_id in zk_view.records()
+    first.stop(signal.SIGKILL)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    outcome = run.outcome(timeout=180)
+    out = outcome.output
+    assert outcome.task("spark")["state"] == "success", out[-5000:]
+    assert outcome.task("spark")["try_number"] == 1  # no retry: the deferred wait itself went on
+    assert "Trigger completed" in out and out.count(f"Livy batch {batch_id} created") == 1
+    lost = f"Livy GET http://127.0.0.1:{first.port}/batches/{batch_id}/"  # the trigger's call to the dead leader
+    assert any(lost in line and "retry 1 of" in line for line in out.splitlines()), out[-5000:]
+    assert f"[livy batch {batch_id}] driver line 2" in out  # the trigger's log lines, carried into the task log
+    assert f"Deleted Livy batch {batch_id} because it succeeded" in out, out[-3000:]
+    assert second.batch_ids() == [] and zk_view.records() == {}  # deleted on the new leader, and in ZooKeeper
