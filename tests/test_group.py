@@ -308,3 +308,83 @@ def test_while_zookeeper_is_away_the_leaders_clocks_wait(make_server, private_zo
     wait_leading(server, 20)
     assert server.wait_for(batch, {"dead", "killed"}, timeout=20)["state"] in ("dead", "killed")
     assert server.proc.poll() is None  # the same session came back: it still leads
+
+
+def test_every_batch_accepted_up_to_a_kill_9_runs_exactly_once(group, zk_view, job_file, tmp_path, monkeypatch):
+    """POSTs keep arriving while the leader is killed: the last ones answered 201 are between their launch mark
+    and their driver's start, or still queued. Each acknowledged batch runs once, at one leader or the other,
+    and ends as it would have; none comes back dead for having been caught in between."""
+    launches = tmp_path / "launches.txt"
+    monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))
+    first = group()
+    wait_leading(first, 30)
+    second = group()
+    accepted: dict[int, str] = {}
+    stop = threading.Event()
+
+    def submit_until_the_kill(worker: int) -> None:
+        with requests.Session() as client:
+            for n in range(1000):
+                if stop.is_set():
+                    return
+                mark = f"mark=w{worker}n{n}-"
+                try:
+                    answer = client.post(f"{first.url}/batches", json={"file": job_file, "args": [mark]}, timeout=30)
+                except requests.RequestException:
+                    return  # no answer: maybe created, maybe not; only acknowledged ones are promised
+                if answer.status_code == 201:
+                    accepted[answer.json()["id"]] = mark
+
+    senders = [threading.Thread(target=submit_until_the_kill, args=(w,)) for w in range(4)]
+    for sender in senders:
+        sender.start()
+    while len(accepted) < 40:
+        time.sleep(0.005)
+    first.stop(signal.SIGKILL)
+    stop.set()
+    for sender in senders:
+        sender.join(30)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    ended = {batch: second.wait_for(batch, timeout=60)["state"] for batch in accepted}
+    assert ended == dict.fromkeys(accepted, "success")
+    calls = launches.read_text()
+    assert {mark: calls.count(mark) for mark in accepted.values()} == dict.fromkeys(accepted.values(), 1)
+    assert all(calls.count(mark) <= 1 for mark in set(calls.split()) if mark.startswith("mark="))
+    assert {i: r["state"] for i, r in zk_view.records().items() if i in accepted} == ended
+
+
+def test_a_launch_mark_that_lands_after_the_leader_died_launches_once(
+    make_server, private_zookeeper, zk_prefix, job_file, tmp_path, monkeypatch
+):
+    """The window between a batch's launch mark and its driver's start, made wide: ZooKeeper is paused while the
+    leader sends the mark, the leader is killed, then ZooKeeper resumes and applies the mark it had received.
+    The new leader finds a batch marked launched whose driver never started: it launches it, once."""
+    launches = tmp_path / "launches.txt"
+    monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))
+    one_slot = {"livy.server.session.max-creation": "1"}
+
+    def member() -> LivyServer:
+        port = free_port()
+        return make_server({**ha_settings(private_zookeeper.hosts, zk_prefix, port, 4.0), **one_slot}, port=port)
+
+    first = member()
+    wait_leading(first, 30)
+    second = member()
+    holder = first.submit(file=job_file, args=["delay=2", "mark=holder"])["id"]  # holds the only slot for 2 s
+    started = time.monotonic()
+    caught = first.submit(file=job_file, args=["mark=caught"])["id"]  # waits for the slot
+    assert first.get(f"/batches/{caught}").json()["state"] == "starting"
+    time.sleep(max(0.0, started + 1.5 - time.monotonic()))
+    os.kill(private_zookeeper.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.2)  # the holder is up: the slot frees and the caught batch's launch mark is sent to ZooKeeper
+        first.stop(signal.SIGKILL)
+    finally:
+        os.kill(private_zookeeper.proc.pid, signal.SIGCONT)
+    wait_leading(second, 4.0 + 30)
+    assert second.wait_for(caught, timeout=60)["state"] == "success"
+    assert second.wait_for(holder, timeout=60)["state"] == "success"
+    lines = second.get(f"/batches/{caught}/log", params={"size": 100}).json()["log"]
+    assert any("held start was never confirmed" in line for line in lines), lines
+    calls = launches.read_text()
+    assert (calls.count("mark=holder"), calls.count("mark=caught")) == (1, 1)

@@ -59,6 +59,10 @@ NODE_LOCAL_SCHEME = "local"
 APP_ID_RE = re.compile(r"\b(application_\d+_\d+|app-\d{14}-\d{4}|local-\d{10,})\b")
 UI_URL_RE = re.compile(r"(?:Bound SparkUI to \S+, and started at|Spark web UI (?:available )?at) (https?://\S+)")
 UI_PORT_RE = re.compile(r"Successfully started service '?SparkUI'? on port (\d+)")
+NOT_STARTED = supervisor.NOT_STARTED  # the exit code of a held supervisor that started nothing
+# How long a held supervisor waits for the server's word. The launch mark is one ZooKeeper write, but a
+# leader whose connection is suspended holds its writes until it knows whether it still leads.
+HOLD_LIMIT = 120.0
 DRIVER_STARTED_RE = re.compile(r"Running Spark version|SparkContext: Submitted application|Submitting application")
 
 
@@ -277,17 +281,26 @@ def write_properties_file(path: Path, spark_home: Path, env: dict[str, str], pro
         javaproperties.dump(merged, handle, timestamp=False)
 
 
-def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str]) -> int:
+def start(command: list[str], log_path: Path, exit_path: Path, env: dict[str, str], held: int | None = None) -> int:
     """Start the supervisor in a new session; its pid is also the process group id. posix_spawn rather
     than Popen: the server keeps only the pid of each driver (a Popen object per session cost memory,
-    and its own reaping would race ours); reap() collects the child once it ends."""
-    args = [sys.executable, "-S", "-E", supervisor.__file__, str(exit_path), "--", *command]
+    and its own reaping would race ours); reap() collects the child once it ends. `held`: the read end
+    of a pipe; the supervisor then starts nothing until the server writes to the pipe (supervisor.py)."""
+    hold = ["--hold", f"{HOLD_LIMIT:g}"] if held is not None else []
+    args = [sys.executable, "-S", "-E", supervisor.__file__, *hold, str(exit_path), "--", *command]
     file_actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
+    if held is not None:
+        file_actions.append((os.POSIX_SPAWN_DUP2, held, supervisor.HOLD_FD))
     return os.posix_spawn(sys.executable, args, env, file_actions=file_actions, setsid=True)
+
+
+def is_held(cmdline: list[str]) -> bool:
+    """Whether a supervisor's command line (psutil's) is that of one started held."""
+    return "--hold" in cmdline[: cmdline.index("--")] if "--" in cmdline else False
 
 
 def reap(pid: int) -> bool:

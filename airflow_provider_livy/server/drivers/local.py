@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 import urllib.request
@@ -104,16 +105,18 @@ class LocalDrivers:
         self.clock = clock
         self.tell = tell
         self.watched: dict[int, Any] = {}  # id -> driver, while its process lives
+        self.held: dict[int, int] = {}  # id -> our end of a held supervisor's pipe, until we say go or let it go
         self.exits: ExitWatch | None = None  # made on first use, on the event loop
         self._probes: set[asyncio.Task[None]] = set()
 
     def __contains__(self, driver_id: int) -> bool:
         return driver_id in self.watched
 
-    def launch(self, driver: Driver, request: dict[str, Any], channel: dict[str, str]) -> None:
+    def launch(self, driver: Driver, request: dict[str, Any], channel: dict[str, str], held: bool = False) -> None:
         """spark-submit for the request, under our supervisor, watched from now on; OSError when it cannot
         start. `channel`: the driver's own environment (an interactive session's REPL settings), which for a
-        driver in a cluster goes there as Spark settings in a 0600 properties file, never on a command line."""
+        driver in a cluster goes there as Spark settings in a 0600 properties file, never on a command line.
+        `held`: the supervisor starts nothing until `go` (a group's leader says go once its launch mark is stored)."""
         tracker = self.tracker
         env = launcher.spark_environment(request, cluster=tracker is not None)
         properties, driver_settings = None, {}
@@ -130,7 +133,7 @@ class LocalDrivers:
             env.update(launcher.kerberos_environment(self.config, request.get("proxyUser"), self.files.directory))
             if properties is not None:
                 launcher.write_properties_file(properties, self.spark_home, env, driver_settings)
-            pid = launcher.start(command, self.files.log(driver.id), self.files.exit_code(driver.id), env)
+            pid = self._start(driver.id, command, env, held)
         except OSError:
             if properties is not None:
                 properties.unlink(missing_ok=True)
@@ -138,6 +141,39 @@ class LocalDrivers:
         driver.pid, driver.child = pid, True
         driver.pid_start = launcher.process_start_time(pid)
         self.watch(driver)
+
+    def _start(self, driver_id: int, command: list[str], env: dict[str, str], held: bool) -> int:
+        log_path, exit_path = self.files.log(driver_id), self.files.exit_code(driver_id)
+        if not held:
+            return launcher.start(command, log_path, exit_path, env)
+        theirs, ours = os.pipe()  # the supervisor reads, we write
+        try:
+            pid = launcher.start(command, log_path, exit_path, env, held=theirs)
+        except OSError:
+            os.close(ours)
+            raise
+        finally:
+            os.close(theirs)
+        self.held[driver_id] = ours
+        return pid
+
+    def go(self, driver: Driver) -> bool:
+        """Tell a held supervisor to start the driver; False if it is gone already (it then started nothing)."""
+        ours = self.held.pop(driver.id, None)
+        if ours is None:
+            return False
+        try:
+            os.write(ours, b"g")
+        except BrokenPipeError:
+            return False
+        finally:
+            os.close(ours)
+        return True
+
+    def let_go(self, driver_id: int) -> None:
+        """A held supervisor is never told to start: it records NOT_STARTED and ends."""
+        if (ours := self.held.pop(driver_id, None)) is not None:
+            os.close(ours)
 
     def watch(self, driver: Driver) -> None:
         """Follow a live driver; a pidfd tells us the moment it exits (Linux), the monitor polls too."""
@@ -150,6 +186,7 @@ class LocalDrivers:
 
     def unwatch(self, driver_id: int) -> None:
         self.watched.pop(driver_id, None)
+        self.let_go(driver_id)
 
     def _exited(self, driver_id: int) -> None:
         if (driver := self.watched.get(driver_id)) is not None:
@@ -216,6 +253,7 @@ class LocalDrivers:
         """SIGTERM to the driver's process group, SIGKILL after a grace period; returns once it is gone,
         its last output read and its exit noticed."""
         pgid = driver.pid or -1
+        self.let_go(driver.id)  # a held one ends at once, having started nothing
         launcher.signal_group(pgid, signal.SIGTERM)
         await self.wait_gone(driver, KILL_GRACE)
         if self.running(driver):
@@ -225,6 +263,8 @@ class LocalDrivers:
         self.check(driver)
 
     def close(self) -> None:
+        for driver_id in list(self.held):
+            self.let_go(driver_id)
         if self.exits is not None:
             self.exits.close()
 

@@ -2,9 +2,15 @@
 
 livy.server.session.max-creation bounds the drivers starting at once, both families together (Capacity
 counts each family's `launching`). A session leaves the queue when a slot is free and this server may act
-(a group's leader that cannot confirm its lead launches nothing). In recovery mode ha the store record says
-"launched" before the driver is spawned, so a second leader never launches it again. A slot is held from
-the launch until the driver is up (or gone); the lifecycle gives it back.
+(a group's leader that cannot confirm its lead launches nothing). A slot is held from the launch until the
+driver is up (or gone); the lifecycle gives it back.
+
+In recovery mode ha a launch is told in two steps, so that across a failover it happens exactly once: the
+supervisor is spawned held (it starts nothing yet), the store record is written with its pid (the launch
+mark), and only once ZooKeeper took that write (the fence let it through) is the supervisor told to go.
+A supervisor never told ends NOT_STARTED and its session is queued again, here or at the next leader,
+which finds the pid in the mark: a live supervisor is followed (it may still be told), an ended one says
+whether it started anything.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from airflow_provider_livy.protocol import DEAD, STARTING
+from airflow_provider_livy.server.drivers import launcher
 from airflow_provider_livy.server.drivers.local import LocalDrivers
+from airflow_provider_livy.server.drivers.logs import SessionFiles
 from airflow_provider_livy.server.sessions.capacity import Capacity
 from airflow_provider_livy.server.sessions.collector import Collector
 from airflow_provider_livy.server.sessions.contract import Lifecycle
@@ -31,6 +39,7 @@ class Launcher(Lifecycle, Protocol):
 
     family: ServerFamily
     local: LocalDrivers  # spawns the driver on this host
+    files: SessionFiles  # the exit file a held supervisor leaves
     writer: StoreWriter  # the launch mark, in a group
     capacity: Capacity  # the creation slots, both families together
     collector: Collector  # woken when a launch waits for the lead to be confirmed
@@ -74,42 +83,58 @@ class LaunchQueue:
                 self._launch(session)
 
     def _launch(self, session: Session) -> None:
-        request, session.request = session.request or {}, None
+        self.launching.add(session.id)  # the slot is taken from now on
         if self.lifecycle.config.ha:
-            self.launching.add(session.id)  # the slot is taken from now on
-            self.lifecycle.spawn(self._launch_marked(session, request))
-        else:
-            self._start(session, request)
+            self.lifecycle.spawn(self._launch_marked(session))
+        elif self._spawn(session, held=False):
+            session.request = None
+            self.lifecycle.persist(session)
 
-    async def _launch_marked(self, session: Session, request: dict[str, Any]) -> None:
-        """In a group, the record says "launched" (no request left to launch) before the driver is spawned, and
-        only a write the fence let through spawns it: a server that no longer leads launches nothing, and the
-        new leader never launches it a second time (it finds the driver by its exit file, or marks it dead)."""
-        registry = self.lifecycle.registry
+    async def _launch_marked(self, session: Session) -> None:
+        """Spawn held, store the mark, then say go: a server that no longer leads starts nothing (its write
+        fails, or it dies and its pipe closes), and the new leader never starts it a second time."""
+        lifecycle, registry = self.lifecycle, self.lifecycle.registry
+        if not self._spawn(session, held=True):
+            return
         try:
-            await self.lifecycle.writer.create(session, registry.next_id)  # raises unless it reached the store
+            await lifecycle.writer.create(session, registry.next_id)  # raises unless it reached the store
         except StoreUnavailable as err:
-            self.launching.discard(session.id)
-            if registry.sessions.get(session.id) is session and session.state == STARTING:
-                session.request = request
-                self.pending.appendleft(session.id)  # launched when this server may write again, or by the next leader
-                self.lifecycle.collector.wake()  # the collector sees the held lead and launches once it is confirmed
-            word = self.lifecycle.family.protocol.word
+            word = lifecycle.family.protocol.word
             log.warning("%s %d not launched: its launch mark was not written (%s)", word, session.id, err)
+            lifecycle.local.let_go(session.id)  # ends NOT_STARTED: queued again (not_started)
             return
-        if registry.sessions.get(session.id) is not session or session.state != STARTING:
-            self.launching.discard(session.id)  # deleted meanwhile
+        if registry.sessions.get(session.id) is not session or session.state != STARTING or session.kill_requested:
+            lifecycle.local.let_go(session.id)  # deleted meanwhile
             return
-        self._start(session, request)
+        if lifecycle.local.go(session):
+            session.request = None  # started: nothing left to launch again
+            lifecycle.persist(session)
 
-    def _start(self, session: Session, request: dict[str, Any]) -> None:
+    def _spawn(self, session: Session, held: bool) -> bool:
         """Hand the driver to the local launcher; a driver that cannot even start ends its session dead."""
         lifecycle = self.lifecycle
         try:
-            lifecycle.local.launch(session, *lifecycle.family.launch(session, request))
+            lifecycle.local.launch(session, *lifecycle.family.launch(session, session.request or {}), held=held)
         except OSError as err:
+            session.request = None
             lifecycle.note(session, f"could not start the driver: {err}")
             lifecycle.finish(session, DEAD)
-            return
-        self.launching.add(session.id)
+            return False
+        return True
+
+    def not_started(self, session: Session, code: int | None) -> bool:
+        """A held supervisor ended without being told to start (NOT_STARTED): nothing ran, so the session waits
+        for a slot again, first in line. True when that is what happened."""
+        if code != launcher.NOT_STARTED or session.request is None or session.kill_requested or session.state != STARTING:
+            return False
+        lifecycle = self.lifecycle
+        lifecycle.local.unwatch(session.id)
+        if self.release(session):
+            lifecycle.capacity.released()
+        session.pid = session.pid_start = None
+        lifecycle.files.exit_code(session.id).unlink(missing_ok=True)
+        lifecycle.note(session, "its launch was not confirmed by the store, so nothing was started: it is launched again")
         lifecycle.persist(session)
+        self.pending.appendleft(session.id)
+        lifecycle.collector.wake()  # launched once this server may act, or by the next leader
+        return True

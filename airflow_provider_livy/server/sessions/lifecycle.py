@@ -237,6 +237,7 @@ class SessionService:
         """The driver is up (a batch running; a session idle or busy): its creation slot frees. A session
         going between idle and busy is not written: a restart asks its driver, which knows."""
         moved_between_up_states = session.state in UP_STATES and state in UP_STATES
+        session.request = None  # a driver followed from its held start (a failover) is up: nothing to launch again
         self.registry.set_state(session, state)
         if self.launches.release(session):
             self.capacity.released()
@@ -248,6 +249,8 @@ class SessionService:
         if session.cluster is not None:
             self.files.properties(session.id).unlink(missing_ok=True)
         code = launcher.read_exit_code(self.files.exit_code(session.id))
+        if self.launches.not_started(session, code):
+            return
         if session.cluster is not None and self.cluster.submitted(session, code):
             self.launches.release(session)  # spark-submit is gone: its creation slot is free
             self.capacity.released()

@@ -15,7 +15,7 @@ What a record means on restart:
   no longer knows ends dead with a log line saying so.
 - active whose driver is gone: its exit file, written by the supervisor, gives the real outcome;
   without one it is dead. A line in the session's log says which.
-- queued (starting, never launched): launched again.
+- queued (starting, never launched), or a group's held start that never started: launched again.
 - written by Apache Livy (no timestamps, no pid): nothing can be re-attached, so it is dead,
   finished at the record's modification time, and kept for state-retain from then.
 - unparseable: logged and removed.
@@ -24,6 +24,7 @@ What a record means on restart:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -205,17 +206,23 @@ class Recovery:
     def _reattach(self, session: Session) -> bool:
         """Follow a live driver again, or settle a gone one; True when the record must change."""
         log_path, exit_path = self.service.files.log(session.id), self.service.files.exit_code(session.id)
-        if session.pid is None and session.state == STARTING and session.request is not None and not log_path.exists():
+        if session.state == STARTING and session.request is not None and not self._may_have_started(session, log_path, exit_path):
+            changed = session.pid is not None
+            if log_path.exists():
+                self._note(session, "its held start was never confirmed by the store, so nothing ran: launched again")
+            session.pid = session.pid_start = None
+            exit_path.unlink(missing_ok=True)
             session.tail = self.service.family.new_tail()
             self.stats["queued again"] += 1
-            return False
+            return changed
         changed = False
         # (a record naming the driver's cluster id was written after spark-submit handed it over: none to find)
         if session.pid is None and session.cluster_id is None and (found := self._find_supervisor(exit_path)) is not None:
             session.pid, session.pid_start, changed = found.pid, found.create_time(), True  # launched, pid never persisted
-        session.request = None
         submitting = session.pid is not None
         submitter_alive = session.pid is not None and launcher.is_alive(session.pid, session.pid_start)
+        if not (submitter_alive and session.state == STARTING):
+            session.request = None  # (a live one may be a held start, still to be told or to end NOT_STARTED)
         if session.cluster is not None and not submitter_alive:
             self.service.files.properties(session.id).unlink(missing_ok=True)  # spark-submit ended while we were down
         if session.cluster is not None and self._handed_over(session, log_path, exit_path):
@@ -259,6 +266,28 @@ class Recovery:
                 return False
             session.pid = session.pid_start = None
         return session.cluster_id is not None
+
+    def _may_have_started(self, session: Session, log_path: Path, exit_path: Path) -> bool:
+        """Whether a session that still holds its request may have a driver (else it is launched again).
+        - No log file: nothing was ever spawned for it.
+        - Its launch mark names a pid (a group's held start): alive, it may still be told to start, so it is
+          followed; ended, its exit file says whether it started anything.
+        - No mark: a held supervisor found will never be told (its mark can no longer land), so it is stopped;
+          one not held (a single server's launch whose pid never reached the store) started its driver."""
+        if session.pid is not None:
+            alive = launcher.is_alive(session.pid, session.pid_start)
+            return alive or launcher.read_exit_code(exit_path) != launcher.NOT_STARTED
+        if not log_path.exists():
+            return False
+        found = self._find_supervisor(exit_path)
+        if found is None:
+            return launcher.read_exit_code(exit_path) != launcher.NOT_STARTED
+        if not launcher.is_held(found.info.get("cmdline") or []):
+            return True
+        launcher.signal_group(found.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            found.wait(5)  # gone before its exit file is removed: none can appear after
+        return False
 
     def _find_supervisor(self, exit_path: Path) -> psutil.Process | None:
         """A driver launched just before a crash, before its pid reached the store: found by its exit file argument."""
