@@ -61,6 +61,7 @@ def test_defaults_are_safe() -> None:
         ([("livy.server.recovery.mode", "recovery")], "state-store.url"),
         ([("livy.server.recovery.state-store", "hdfs")], "filesystem, zookeeper"),
         ([("livy.server.auth.type", "basic")], "users-file"),
+        ([("livy.server.ha.standby", "307")], r"livy\.server\.ha\.standby = '307': expected one of proxy, redirect"),
     ],
 )
 def test_bad_values_are_refused(pairs: list[tuple[str, str]], message: str) -> None:

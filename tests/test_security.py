@@ -42,11 +42,15 @@ def add_user(users_file: Path, user: str, password: str) -> None:
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
+    return write_users_file(tmp_path)
+
+
+def write_users_file(directory: Path) -> Path:
     """The users file in the command's format, with bcrypt's cheapest cost: the server checks it as any
     other, and each test's server pays 1 ms a check, not 250 ms (the command itself has its own test)."""
     import bcrypt
 
-    path = tmp_path / "users"
+    path = directory / "users"
     hashes = {user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() for user, password in PASSWORDS.items()}
     path.write_text("".join(f"{user}:{hashed}\n" for user, hashed in hashes.items()))
     path.chmod(0o600)

@@ -106,6 +106,7 @@ class ServerConfig:
     zk_key_prefix: str = "livy"
     ha_advertised_url: str = ""  # empty: http://<livy.server.host>:<livy.server.port>
     ha_session_timeout: float = 10.0  # the ZooKeeper session of the group's election: it bounds a crash failover
+    ha_standby: str = "proxy"  # what a standby does with an API request: proxy it to the leader, or redirect (307)
     zk_auth: str = dataclasses.field(default="", repr=False)  # zookeeper_auth.parse_auth; holds a password
     auth_type: str = "none"
     auth_users_file: str = ""
@@ -191,6 +192,7 @@ KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "livy.server.recovery.zk-state-store.key-prefix": ("zk_key_prefix", parse_str),
     "livy.server.ha.advertised-url": ("ha_advertised_url", parse_str),
     "livy.server.ha.session-timeout": ("ha_session_timeout", parse_duration),
+    "livy.server.ha.standby": ("ha_standby", parse_choice("proxy", "redirect")),
     "livy.server.recovery.zk-state-store.auth": ("zk_auth", parse_zk_auth),
     "livy.server.auth.type": ("auth_type", parse_choice("none", "basic", "kerberos", "ldap")),
     "livy.server.auth.basic.users-file": ("auth_users_file", parse_str),

@@ -10,9 +10,13 @@ never meets a refused connection. Until it leads, a server answers:
 - everything else proxied to the leader, as sent (method, path, query, headers, body) and answered
   as the leader answers; while no server leads (or the leader does not answer), 503 + Retry-After.
   Once this server was elected, requests wait for its takeover (recovery) to finish instead.
-  A proxy, not a 307: it works for every client unmodified. On a redirect to another host requests
-  (pylivy, sparkmagic, Airflow's HTTP hooks) drops the Authorization header, and curl follows none
-  without -L, so a 307 would fail exactly the clients that sign in.
+  With `livy.server.ha.standby = redirect`, API requests are answered `307` to the same path and query
+  at the leader instead (the UI is still proxied; with no leader, or while this server takes over, as above).
+  The proxy is the default: it works for every client unmodified. On a redirect to another port or host
+  requests (pylivy, sparkmagic, Airflow's HTTP hooks) drops the Authorization header, and curl follows
+  none without -L, so a 307 fails exactly the clients that sign in; and until a crashed leader's session
+  expires, a 307 sends clients to a refused connection where the proxy answers 503. A followed 307 is
+  a fraction of a millisecond faster than the proxy (README, "Several servers on one ZooKeeper").
 
 Taking over builds the server as a lone server builds itself at start-up: recovery reads every
 record from ZooKeeper, through stores fenced by this leadership, re-attaches what runs and resumes
@@ -101,6 +105,7 @@ class GroupFront:
         self._proxy: httpx.AsyncClient | None = None
         self._led = False
         self._serving: asyncio.Event | None = None  # set once the server's app serves here
+        self._standby = self._redirect if config.ha_standby == "redirect" else self._forward
         ui.show_group(self._place)
         self.metrics = CollectorRegistry()
         self.metrics.register(GroupCollector(self.leadership))
@@ -177,7 +182,7 @@ class GroupFront:
             body = {"version": LIVY_API_VERSION, "server": "airflow-provider-livy", "serverVersion": __version__}
             await answer_json(send, 200, body)
         else:
-            await self._forward(scope, receive, send)
+            await self._standby(scope, receive, send)
 
     def _place(self) -> dict[str, Any]:
         role = self.leadership.role
@@ -192,6 +197,20 @@ class GroupFront:
         else:
             leader = role.leader if role.leader != self.url else None
             await answer_json(send, 503, {"role": "standby", "leader": leader}, RETRY_HEADERS)
+
+    async def _redirect(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        """Standby mode redirect: a 307 to the same path and query at the leader, which keeps the method and body.
+        The UI is still proxied, so every server shows it; with no other leader, as the proxy (503, or the wait)."""
+        leader = self.leadership.role.leader
+        path = scope["path"]
+        if leader is None or leader == self.url or path == ui.UI_PATH or path.startswith(ui.UI_PATH + "/"):
+            await self._forward(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        raw_path = scope.get("raw_path") or path.encode()
+        location = leader.rstrip("/").encode() + raw_path.split(b"?")[0] + (b"?" + query if query else b"")
+        why = {"msg": f"this server stands by: the leader of its group is {leader}"}
+        await answer_json(send, 307, why, ((b"location", location),))
 
     async def _forward(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], replayed: bool = False
