@@ -17,7 +17,12 @@ standby's proxy, alternating blocks, one keep-alive client (p50, p99); then kill
 SIGTERM of the leader, to the other answering GET /batches with every record (a new standby is
 started before each). Targets: session timeout + 2 s, and 1 s.
 
-Run alone: .venv/bin/python -m bench.bench_ha [--quick]
+(d) The standby's two answers side by side: three real livy-server processes on 2,000 finished records, the
+leader, a standby that proxies (the default) and one with `livy.server.ha.standby = redirect`:
+GET /batches/{id}/state straight to the leader, through the proxy, and through the redirect with the
+client (requests) following the 307, one keep-alive client per route, in rotating blocks (p50, p99).
+
+Run alone: .venv/bin/python -m bench.bench_ha [--quick] [--standby (part d only)]
 """
 
 from __future__ import annotations
@@ -199,7 +204,7 @@ def failover_rows(hosts: str, quick: bool) -> list[Row]:
     ]
 
 
-def group_server(work_dir: Path, hosts: str, prefix: str):
+def group_server(work_dir: Path, hosts: str, prefix: str, **extra: str):
     from tests.conftest import FAKE_SPARK_HOME, start_server
 
     port = free_port()
@@ -213,6 +218,7 @@ def group_server(work_dir: Path, hosts: str, prefix: str):
         "livy.server.session.state-retain.sec": "1h",
         "livy.server.session.max-sessions": "100000",
         "livy.server.spark-home": str(FAKE_SPARK_HOME),
+        **extra,
     }
     return start_server(work_dir, settings, port=port, timeout=120)
 
@@ -235,16 +241,6 @@ def standby_of(url: str, leader: str) -> bool:
         return False
 
 
-def local_answers(client: requests.Session, url: str, count: int) -> list[float]:
-    """GET /ready on a standby: an answer it makes itself, as a 307 would be."""
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        client.get(f"{url}/ready", timeout=10)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def latencies(client: requests.Session, url: str, ids: list[int]) -> list[float]:
     times = []
     for batch_id in ids:
@@ -260,12 +256,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
+def filled_group(hosts: str, count: int) -> str:
+    """A new key prefix holding `count` finished batch records, as a group's store."""
     from kazoo.client import KazooClient
 
     from bench.bench_recovery import fill_zookeeper, record
 
-    count = 5000 if quick else 40_000
     prefix = f"bench-group-{uuid.uuid4().hex[:8]}"
     now = time.time()
     client = KazooClient(hosts=hosts)
@@ -276,10 +272,15 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
         client.stop()
         client.close()
     say(f"{count} records in ZooKeeper under /{prefix}")
+    return prefix
+
+
+def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
+    count = 5000 if quick else 40_000
+    prefix = filled_group(hosts, count)
     servers = [group_server(work_dir, hosts, prefix)]
     direct: list[float] = []
     proxied: list[float] = []
-    redirect: list[float] = []  # a 307 answered by the standby, estimated by its /ready
     crash: list[float] = []
     clean: list[float] = []
     try:
@@ -293,7 +294,6 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
             for n in range(4 if quick else 10):
                 for url, into in ((leader.url, direct), (standby.url, proxied))[:: 1 if n % 2 == 0 else -1]:
                     into += latencies(http, url, ids)
-                redirect += local_answers(http, standby.url, len(ids))
         for kind in ["kill -9", "SIGTERM"] * (1 if quick else 2):
             if kind == "kill -9":
                 leader.proc.kill()
@@ -332,13 +332,6 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
         ),
         Row(
             "ha",
-            "a 307 instead, estimated: the standby's own answer (its /ready) before the request to the leader: p50 / p99",
-            f"{(percentile(redirect, 0.5) + percentile(direct, 0.5)) * ms:.1f} / "
-            f"{(percentile(redirect, 0.99) + percentile(direct, 0.99)) * ms:.1f} ms",
-            anchor="a proxy was chosen: requests drops Authorization on a cross-host redirect; curl needs -L",
-        ),
-        Row(
-            "ha",
             f"kill -9 of the leader -> the other serves all {count:,} records",
             spread(crash, "{:.2f} s"),
             f"<= {SESSION_TIMEOUT + 2:g} s",
@@ -356,6 +349,66 @@ def server_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
     ]
 
 
+STANDBY_ROUTES = ("straight to the leader", "through a proxying standby", "through a redirecting standby")
+
+
+def standby_rows(work_dir: Path, hosts: str, quick: bool) -> list[Row]:
+    """(d) The standby's two answers side by side: a leader, a proxying standby and a redirecting one (each
+    client following the 307 as requests does) over 2,000 finished records; one keep-alive client per route."""
+    count, block, blocks = 2000, 250, (4 if quick else 9)
+    prefix = filled_group(hosts, count)
+    servers = [group_server(work_dir, hosts, prefix)]
+    times: dict[str, list[float]] = {route: [] for route in STANDBY_ROUTES}
+    try:
+        wait_until(lambda: serves_all(servers[0].url, count), 120)
+        servers += [
+            group_server(work_dir, hosts, prefix),
+            group_server(work_dir, hosts, prefix, **{"livy.server.ha.standby": "redirect"}),
+        ]
+        leader = servers[0]
+        for standby in servers[1:]:
+            wait_until(lambda url=standby.url: standby_of(url, leader.url), 30)
+        urls = dict(zip(STANDBY_ROUTES, (server.url for server in servers), strict=True))
+        clients = {route: requests.Session() for route in STANDBY_ROUTES}
+        ids = [n * (count // block) for n in range(block)]
+        followed = clients[STANDBY_ROUTES[2]].get(f"{urls[STANDBY_ROUTES[2]]}/batches/0/state", timeout=10)
+        assert [r.status_code for r in followed.history] == [307] and followed.url.startswith(leader.url), followed.url
+        for route in STANDBY_ROUTES:
+            latencies(clients[route], urls[route], ids[:50])  # warm-up: connections
+        for n in range(blocks):  # each route in each place of a round equally often
+            for route in STANDBY_ROUTES[n % 3 :] + STANDBY_ROUTES[: n % 3]:
+                times[route] += latencies(clients[route], urls[route], ids)
+        for client in clients.values():
+            client.close()
+    finally:
+        for server in servers:
+            server.stop()
+    ms = 1000
+    direct = times[STANDBY_ROUTES[0]]
+    rows = [
+        Row(
+            "ha",
+            f"GET /batches/{{id}}/state {route}: p50 / p99",
+            f"{percentile(taken, 0.5) * ms:.1f} / {percentile(taken, 0.99) * ms:.1f} ms (n={len(taken):,})",
+            anchor=f"{count:,} records; one keep-alive client per route, rotating blocks of {block}"
+            if route == STANDBY_ROUTES[0]
+            else ("requests following the 307 (livy.server.ha.standby = redirect)" if route == STANDBY_ROUTES[2] else ""),
+        )
+        for route, taken in times.items()
+    ]
+    for route in STANDBY_ROUTES[1:]:
+        taken = times[route]
+        rows.append(
+            Row(
+                "ha",
+                f"added {route}: p50 / p99",
+                f"{(percentile(taken, 0.5) - percentile(direct, 0.5)) * ms:.1f} / "
+                f"{(percentile(taken, 0.99) - percentile(direct, 0.99)) * ms:.1f} ms",
+            )
+        )
+    return rows
+
+
 def run(work_dir: Path, quick: bool) -> list[Row]:
     from tests.zookeeper import ZooKeeperServer
 
@@ -363,12 +416,23 @@ def run(work_dir: Path, quick: bool) -> list[Row]:
     zookeeper = ZooKeeperServer(work_dir / "zookeeper").start()
     try:
         rows = fence_rows(zookeeper.hosts, quick) + failover_rows(zookeeper.hosts, quick)
-        return rows + server_rows(work_dir, zookeeper.hosts, quick)
+        return rows + server_rows(work_dir, zookeeper.hosts, quick) + standby_rows(work_dir, zookeeper.hosts, quick)
+    finally:
+        zookeeper.stop()
+
+
+def run_standby(work_dir: Path, quick: bool) -> list[Row]:
+    from tests.zookeeper import ZooKeeperServer
+
+    zookeeper = ZooKeeperServer(work_dir / "zookeeper").start()
+    try:
+        return standby_rows(work_dir, zookeeper.hosts, quick)
     finally:
         zookeeper.stop()
 
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="livy-bench-ha-") as tmp:
-        for row in run(Path(tmp), "--quick" in sys.argv):
+        part = run_standby if "--standby" in sys.argv else run
+        for row in part(Path(tmp), "--quick" in sys.argv):
             print(f"{row.figure}: {row.value}" + (f" (target {row.target}, met: {row.met})" if row.target else ""))
