@@ -120,7 +120,7 @@ def realm() -> Iterator[Realm]:
 def kerberos_server(make_server: Callable[..., LivyServer], realm: Realm) -> Callable[..., LivyServer]:
     """Servers with Kerberos sign-in as HTTP/localhost, bob mapped to robert, access control and CSRF on."""
 
-    def make(fake_spark: bool = True, **settings: str) -> LivyServer:
+    def make(fake_spark: bool = True, port: int | None = None, **settings: str) -> LivyServer:
         return make_server(
             {
                 "livy.server.auth.type": "kerberos",
@@ -133,6 +133,7 @@ def kerberos_server(make_server: Callable[..., LivyServer], realm: Realm) -> Cal
                 **settings,
             },
             fake_spark=fake_spark,
+            port=port,
         )
 
     return make

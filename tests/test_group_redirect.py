@@ -1,13 +1,15 @@
 """A standby in redirect mode (`livy.server.ha.standby = redirect`): real servers on one real ZooKeeper, fake
 spark-submit. It answers API requests `307` to the same path and query at the leader; what follows that, and
-what does not: requests and curl, open and with basic sign-in, our hooks, pylivy and sparkmagic unmodified.
+what does not: requests and curl, open and with basic or Kerberos sign-in, our hooks, pylivy and sparkmagic
+unmodified.
 
 Two groups for the module, each a leader and a redirecting standby: one open, one with basic sign-in (and a
-proxying standby beside, for the contrast). A failover test starts its own.
+proxying standby beside, for the contrast). The failover and Kerberos tests start their own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -21,12 +23,17 @@ import requests
 from airflow_provider_livy.hooks.connection import LivyError
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.server.config import build_config
+from tests import kerberos
 from tests.client_venv import client_python
 from tests.conftest import FAKE_SPARK_HOME, LivyServer, free_port, kill_drivers, start_server
+from tests.kerberos import local_url
 from tests.test_group import SESSION_TIMEOUT, group, ha_settings, ready, wait_leading  # noqa: F401 (group is a fixture)
 from tests.test_security import PASSWORDS, write_users_file
+from tests.test_session_clients import run_client
 
 pytestmark = pytest.mark.zookeeper
+realm = kerberos.realm  # the fixtures, for this module
+kerberos_server = kerberos.kerberos_server
 REDIRECT = {"livy.server.ha.standby": "redirect"}
 ALICE = ("alice", PASSWORDS["alice"])
 
@@ -210,24 +217,32 @@ print(json.dumps(seen))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def sparkmagic_sessions(url: str, auth: tuple[str, str] | None) -> dict:
-    """sparkmagic 0.23's own HTTP client (its retry policy, its Basic authenticator) listing the sessions."""
+def sparkmagic_sessions(url: str, auth: list[str] | str | None) -> dict:
+    """sparkmagic 0.23's own HTTP client (its retry policy; its Basic authenticator for [user, password], its
+    Kerberos one for "kerberos") listing the sessions; on a failure its error, and what requests raised."""
     script = """
 import json, sys
+import requests
 from sparkmagic.livyclientlib.endpoint import Endpoint
 from sparkmagic.livyclientlib.exceptions import HttpClientException
 from sparkmagic.livyclientlib.linearretrypolicy import LinearRetryPolicy
 from sparkmagic.livyclientlib.reliablehttpclient import ReliableHttpClient
 from sparkmagic.auth.basic import Basic
+from sparkmagic.auth.kerberos import Kerberos
 url, auth = sys.argv[1], json.loads(sys.argv[2])
 class Args:
-    user, password, url = (auth or ["", ""]) + [url]
-endpoint = Endpoint(url, Basic(Args()) if auth else None)
-client = ReliableHttpClient(endpoint, {"Content-Type": "application/json"}, LinearRetryPolicy(0.1, 2))
+    user, password, url = (auth if isinstance(auth, list) else ["", ""]) + [url]
+authenticator = Kerberos() if auth == "kerberos" else Basic(Args()) if auth else None
+client = ReliableHttpClient(Endpoint(url, authenticator), {"Content-Type": "application/json"}, LinearRetryPolicy(0.1, 2))
 try:
     print(json.dumps({"total": client.get("/sessions", [200]).json()["total"]}))
 except HttpClientException as err:
-    print(json.dumps({"error": str(err)}))
+    try:
+        requests.get(url + "/sessions", auth=Kerberos() if auth == "kerberos" else authenticator, timeout=10)
+        cause = None
+    except requests.RequestException as raised:
+        cause = type(raised).__name__
+    print(json.dumps({"error": str(err), **({"cause": cause} if cause else {})}))
 """
     done = subprocess.run(
         [str(client_python()), "-c", script, url, json.dumps(auth)], capture_output=True, text=True, timeout=120, check=True
@@ -271,3 +286,32 @@ def test_after_a_kill_9_a_redirecting_standby_points_at_the_dead_leader_until_it
     wait_leading(second, SESSION_TIMEOUT + 30)
     served = requests.get(f"{second.url}/batches/{batch}", allow_redirects=False, timeout=10)
     assert served.status_code == 200 and served.json()["state"] == "success"
+
+
+def test_kerberos_clients_answer_the_leaders_challenge_except_sparkmagics_mutual_check(
+    realm, kerberos_server, zookeeper, zk_prefix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kerberos sign-in on every server (HTTP/localhost, URLs by name). requests-gssapi sends nothing until
+    challenged: the 307 is followed without credentials, the leader answers 401 Negotiate, and the client
+    signs in there (so pylivy works). sparkmagic's requests-kerberos, mutual authentication REQUIRED, refuses
+    the 307 itself, which carries no Negotiate answer; through a proxying standby it works."""
+    import requests_gssapi
+
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.kinit('alice')}")
+    servers = []
+    for own in ({}, REDIRECT, {}):
+        port = free_port()
+        conf = {**ha_settings(zookeeper.hosts, zk_prefix, port), "livy.server.ha.advertised-url": f"http://localhost:{port}"}
+        # pylivy sends no X-Requested-By: CSRF protection off, as for pylivy on Apache Livy
+        servers.append(kerberos_server(port=port, **conf, **own, **{"livy.server.csrf-protection.enabled": "false"}))
+        wait_leading(servers[0], 30)
+    leader, redirecting, proxying = (dataclasses.replace(server, url=local_url(server)) for server in servers)
+    client = requests.Session()
+    client.auth = requests_gssapi.HTTPSPNEGOAuth()
+    followed = client.get(f"{redirecting.url}/batches", timeout=10)
+    assert followed.status_code == 200 and followed.url == f"{leader.url}/batches", followed.text
+    assert followed.request.headers["Authorization"].startswith("Negotiate ")
+    assert run_client("pylivy-kerberos", redirecting)["run"].strip() == "42"
+    assert sparkmagic_sessions(proxying.url, "kerberos") == {"total": 0}
+    refused = sparkmagic_sessions(redirecting.url, "kerberos")
+    assert refused == {"error": "Error sending http request and maximum retry encountered.", "cause": "MutualAuthenticationError"}

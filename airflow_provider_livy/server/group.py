@@ -14,7 +14,8 @@ never meets a refused connection. Until it leads, a server answers:
   at the leader instead (the UI is still proxied; with no leader, or while this server takes over, as above).
   The proxy is the default: it works for every client unmodified. On a redirect to another port or host
   requests (pylivy, sparkmagic, Airflow's HTTP hooks) drops the Authorization header, and curl follows
-  none without -L, so a 307 fails exactly the clients that sign in; and until a crashed leader's session
+  none without -L, so a 307 fails the clients that sign in with a password (sparkmagic's Kerberos refuses
+  the 307 itself; requests-gssapi answers the leader's challenge and passes); and until a crashed leader's session
   expires, a 307 sends clients to a refused connection where the proxy answers 503. A followed 307 is
   a fraction of a millisecond faster than the proxy (README, "Several servers on one ZooKeeper").
 
