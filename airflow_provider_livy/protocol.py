@@ -42,6 +42,7 @@ MAX_STATE_WAIT = 10.0
 
 BATCHES_PATH = "/batches"
 SESSIONS_PATH = "/sessions"  # Livy's interactive sessions
+READY_PATH = "/ready"  # a group's readiness probe: {"role": "leader", "leader": url, "epoch": N} or a standby's 503
 
 
 @dataclass(frozen=True)

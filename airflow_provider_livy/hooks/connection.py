@@ -250,11 +250,15 @@ MOVE_ON_STATUSES = frozenset({307, 503})
 _current: dict[tuple[str, ...], str] = {}  # per connection's servers: the one calls go to in this process
 
 
-def current_server(servers: tuple[str, ...]) -> str:
-    """Where the next call goes: the server that last answered as the leader, or the one after a server that
-    did not; at first the first."""
+def current_server(servers: tuple[str, ...], hint: str | None = None) -> str:
+    """Where the next call goes: the server that last answered as the leader in this process, or the one after a
+    server that did not; before this process has asked any, `hint` (where an earlier run of the task found the
+    leader: each poke of a sensor in reschedule mode, each trigger, runs in a process of its own) when the
+    connection lists it; else the first."""
     chosen = _current.get(servers)
-    return chosen if chosen in servers else servers[0]
+    if chosen in servers:
+        return chosen
+    return hint if hint in servers else servers[0]
 
 
 def next_server(servers: tuple[str, ...], base: str, status: int | None) -> str:

@@ -23,9 +23,10 @@ class HookSpec:
     endpoint_prefix: str | None = None
     auth_type: Any | None = None  # a class (in a task) or its dotted path (stored with a trigger)
     retries: int | None = None
+    leader: str | None = None  # of a group's servers, the one to start from in a new process (`current_server`)
 
     @classmethod
-    def of_task(cls, task: Any) -> HookSpec:
+    def of_task(cls, task: Any, leader: str | None = None) -> HookSpec:
         """From an operator's or sensor's (templated) attributes of the official names; tenacity `retry_args`
         become the retry count they mean."""
         return cls(
@@ -35,7 +36,14 @@ class HookSpec:
             task.livy_endpoint_prefix,
             task.livy_conn_auth_type,
             retries_from(task.retry_args),
+            leader,
         )
+
+    @classmethod
+    def of_deferring_task(cls, task: Any) -> HookSpec:
+        """What a task hands its trigger: its own spec, with the server its hook found answering, for the trigger
+        (in the triggerer's process) to start from."""
+        return cls.of_task(task, task.hook.answering_server())
 
     def _retries(self, retries: int | None) -> int:
         chosen = retries if retries is not None else self.retries
@@ -49,6 +57,7 @@ class HookSpec:
             self.auth_type,
             self.endpoint_prefix,
             retries=self._retries(None),
+            leader=self.leader,
         )
 
     def async_hook(self, retries: int | None = None) -> LivyAsyncHook:
@@ -59,6 +68,7 @@ class HookSpec:
             self.endpoint_prefix,
             self.auth_type,
             retries=self._retries(retries),
+            leader=self.leader,
         )
 
     def stored(self) -> dict[str, Any]:

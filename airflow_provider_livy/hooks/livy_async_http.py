@@ -47,6 +47,7 @@ class LivyAsyncHttp(BaseHook):
         auth_type: Any | None = None,
         *,
         retries: int = DEFAULT_RETRIES,
+        leader: str | None = None,
     ) -> None:
         super().__init__()
         self.livy_conn_id = livy_conn_id
@@ -55,6 +56,7 @@ class LivyAsyncHttp(BaseHook):
         self.endpoint_prefix = endpoint_prefix
         self.auth_type = auth_type
         self.retries = retries
+        self.leader = leader  # a group's server to start from when this process has asked none (`current_server`)
         self._settings: LivySettings | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -99,7 +101,7 @@ class LivyAsyncHttp(BaseHook):
             kwargs["timeout"] = settings.timeout + held
         attempt = 0
         while True:
-            base = current_server(servers)
+            base = current_server(servers, self.leader)
             status, retry_after, never_sent, cause = None, None, False, None
             try:
                 response = await client.request(method, base + path, **kwargs)

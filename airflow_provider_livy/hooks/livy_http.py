@@ -45,7 +45,7 @@ from airflow_provider_livy.hooks.connection import (
     wait_params,
 )
 from airflow_provider_livy.hooks.official import auth_from_type, with_options
-from airflow_provider_livy.protocol import BATCHES_PATH
+from airflow_provider_livy.protocol import BATCHES_PATH, READY_PATH
 
 POOL_SIZE = 4
 
@@ -65,6 +65,7 @@ class LivyHttp(BaseHook):
         auth: requests.auth.AuthBase | None = None,
         retries: int = DEFAULT_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
+        leader: str | None = None,
     ) -> None:
         super().__init__()
         self.livy_conn_id = livy_conn_id
@@ -75,6 +76,7 @@ class LivyHttp(BaseHook):
         self._auth = auth
         self.retries = retries
         self._sleep = sleep
+        self.leader = leader  # a group's server to start from when this process has asked none (`current_server`)
 
     @cached_property
     def connection_settings(self) -> LivySettings:
@@ -114,6 +116,30 @@ class LivyHttp(BaseHook):
             self.session.cert = options["cert"]
         return self.session
 
+    def answering_server(self) -> str:
+        """Of the connection's servers, the one calls go to: the one that answered last (a group's leader, or a
+        standby that proxies to it)."""
+        return current_server(self.settings.base_urls, self.leader)
+
+    def leader_epoch(self) -> int | None:
+        """The epoch of the group's leader behind the server calls go to, from `GET /ready`: that server's own when
+        it leads, else the one of the leader it names (a standby proxies to it). None when no server says it leads,
+        or the server is no group's (Apache Livy, a lone server)."""
+        url = self.answering_server()
+        for _hop in range(2):
+            try:
+                answer = self.session.get(url + READY_PATH, timeout=self.settings.timeout).json()
+            except (requests.RequestException, ValueError):
+                return None
+            if not isinstance(answer, dict):
+                return None
+            if answer.get("role") == "leader":
+                return answer["epoch"] if isinstance(answer.get("epoch"), int) else None
+            url = answer.get("leader")
+            if not isinstance(url, str) or not url:
+                return None
+        return None
+
     def _connection_auth(self) -> requests.auth.AuthBase | None:
         return requests_auth(self.settings)
 
@@ -146,7 +172,7 @@ class LivyHttp(BaseHook):
             kwargs.setdefault("allow_redirects", False)  # a 307 moves on to the next server, with our headers
         attempt = 0
         while True:
-            base = current_server(servers)
+            base = current_server(servers, self.leader)
             url = base + path
             status, retry_after, never_sent, cause = None, None, False, None
             try:
@@ -258,5 +284,5 @@ class LivyHttp(BaseHook):
         finally:
             self.retries = retries
             self.close()
-        where = current_server(self.settings.base_urls)  # of a group's servers, the one that answered
+        where = self.answering_server()
         return True, f"Connected to {where}: the server holds {page.get('total', 0)} batch(es)"

@@ -224,7 +224,9 @@ def zookeeper_sweep(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
             log.info("sweeping ZooKeeper %s under /%s", hosts, prefix.strip("/"))
             rules = Rules(min_age=settings.min_age, untouched=settings.untouched)
             try:
-                report = sweep_zookeeper(client, prefix, lambda: server_ids(hook), rules, dry_run=settings.dry_run)
+                report = sweep_zookeeper(
+                    client, prefix, lambda: server_ids(hook), rules, leader_epoch=hook.leader_epoch, dry_run=settings.dry_run
+                )
             except AuthFailedError:  # a SASL login is answered once connected: a wrong one fails the first request
                 report.error(f"ZooKeeper at {hosts} refused the login as {auth.describe() if auth else '?'}; nothing was deleted")
         finally:

@@ -9,7 +9,16 @@ unambiguous go: records that say themselves they finished long ago, and znodes u
 longer than a generous bound (unless the record says the session is still active).
 
 Every delete names the znode version that was read, so a record rewritten meanwhile (a server
-that took the id up again) fails the check and stays. Records written with an ACL
+that took the id up again) fails the check and stays.
+
+Servers in a group (recovery mode ha) share the prefix, and one of them leads and holds the records.
+The sweep asks the leader, and fences its deletes the way the leader fences its own writes: it reads
+the group's epoch node before it asks, makes sure the server that answered leads at that epoch (its
+`/ready`, or its leader's when a standby answered), and each delete transaction starts with a `check`
+of the epoch node's version. A takeover anywhere between the question and the delete (a new leader
+recovers every record, orphans too) fails the check in ZooKeeper itself, and nothing is deleted.
+Without an answer from the leader nothing of a group is deleted: a group's servers are either up,
+and the leader answers, or down, and then nothing piles up. Records written with an ACL
 (zookeeper_auth) need the server's identity: without it each directory or record the sweep may not
 read is reported as NoAuth, in words, and nothing of it is deleted.
 """
@@ -20,7 +29,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -29,6 +38,7 @@ from kazoo.exceptions import BadVersionError, KazooException, NoAuthError, NoNod
 from airflow_provider_livy import zookeeper_multi
 from airflow_provider_livy.maintenance.report import SweepReport
 from airflow_provider_livy.protocol import ACTIVE_STATES, TERMINAL_STATES
+from airflow_provider_livy.server.leadership import ha_root
 
 # znode directory under /<prefix>/v1 -> the REST kind whose ids the server reports
 DIRECTORIES: dict[str, str] = {"batch": "batch", "interactive": "session"}
@@ -52,6 +62,8 @@ NO_AUTH = (
     "missing or names another identity than the server's livy.server.recovery.zk-state-store.auth)"
 )
 KEEP_FAILED = "delete failed"
+KEEP_GROUP_UNASKED = "the group's leader could not be asked"
+KEEP_TAKEOVER = "the group's leadership changed during the sweep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,34 @@ class Rules:
     untouched: float  # only used while the server is unreachable
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """A group's epoch node as read before its leader was asked: its value (the leader's epoch) and version."""
+
+    path: str
+    value: int
+    version: int
+
+    @property
+    def check(self) -> tuple[str, int]:
+        """What each delete transaction checks: ZooKeeper refuses it once another takeover moved the version."""
+        return self.path, self.version
+
+
+def read_epoch(client: KazooClient, root: str) -> Epoch | None:
+    """The group's epoch node under `root`, or None when the prefix is no group's (a lone server, Apache Livy)."""
+    path = f"{ha_root(root)}/epoch"
+    try:
+        data, stat = client.retry(client.get, path)
+    except NoNodeError:
+        return None
+    try:
+        value = int(data or b"0")
+    except ValueError:
+        value = -1  # no leader's epoch: nothing of the group is deleted
+    return Epoch(path, value, stat.version)
+
+
 def parse_record(data: bytes) -> dict[str, Any] | None:
     """Livy's record: a JSON object with an integer id. Anything else is unparseable."""
     try:
@@ -81,8 +121,11 @@ def parse_record(data: bytes) -> dict[str, Any] | None:
     return record
 
 
-def decide(node: Znode, held: set[int] | None, rules: Rules, now: float) -> tuple[bool, str]:
-    """(delete?, why) for one record; `held` is None when the server could not be asked."""
+def decide(node: Znode, held: set[int] | None, rules: Rules, now: float, group: bool = False) -> tuple[bool, str]:
+    """(delete?, why) for one record; `held` is None when the server could not be asked; `group`: the prefix is a
+    group's, whose leader alone can say what it holds."""
+    if held is None and group:
+        return False, KEEP_GROUP_UNASKED
     record = parse_record(node.data)
     if record is None:
         if held is not None and node.session_id in held:
@@ -145,48 +188,62 @@ class Deletion:
     changed: list[Znode]  # rewritten or gone since it was read: left alone
     failed: list[Znode]
     errors: list[str]
+    fenced: list[Znode] = field(default_factory=list)  # refused by the checks: the group's leadership changed
 
 
-def delete_nodes(client: KazooClient, nodes: list[Znode]) -> Deletion:
-    """Delete at the versions read.
+def _send(client: KazooClient, nodes: list[Znode], checks: tuple[tuple[str, int], ...]) -> Any:
+    transaction = client.transaction()
+    for path, version in checks:
+        transaction.check(path, version)
+    for node in nodes:
+        transaction.delete(node.path, version=node.version)
+    return transaction.commit_async()
+
+
+def delete_nodes(client: KazooClient, nodes: list[Znode], checks: tuple[tuple[str, int], ...] = ()) -> Deletion:
+    """Delete at the versions read, each transaction headed by `checks` (a group's epoch).
 
     Transactions of 1,000 are all sent before the first answer is awaited. A transaction is all or
-    nothing, so one whose check failed is replayed znode by znode to delete the rest.
+    nothing, so one whose record check failed is replayed znode by znode (each with `checks`) to delete
+    the rest; one whose `checks` failed is not: the group has a new leader, which may hold them now.
     """
-    chunks = [nodes[i : i + zookeeper_multi.TRANSACTION_OPS] for i in range(0, len(nodes), zookeeper_multi.TRANSACTION_OPS)]
-    pending = []
-    for chunk in chunks:
-        transaction = client.transaction()
-        for node in chunk:
-            transaction.delete(node.path, version=node.version)
-        pending.append((chunk, transaction.commit_async()))
+    size = zookeeper_multi.TRANSACTION_OPS - len(checks)
+    chunks = [nodes[i : i + size] for i in range(0, len(nodes), size)]
     done = Deletion([], [], [], [])
     replay: list[Znode] = []
-    for chunk, result in pending:
+    for chunk, result in [(chunk, _send(client, chunk, checks)) for chunk in chunks]:
         try:
             outcomes = result.get(timeout=DELETE_TIMEOUT)
         except (KazooException, client.handler.timeout_exception) as err:
             done.failed += chunk
             done.errors.append(f"deleting {len(chunk)} znodes ({chunk[0].path} and on) failed: {err!r}")
             continue
-        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes):
+        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes[: len(checks)]):
+            done.fenced += chunk
+        elif any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes):
             replay += chunk
         else:
             done.deleted += chunk
-    singles = [(node, client.delete_async(node.path, version=node.version)) for node in replay]
-    for node, result in singles:
+    for node, result in [(node, _send(client, [node], checks)) for node in replay]:
         try:
-            result.get(timeout=DELETE_TIMEOUT)
-        except (NoNodeError, BadVersionError):
-            done.changed.append(node)
-        except NoAuthError:
-            done.failed.append(node)
-            done.errors.append(f"deleting {node.path}: {NO_AUTH}; kept")
+            outcomes = result.get(timeout=DELETE_TIMEOUT)
         except (KazooException, client.handler.timeout_exception) as err:
             done.failed.append(node)
             done.errors.append(f"deleting {node.path} failed: {err!r}")
-        else:
+            continue
+        failures = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, RolledBackError)]
+        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes[: len(checks)]):
+            done.fenced.append(node)
+        elif not failures:
             done.deleted.append(node)
+        elif isinstance(failures[0], (NoNodeError, BadVersionError)):
+            done.changed.append(node)
+        elif isinstance(failures[0], NoAuthError):
+            done.failed.append(node)
+            done.errors.append(f"deleting {node.path}: {NO_AUTH}; kept")
+        else:
+            done.failed.append(node)
+            done.errors.append(f"deleting {node.path} failed: {failures[0]!r}")
     return done
 
 
@@ -196,6 +253,7 @@ def sweep_zookeeper(
     held_ids: Callable[[], Mapping[str, set[int] | None]],
     rules: Rules,
     *,
+    leader_epoch: Callable[[], int | None] = lambda: None,
     dry_run: bool = False,
     multi_read: bool = True,
     clock: Callable[[], float] = time.time,
@@ -203,17 +261,25 @@ def sweep_zookeeper(
     """Walk, ask the server what it holds (after the walk, so every record read predates the answer), decide, delete.
 
     `held_ids()` maps a REST kind ("batch", "session") to the ids the server holds, or None when
-    the server could not be asked.
+    the server could not be asked. For a group, `leader_epoch()` is the epoch of the leader that answered
+    it (None: unknown), asked after it; the deletes are fenced by the epoch read before.
     """
     report = SweepReport("zookeeper", dry_run=dry_run)
     root = "/" + prefix.strip("/")
     nodes = walk(client, root, report, multi_read)
+    epoch = read_epoch(client, root)
     held = held_ids()
+    confirmed = epoch is None or leader_epoch() == epoch.value
+    if not confirmed:
+        report.notes.append(f"the server that answered did not lead at the group's epoch {epoch.value}; nothing deleted")
     now = clock()
     doomed: list[Znode] = []
     reasons: dict[str, str] = {}
     for node in nodes:
-        delete, why = decide(node, held.get(DIRECTORIES[node.directory]), rules, now)
+        if not confirmed:
+            report.keep(KEEP_TAKEOVER)
+            continue
+        delete, why = decide(node, held.get(DIRECTORIES[node.directory]), rules, now, group=epoch is not None)
         if delete:
             doomed.append(node)
             reasons[node.path] = why
@@ -222,13 +288,15 @@ def sweep_zookeeper(
     if dry_run:
         deleted = doomed
     else:
-        deletion = delete_nodes(client, doomed)
+        deletion = delete_nodes(client, doomed, () if epoch is None else (epoch.check,))
         deleted = deletion.deleted
         report.keep(KEEP_CHANGED, len(deletion.changed))
+        report.keep(KEEP_TAKEOVER, len(deletion.fenced))
         report.keep(KEEP_FAILED, len(deletion.failed))
         report.errors += deletion.errors
     report.deleted = [node.path.removeprefix(f"{root}/v1/") for node in deleted]
     report.extra["deleted_by_reason"] = dict(sorted(Counter(reasons[node.path] for node in deleted).items()))
     report.extra["swept_at"] = now  # the "now" every age was measured against
     report.extra["server_reachable"] = {kind: ids is not None for kind, ids in held.items()}
+    report.extra["group_epoch"] = None if epoch is None else epoch.value
     return report

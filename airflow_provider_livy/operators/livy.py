@@ -129,7 +129,7 @@ class LivyBatchOperator(LivyTaskOperator):
                     self.polling_interval,
                     deadline=self._deadline(context),
                     stream_logs=self.stream_logs,
-                    **HookSpec.of_task(self).stored(),
+                    **HookSpec.of_deferring_task(self).stored(),
                 ),
                 method_name="execute_complete",
                 timeout=self._defer_timeout(context),

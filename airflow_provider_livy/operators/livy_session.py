@@ -262,7 +262,7 @@ class LivySessionOperator(LivyTaskOperator):
                 statement_id=statement_id,
                 index=index,
                 deadline=deadline,
-                **HookSpec.of_task(self).stored(),
+                **HookSpec.of_deferring_task(self).stored(),
             ),
             method_name="execute_complete",
             timeout=defer_timeout(deadline),

@@ -4,11 +4,17 @@ wait_for_completion=False, or LivyOperator with polling_interval=0).
 Unlike the official sensor, only `success` counts as success: dead, killed and error fail the
 task (or skip it with soft_fail=True). With delete_batch=True the sensor deletes the batch once
 it has ended, so the submit-then-sense pattern leaves nothing behind either.
+
+With a connection listing a group's servers, each poke starts from the server that answered the poke
+before: in reschedule mode every poke is a run of its own, in a process of its own, which would otherwise
+start from the first server again (a dead one costs a connection attempt, a standby a proxy hop). The
+server is kept in the task's state store (`context["task_state_store"]`, Airflow 3.3 on), written only
+when it changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -25,6 +31,7 @@ from airflow_provider_livy.signatures import inherit_signature
 from airflow_provider_livy.triggers.livy import LivyBatchTrigger
 
 ERROR_LOG_LINES = 20
+LEADER_KEY = "livy_leader"  # in the task's state store: the server of a group the last poke found answering
 
 
 class LivyBatchSensor(BaseSensorOperator):
@@ -80,12 +87,23 @@ class LivyBatchSensor(BaseSensorOperator):
         return self.hook
 
     def poke(self, context: Context) -> bool:
-        state = self.hook.poll_batch_state(self.batch_id)
+        state = self._remembering_the_leader(context, lambda: self.hook.poll_batch_state(self.batch_id))
         self.log.info("Livy batch %s is %s", self.batch_id, state)
         if state not in TERMINAL_STATES:
             return False
         self._conclude(state)
         return True
+
+    def _remembering_the_leader(self, context: Context, poll: Callable[[], str]) -> str:
+        """`poll()`, starting from the server the last poke found answering, and keeping the one this poke found."""
+        store = context.get("task_state_store")
+        if store is None or len(self.hook.settings.base_urls) < 2:
+            return poll()
+        self.hook.leader = known = store.get(LEADER_KEY)
+        state = poll()
+        if (found := self.hook.answering_server()) != known:
+            store.set(LEADER_KEY, found)
+        return state
 
     def _conclude(self, state: str, tail: list[str] | None = None) -> None:
         """Delete if asked; raise unless the batch succeeded (soft_fail turns the failure into a skip)."""
@@ -113,7 +131,11 @@ class LivyBatchSensor(BaseSensorOperator):
             raise
         self.defer(
             trigger=LivyBatchTrigger(
-                int(self.batch_id), self.livy_conn_id, self.poke_interval, stream_logs=False, **HookSpec.of_task(self).stored()
+                int(self.batch_id),
+                self.livy_conn_id,
+                self.poke_interval,
+                stream_logs=False,
+                **HookSpec.of_deferring_task(self).stored(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

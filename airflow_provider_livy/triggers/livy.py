@@ -31,7 +31,8 @@ class LivyBatchTrigger(BaseTrigger):
     """Fires once: {"status": "finished" | "timeout" | "error", "batch_id", "state", "log_lines", "log_offset", "message"}.
 
     `extra_headers`, `extra_options`, `endpoint_prefix`, `auth_type` (a class or its dotted path) and
-    `retries` reach the async hook as they reached the task's hook."""
+    `retries` reach the async hook as they reached the task's hook; `leader`, the server of a group the task's
+    hook found answering, is where the trigger's calls start."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class LivyBatchTrigger(BaseTrigger):
         endpoint_prefix: str | None = None,
         auth_type: Any | None = None,
         retries: int | None = None,
+        leader: str | None = None,
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
@@ -57,7 +59,7 @@ class LivyBatchTrigger(BaseTrigger):
         self.deadline = deadline
         self.stream_logs = stream_logs
         self.delete_on_timeout = delete_on_timeout
-        self.hook_spec = HookSpec(livy_conn_id, extra_headers, extra_options, endpoint_prefix, dotted(auth_type), retries)
+        self.hook_spec = HookSpec(livy_conn_id, extra_headers, extra_options, endpoint_prefix, dotted(auth_type), retries, leader)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -212,6 +214,7 @@ class LivySessionTrigger(BaseTrigger):
         endpoint_prefix: str | None = None,
         auth_type: Any | None = None,
         retries: int | None = None,
+        leader: str | None = None,
     ) -> None:
         super().__init__()
         self.session_id = session_id
@@ -220,7 +223,7 @@ class LivySessionTrigger(BaseTrigger):
         self.statement_id = statement_id
         self.index = index
         self.deadline = deadline
-        self.hook_spec = HookSpec(livy_conn_id, extra_headers, extra_options, endpoint_prefix, dotted(auth_type), retries)
+        self.hook_spec = HookSpec(livy_conn_id, extra_headers, extra_options, endpoint_prefix, dotted(auth_type), retries, leader)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -31,10 +32,28 @@ from airflow_provider_livy.hooks.connection import (
 )
 from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
+from airflow_provider_livy.maintenance.tasks import server_ids
+from airflow_provider_livy.maintenance.zookeeper_sweep import (
+    KEEP_HELD,
+    KEEP_NOT_RECORD,
+    KEEP_TAKEOVER,
+    Rules,
+    sweep_zookeeper,
+)
+from airflow_provider_livy.server.stores.index import entry_name
 from airflow_provider_livy.triggers.livy import LivyBatchTrigger
-from tests.airflow.conftest import DagRunner
-from tests.airflow.test_maintenance_dag import DAG_ID, MIN_AGE, maintenance_dag, report  # noqa: F401 (a fixture)
+from tests.airflow.conftest import DagProcess, DagRunner, wait_until
+from tests.airflow.test_maintenance_dag import (  # noqa: F401 (maintenance_dag is a fixture)
+    DAG_ID,
+    MAX_IDLE,
+    MIN_AGE,
+    maintenance_dag,
+    report,
+    session_ids,
+    start_idle_and_busy,
+)
 from tests.conftest import FAKE_SPARK_HOME, LivyServer, free_port, kill_drivers, start_server
+from tests.state_store import livy_record
 from tests.test_group import SESSION_TIMEOUT, group, ha_settings, wait_leading, zk_view  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.zookeeper
@@ -127,23 +146,30 @@ def test_hooks_move_past_a_refused_server_to_the_live_one(pair, monkeypatch: pyt
     assert ok and message.startswith(f"Connected to {standby.url}: the server holds "), message
 
 
+def batch_task_on_a_pair(
+    start_member: Any, dag_runner: DagRunner, dag_id: str, job_file: str, sleep: str, options: str = ""
+) -> tuple[LivyServer, LivyServer, DagProcess, int, dict[str, str]]:
+    """A leader and a standby (of `start_member`, the group fixture), and a DAG run (a process of its own) of a
+    batch task through a connection listing both, once the batch is created: the servers, the run, the batch id
+    and the connection's environment."""
+    first = start_member()
+    wait_leading(first, 30)
+    second = start_member()
+    arguments = f'task_id="spark", file={{job!r}}, args=["lines=3", "{sleep}"], {options}polling_interval=1, dag=dag'
+    task = f"LivyBatchOperator({arguments})\n"
+    dag = dag_runner.write_dag(dag_id, task, job=job_file)
+    host = ",".join(f"127.0.0.1:{server.port}" for server in (first, second))
+    env = {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
+    run = dag_runner.start(dag, dag_id, env)
+    line = run.wait_for_output(" created (", timeout=120)
+    return first, second, run, int(re.search(r"Livy batch (\d+) created", line).group(1)), env
+
+
 def test_a_batch_task_survives_a_kill_9_of_the_leader(group, dag_runner: DagRunner, job_file: str, monkeypatch) -> None:  # noqa: F811
     """dag.test runs a waiting LivyBatchOperator through a two-server connection; the leader is killed -9 while
     the batch runs. The other takes over, the task follows the batch to its end, succeeds and deletes it; a batch
     trigger waiting on another batch through the same servers fires its one event, success."""
-    first = group()
-    wait_leading(first, 30)
-    second = group()
-    dag = dag_runner.write_dag(
-        "livy_failover",
-        'LivyBatchOperator(task_id="spark", file={job!r}, args=["lines=3", "sleep=6"], polling_interval=1, dag=dag)\n',
-        job=job_file,
-    )
-    host = ",".join(f"127.0.0.1:{server.port}" for server in (first, second))
-    env = {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
-    run = dag_runner.start(dag, "livy_failover", env)
-    line = run.wait_for_output(" created (", timeout=120)
-    batch_id = int(re.search(r"Livy batch (\d+) created", line).group(1))
+    first, second, run, batch_id, env = batch_task_on_a_pair(group, dag_runner, "livy_failover", job_file, "sleep=6")
     assert second.wait_for(batch_id, {"running"}, timeout=60)["state"] == "running"
     deferred = first.submit(file=job_file, args=["sleep=6"])["id"]  # and a trigger waits on another, meanwhile
     first.wait_for(deferred, {"running"})  # launched: one killed with its server before the spawn would end dead
@@ -252,20 +278,9 @@ def test_a_deferred_batch_task_survives_a_kill_9_of_the_leader(group, zk_view, d
     process (as dag.test runs triggers) and the leader is killed -9 while the task is deferred. The trigger
     follows the batch on the new leader to its end; the task ends as without a failover: success, the driver's
     lines in its log, its batch deleted, and no record of it left in ZooKeeper nor on the new leader."""
-    first = group()
-    wait_leading(first, 30)
-    second = group()
-    dag = dag_runner.write_dag(
-        "livy_deferred_failover",
-        'LivyBatchOperator(task_id="spark", file={job!r}, args=["lines=3", "sleep=8"], deferrable=True, polling_interval=1,'
-        " dag=dag)\n",
-        job=job_file,
+    first, second, run, batch_id, _env = batch_task_on_a_pair(
+        group, dag_runner, "livy_deferred_failover", job_file, "sleep=8", "deferrable=True, "
     )
-    host = ",".join(f"127.0.0.1:{server.port}" for server in (first, second))
-    env = {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
-    run = dag_runner.start(dag, "livy_deferred_failover", env)
-    line = run.wait_for_output(" created (", timeout=120)
-    batch_id = int(re.search(r"Livy batch (\d+) created", line).group(1))
     run.wait_for_output("running trigger in line", timeout=60)  # deferred: the trigger waits on the batch
     assert first.wait_for(batch_id, {"running"}, timeout=60)["state"] == "running"
     assert batch_id in zk_view.records()
@@ -281,3 +296,156 @@ def test_a_deferred_batch_task_survives_a_kill_9_of_the_leader(group, zk_view, d
     assert f"[livy batch {batch_id}] driver line 2" in out  # the trigger's log lines, carried into the task log
     assert f"Deleted Livy batch {batch_id} because it succeeded" in out, out[-3000:]
     assert second.batch_ids() == [] and zk_view.records() == {}  # deleted on the new leader, and in ZooKeeper
+
+
+def test_reschedule_pokes_start_from_the_server_the_last_poke_found(pair, dag_runner: DagRunner) -> None:
+    """A reschedule-mode sensor through a connection whose first server is dead: only the first poke asks it.
+    The later ones, each a run of its own, start from the leader the poke before found, kept in the task's state
+    store. In a deployment each poke runs in a new process; dag.test runs them all in its own, so the sensor of
+    this DAG forgets what the process learned before each poke."""
+    leader, _standby, work_dir = pair
+    job = work_dir / "sensed_job.py"
+    job.write_text("print('fake job')\n")
+    dead = free_port()
+    dag = dag_runner.write_dag(
+        "livy_reschedule_group",
+        """
+        from airflow_provider_livy.hooks import connection
+
+        class EachPokeInANewProcess(LivyBatchSensor):
+            def poke(self, context):
+                connection._current.clear()
+                return super().poke(context)
+
+        submit = LivyBatchOperator(task_id="submit", file={job!r}, args=["sleep=5"], wait_for_completion=False,
+                                   livy_conn_id="livy_group", dag=dag)
+        submit >> EachPokeInANewProcess(task_id="sense", batch_id="{{{{ ti.xcom_pull('submit') }}}}",
+                                        livy_conn_id="livy_group", mode="reschedule", poke_interval=1,
+                                        delete_batch=True, dag=dag)
+        """,
+        job=str(job),
+    )
+    conn = {"conn_type": "livy_batch", "host": f"127.0.0.1:{dead},127.0.0.1:{leader.port}"}
+    outcome = dag_runner.run(dag, "livy_reschedule_group", {"AIRFLOW_CONN_LIVY_GROUP": json.dumps(conn)})
+    out = outcome.output
+    assert outcome.task("sense")["state"] == "success", out[-5000:]
+    batch_id = outcome.task("submit")["xcom"]["batch_id"]
+    assert out.count(f"Livy batch {batch_id} is running") >= 2, out[-5000:]  # pokes, each a run of its own
+    assert f"Livy batch {batch_id} is success" in out
+    dead_calls = [line for line in out.splitlines() if f"127.0.0.1:{dead}/batches/{batch_id}/state failed" in line]
+    assert len(dead_calls) == 1, dead_calls  # the first poke's; the others started from the leader
+    assert batch_id not in leader.batch_ids()
+
+
+def test_a_trigger_starts_from_the_server_its_task_found(pair, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """A deferring task hands its trigger the server its hook found answering: the trigger, in the triggerer's
+    process, asks no dead server before it; one without that hint asks the dead first server first."""
+    leader, _standby, work_dir = pair
+    job = work_dir / "triggered_job.py"
+    job.write_text("print('fake job')\n")
+    batch_id = leader.submit(file=str(job), args=["sleep=0"])["id"]
+    leader.wait_for(batch_id)
+
+    def first_event(leader_url: str | None) -> tuple[dict, list[str]]:
+        dead = free_port()  # a connection of its own: no server of it asked yet in this process
+        group_connection(monkeypatch, "trigger_hint", dead, leader.port)
+        capsys.readouterr()
+        trigger = LivyBatchTrigger(batch_id, "trigger_hint", 1, stream_logs=False, leader=leader_url)
+        _classpath, kwargs = trigger.serialize()
+        stored = LivyBatchTrigger(**json.loads(json.dumps(kwargs)))  # as the triggerer builds it
+
+        async def run() -> dict:
+            async for event in stored.run():
+                return event.payload
+            raise AssertionError("no event")
+
+        payload = asyncio.run(run())
+        logged = capsys.readouterr()  # Airflow's logging writes the trigger's lines to the console
+        return payload, [line for line in (logged.out + logged.err).splitlines() if f"127.0.0.1:{dead}" in line]
+
+    hinted, asked_dead = first_event(leader.url)
+    assert (hinted["status"], hinted["state"], asked_dead) == ("finished", "success", [])
+    unhinted, asked_dead = first_event(None)
+    assert unhinted["state"] == "success" and len(asked_dead) == 1, asked_dead
+    assert leader.delete(f"/batches/{batch_id}").status_code == 200
+
+
+RETAINED = {"livy.server.session.state-retain.sec": "1h"}  # finished records stay until the sweep removes them
+
+
+def test_the_maintenance_dag_sweeps_a_group_through_its_leader_and_nothing_it_removed_comes_back(
+    group, zk_view, zookeeper, dag_runner: DagRunner, maintenance_dag: Path, job_file: str  # noqa: F811
+) -> None:
+    """The shipped DAG against a group of two, its connection listing a dead server, then the standby, then the
+    leader. The REST sweep deletes finished batches and a long-idle session through the leader; the ZooKeeper sweep
+    of the group's prefix removes the orphans no server holds, fenced by the group's epoch, and keeps every record
+    the leader holds. After a kill -9 of the leader the other serves exactly what was kept: nothing removed came
+    back, though a new leader recovers every record it finds."""
+    first = group(**RETAINED)
+    wait_leading(first, 30)
+    second = group(**RETAINED)
+    finished = [first.submit(file=job_file, args=[f"exit={code}"])["id"] for code in (0, 1)]
+    running = first.submit(file=job_file, args=["sleep=600"])["id"]
+    for batch_id in finished:
+        first.wait_for(batch_id)
+    first.wait_for(running, {"running"})
+    idle, busy = start_idle_and_busy(first)
+    zk_view.write("v1/batch/900", livy_record(900))  # orphans: written after the leader took over, held by nobody
+    zk_view.write("v1/interactive/901", livy_record(901))
+    time.sleep(max(MIN_AGE, MAX_IDLE))
+    epoch = requests.get(first.url + "/ready", timeout=5).json()["epoch"]
+    host = ",".join(f"127.0.0.1:{port}" for port in (free_port(), second.port, first.port))
+    extra = {"zookeeper_hosts": zookeeper.hosts, "zookeeper_prefix": zk_view.prefix}
+    conn = {"conn_type": "livy_batch", "host": host, "extra": extra}
+    env = {"AIRFLOW_CONN_LIVY_GROUP": json.dumps(conn)}
+    conf = {"livy_conn_id": "livy_group", "min_age_seconds": MIN_AGE, "max_idle_seconds": MAX_IDLE}
+    outcome = dag_runner.run(maintenance_dag, DAG_ID, env, conf=conf)
+    assert outcome.task("check")["state"] == "success", outcome.output[-5000:]
+    rest, zoo = report(outcome, "rest_sweep"), report(outcome, "zookeeper_sweep")
+    assert rest["deleted_sample"] == sorted([*(f"batch/{i}" for i in finished), f"session/{idle}"]), rest
+    assert rest["errors"] == 0 and rest["kept"] == {"not finished": 2}, rest
+    assert zoo["group_epoch"] == epoch and zoo["errors"] == 0, zoo
+    assert zoo["deleted_sample"] == ["batch/900", "interactive/901"], zoo
+    assert zoo["kept"][KEEP_HELD] == 2, zoo  # the running batch and the busy session
+    kept = ({"batch": [running], "interactive": [busy]}, [running], [busy])
+    assert ({f: sorted(zk_view.records(f)) for f in ("batch", "interactive")}, first.batch_ids(), session_ids(first)) == kept
+
+    first.stop(signal.SIGKILL)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    assert second.wait_for(busy, {"busy"}, timeout=60, path="/sessions")["state"] == "busy"  # reconnected to
+    assert ({f: sorted(zk_view.records(f)) for f in ("batch", "interactive")}, second.batch_ids(), session_ids(second)) == kept
+    assert second.delete(f"/batches/{running}").status_code == 200 and second.delete(f"/sessions/{busy}").status_code == 200
+
+
+def test_the_zookeeper_sweep_deletes_nothing_across_a_takeover(group, zk_view, job_file: str, monkeypatch) -> None:  # noqa: F811
+    """An orphan record no server holds, and the leader killed -9 after it was asked and before the sweep deletes:
+    the new leader recovered the orphan and holds it, and the sweep's delete, fenced by the epoch it read before
+    asking, is refused by ZooKeeper. The next sweep asks the new leader, which holds it: kept."""
+    first = group(**RETAINED)
+    wait_leading(first, 30)
+    second = group(**RETAINED)
+    done = first.submit(file=job_file, args=["sleep=0"])["id"]
+    first.wait_for(done)
+    record = wait_until(lambda: zk_view.records()[done].get("finishedAt") and zk_view.records()[done], 30, "the record")
+    orphan = {**record, "id": 900, "name": None}  # a record of ours with its index entry, held by nobody
+    zk_view.write("v1/batch/900", json.dumps(orphan).encode())
+    zk_view.write(f"v1/batch-index/{entry_name(orphan)}", b"")
+    assert first.delete(f"/batches/{done}").status_code == 200
+    time.sleep(MIN_AGE)
+    group_connection(monkeypatch, "sweep_group", first.port, second.port)
+    hook = LivyHook("sweep_group", retries=2)
+
+    def asked_then_taken_over() -> int | None:
+        answered = hook.leader_epoch()  # the leader that answered leads at the epoch read: the sweep may delete
+        first.stop(signal.SIGKILL)
+        wait_leading(second, SESSION_TIMEOUT + 30)
+        return answered
+
+    rules = Rules(min_age=MIN_AGE, untouched=3600)
+    swept = sweep_zookeeper(zk_view.client, zk_view.prefix, lambda: server_ids(hook), rules, leader_epoch=asked_then_taken_over)
+    records = {why: n for why, n in swept.kept.items() if why != KEEP_NOT_RECORD}  # the ids' state nodes aside
+    assert (swept.deleted, records, swept.errors) == ([], {KEEP_TAKEOVER: 1}, []), swept.as_dict()
+    assert 900 in zk_view.records() and second.get("/batches/900").json()["state"] == "success"  # the new leader holds it
+    again = sweep_zookeeper(zk_view.client, zk_view.prefix, lambda: server_ids(hook), rules, leader_epoch=hook.leader_epoch)
+    assert (again.deleted, again.kept[KEEP_HELD], again.kept[KEEP_TAKEOVER]) == ([], 1, 0), again.as_dict()
+    hook.close()
