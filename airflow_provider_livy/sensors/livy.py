@@ -8,8 +8,8 @@ it has ended, so the submit-then-sense pattern leaves nothing behind either.
 With a connection listing a group's servers, each poke starts from the server that answered the poke
 before: in reschedule mode every poke is a run of its own, in a process of its own, which would otherwise
 start from the first server again (a dead one costs a connection attempt, a standby a proxy hop). The
-server is kept in the task's state store (`context["task_state_store"]`, Airflow 3.3 on), written only
-when it changes.
+server is kept in the task's state store (`context["task_state_store"]`, which Airflow 3.3 has; without
+it each poke starts from the first server again), written only when it changes.
 """
 
 from __future__ import annotations
