@@ -146,20 +146,24 @@ def test_hooks_move_past_a_refused_server_to_the_live_one(pair, monkeypatch: pyt
     assert ok and message.startswith(f"Connected to {standby.url}: the server holds "), message
 
 
-def batch_task_on_a_pair(
-    start_member: Any, dag_runner: DagRunner, dag_id: str, job_file: str, sleep: str, options: str = ""
-) -> tuple[LivyServer, LivyServer, DagProcess, int, dict[str, str]]:
-    """A leader and a standby (of `start_member`, the group fixture), and a DAG run (a process of its own) of a
-    batch task through a connection listing both, once the batch is created: the servers, the run, the batch id
-    and the connection's environment."""
+def leader_and_standby(start_member: Any) -> tuple[LivyServer, LivyServer, dict[str, str]]:
+    """A leader and a standby of `start_member` (the group fixture), and livy_default listing both, as Airflow
+    reads it from the environment."""
     first = start_member()
     wait_leading(first, 30)
     second = start_member()
-    arguments = f'task_id="spark", file={{job!r}}, args=["lines=3", "{sleep}"], {options}polling_interval=1, dag=dag'
-    task = f"LivyBatchOperator({arguments})\n"
-    dag = dag_runner.write_dag(dag_id, task, job=job_file)
     host = ",".join(f"127.0.0.1:{server.port}" for server in (first, second))
-    env = {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
+    return first, second, {"AIRFLOW_CONN_LIVY_DEFAULT": json.dumps({"conn_type": "livy_batch", "host": host})}
+
+
+def batch_task_on_a_pair(
+    start_member: Any, dag_runner: DagRunner, dag_id: str, job_file: str, sleep: str, options: str = ""
+) -> tuple[LivyServer, LivyServer, DagProcess, int, dict[str, str]]:
+    """`leader_and_standby`, and a DAG run (a process of its own) of a batch task through their connection, once the
+    batch is created: the servers, the run, the batch id and the connection's environment."""
+    first, second, env = leader_and_standby(start_member)
+    arguments = f'task_id="spark", file={{job!r}}, args=["lines=3", "{sleep}"], {options}polling_interval=1, dag=dag'
+    dag = dag_runner.write_dag(dag_id, f"LivyBatchOperator({arguments})\n", job=job_file)
     run = dag_runner.start(dag, dag_id, env)
     line = run.wait_for_output(" created (", timeout=120)
     return first, second, run, int(re.search(r"Livy batch (\d+) created", line).group(1)), env
@@ -449,3 +453,30 @@ def test_the_zookeeper_sweep_deletes_nothing_across_a_takeover(group, zk_view, j
     again = sweep_zookeeper(zk_view.client, zk_view.prefix, lambda: server_ids(hook), rules, leader_epoch=hook.leader_epoch)
     assert (again.deleted, again.kept[KEEP_HELD], again.kept[KEEP_TAKEOVER]) == ([], 1, 0), again.as_dict()
     hook.close()
+
+
+def test_a_session_task_mid_statement_survives_a_kill_9_of_the_leader(group, zk_view, dag_runner: DagRunner) -> None:  # noqa: F811
+    """dag.test runs a LivySessionOperator through a two-server connection (the REPL is the real one, as plain
+    Python); the leader is killed -9 while a statement runs. The new leader reconnects to the live session, the
+    task waits the statement out there, runs the next one against the interpreter state set before the kill,
+    succeeds and deletes the session: nothing left in ZooKeeper nor on the new leader."""
+    first, second, env = leader_and_standby(group)
+    statements = ["x = 6 * 7", "import time; time.sleep(6)", "print('x is', x)"]
+    dag = dag_runner.write_dag(
+        "livy_session_failover",
+        "LivySessionOperator(task_id='repl', statements={statements!r}, polling_interval=1, dag=dag)\n",
+        statements=statements,
+    )
+    run = dag_runner.start(dag, "livy_session_failover", env)
+    line = run.wait_for_output("statement 1 (id 1) submitted", timeout=180)
+    session_id = int(re.search(r"\[livy session (\d+)\]", line).group(1))
+    assert first.wait_for(session_id, {"busy"}, path="/sessions", timeout=30)["state"] == "busy"
+    first.stop(signal.SIGKILL)
+    wait_leading(second, SESSION_TIMEOUT + 30)
+    outcome = run.outcome(timeout=180)
+    out = outcome.output
+    assert outcome.task("repl")["state"] == "success", out[-5000:]
+    assert "x is 42" in out  # the interpreter state set before the kill, read after it
+    assert f"Livy GET http://127.0.0.1:{first.port}/sessions/{session_id}/statements/1" in out  # it lost the leader
+    assert out.count(f"Livy session {session_id} created") == 1
+    assert session_ids(second) == [] and zk_view.records("interactive") == {}
