@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
+from kazoo.protocol.paths import normpath
+from kazoo.protocol.serialization import CheckVersion
 
 Check = tuple[str, int]  # (path, version) ZooKeeper must find unchanged for the write to apply
 
@@ -42,6 +44,8 @@ class Fence:
         self._refused = 0
         self._on_lost: list[Callable[[], None]] = []
         self._on_armed: list[Callable[[], None]] = []
+        # The checks as sent, built once per arming: (chroot, checks) -> (wire checks, kazoo operations).
+        self._wire: dict[tuple[str, tuple[Check, ...]], tuple[tuple[Check, ...], tuple[CheckVersion, ...]]] = {}
 
     # --- set by leadership ----------------------------------------------------------------
     def arm(self, checks: Sequence[Check]) -> None:
@@ -86,11 +90,24 @@ class Fence:
             raise FenceHeld("the ZooKeeper connection is suspended; the write waits until leadership is confirmed")
         return checks
 
+    def on_wire(self, checks: tuple[Check, ...], chroot: str = "") -> tuple[tuple[Check, ...], tuple[CheckVersion, ...]]:
+        """`checks` (from `current`) with the paths a client with this chroot sends, and as kazoo operations.
+
+        Built once per arming and reused by every write: normalizing the paths and building the operations
+        anew for each transaction was most of what the fence cost this process."""
+        key = (chroot, checks)
+        built = self._wire.get(key)
+        if built is None:
+            wire = tuple((normpath(chroot + path), version) for path, version in checks)
+            built = (wire, tuple(CheckVersion(path, version) for path, version in wire))
+            self._wire = {key: built}  # only the latest checks are kept: a new arming replaces them
+        return built
+
     def guard(self, transaction: Any) -> int:
-        """Put the checks at the head of a kazoo transaction; returns how many, for `refusal`."""
+        """Put the checks at the head of a kazoo transaction (a fresh `TransactionRequest`); returns how many,
+        for `refusal`."""
         checks = self.current()
-        for path, version in checks:
-            transaction.check(path, version)
+        transaction.operations.extend(self.on_wire(checks, transaction.client.chroot)[1])
         return len(checks)
 
     def refusal(self, results: Sequence[Any], checks: int) -> FenceRefused | None:

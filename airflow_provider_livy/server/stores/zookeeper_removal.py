@@ -89,7 +89,7 @@ def send_removal(
     # The paths as sent on the wire (chroot included), for requests built without kazoo's per-call checks.
     wire_batch = normpath(f"{client.chroot}{known.batch_path}")
     wire_index = normpath(f"{client.chroot}{known.index_path}")
-    wire_checks = tuple((normpath(f"{client.chroot}{path}"), version) for path, version in checks)
+    wire_checks = fence.on_wire(checks, client.chroot)[0] if fence is not None else ()
     removal = Removal(client, fence, len(wire_checks))
     for chunk in chunks(ids, TRANSACTION_OPS // 2):
         paths = []
