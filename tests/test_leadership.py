@@ -212,6 +212,37 @@ def test_the_fence_makes_zookeeper_refuse_a_superseded_leaders_writes(fenced_sto
     asyncio.run(scenario())
 
 
+def test_the_fence_checks_under_the_stores_chroot_and_a_new_arming_replaces_its_checks(zookeeper, zk_prefix, zk):
+    """The checks as sent are built once per arming: with the connect string's chroot in their paths, and anew
+    when the fence is armed again with other checks."""
+    token, records = f"/{zk_prefix}/token", f"/{zk_prefix}/livy/v1/batch"
+    zk.create(token, b"1", makepath=True)
+    fence = Fence()
+    fence.arm([("/token", 0)])  # as the store's client sees it, under the chroot
+    store = ZooKeeperStore(f"{zookeeper.hosts}/{zk_prefix}", "livy", fence=fence)
+
+    async def scenario() -> None:
+        await store.save(record(0), 1)
+        assert zk.exists(f"{records}/0") is not None
+        await store.remove([0])
+        assert zk.exists(f"{records}/0") is None
+        zk.set(token, b"2")  # the epoch moved: this server took over again, at the new version
+        fence.arm([("/token", 1)])
+        await store.save(record(1), 2)  # the checks built at the first arming would be refused now
+        assert zk.exists(f"{records}/1") is not None
+        fence.arm([("/token", 0)])  # a stale arming: its checks are sent, and refused
+        with pytest.raises(StoreUnavailable, match="another server leads"):
+            await store.save(record(2), 3)
+        with pytest.raises(StoreUnavailable, match="refused the removal"):
+            await store.remove([1])
+        assert sorted(zk.get_children(records)) == ["1", "state"] and fence.refused == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
 def test_a_disarmed_fence_refuses_without_asking_zookeeper(fenced_store, zk, zk_prefix):
     async def scenario() -> None:
         store, fence, _, held = fenced_store
