@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, KazooException, NoAuthError, NoNodeError, RolledBackError
+from kazoo.exceptions import BadVersionError, KazooException, NoAuthError, NoNodeError
 
 from airflow_provider_livy import zookeeper_multi
 from airflow_provider_livy.maintenance.report import SweepReport
 from airflow_provider_livy.protocol import ACTIVE_STATES, TERMINAL_STATES
+from airflow_provider_livy.server.fence import failures_of
 from airflow_provider_livy.server.leadership import ha_root
 
 # znode directory under /<prefix>/v1 -> the REST kind whose ids the server reports
@@ -218,9 +219,9 @@ def delete_nodes(client: KazooClient, nodes: list[Znode], checks: tuple[tuple[st
             done.failed += chunk
             done.errors.append(f"deleting {len(chunk)} znodes ({chunk[0].path} and on) failed: {err!r}")
             continue
-        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes[: len(checks)]):
+        if failures_of(outcomes[: len(checks)]):
             done.fenced += chunk
-        elif any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes):
+        elif failures_of(outcomes):
             replay += chunk
         else:
             done.deleted += chunk
@@ -231,8 +232,8 @@ def delete_nodes(client: KazooClient, nodes: list[Znode], checks: tuple[tuple[st
             done.failed.append(node)
             done.errors.append(f"deleting {node.path} failed: {err!r}")
             continue
-        failures = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, RolledBackError)]
-        if any(isinstance(o, Exception) and not isinstance(o, RolledBackError) for o in outcomes[: len(checks)]):
+        failures = failures_of(outcomes)
+        if failures_of(outcomes[: len(checks)]):
             done.fenced.append(node)
         elif not failures:
             done.deleted.append(node)
