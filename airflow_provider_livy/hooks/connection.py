@@ -273,24 +273,61 @@ def next_server(servers: tuple[str, ...], base: str, status: int | None) -> str:
     return chosen
 
 
+# How long one call waits out a group of servers with no leader (a standby's 503, a dead leader's refused
+# connection), whatever the hook's `retries`: a failover takes the group's session timeout + 2 s (12 s by default).
+FAILOVER_WAIT = 60.0
+
+
+@dataclass
+class Tries:
+    """One call's failed tries so far: all of them (they say which server of a round is next), those the hook's
+    `retries` bound, and since when the group has had no leader (that wait is bounded by time instead)."""
+
+    failed: int = 0
+    counted: int = 0
+    leaderless_since: float | None = None
+    waiting: bool = False  # the last failure was the group's having no leader
+
+    def note(self, retries: int, failover_wait: float) -> str:
+        """How the retry about to be made reads in the task log."""
+        if self.waiting and self.leaderless_since is not None:
+            waited = time.monotonic() - self.leaderless_since
+            return f"retry {self.failed} ({waited:.0f}s of up to {failover_wait:g}s waiting for the group to have a leader)"
+        return f"retry {self.counted} of {retries}"
+
+
 def next_try(
     method: str,
-    attempt: int,
+    tries: Tries,
     retries: int,
     servers: tuple[str, ...],
     *,
     status: int | None = None,
     retry_after: str | None = None,
     never_sent: bool = False,
+    failover_wait: float = FAILOVER_WAIT,
 ) -> float | None:
-    """`next_retry` for a connection listing `servers`: with several, a 307 (nothing done there) is repeated at
-    once, and so is a connection that was never established, while servers of this round are left to try."""
-    if len(servers) > 1 and attempt < retries:
-        if status == 307:
+    """`next_retry` for a connection listing `servers`, counting the failed try in `tries`. With several: a 307
+    (nothing done there) is repeated at once; an answer that says the group has no leader now (a 503, a connection
+    never established) moves on at once while the round has servers left, then waits its Retry-After, for up to
+    `failover_wait` seconds of no leader, however many tries that takes; any other failure is bounded by
+    `retries`, as with one server."""
+    tries.failed, tries.waiting = tries.failed + 1, False
+    if len(servers) > 1:
+        if status == 307 and tries.counted < retries:
+            tries.counted += 1
             return 0.0
-        if status is None and never_sent and (attempt + 1) % len(servers):
-            return 0.0
-    return next_retry(method, attempt, retries, status=status, retry_after=retry_after, never_sent=never_sent)
+        if status == 503 or (status is None and never_sent):
+            now = time.monotonic()
+            if tries.leaderless_since is None:
+                tries.leaderless_since = now
+            if now - tries.leaderless_since < failover_wait:
+                tries.waiting = True
+                round_left = status is None and tries.failed % len(servers)
+                return 0.0 if round_left else retry_delay(0, retry_after)
+    delay = next_retry(method, tries.counted, retries, status=status, retry_after=retry_after, never_sent=never_sent)
+    tries.counted += 1
+    return delay
 
 
 def reattach_by_name(method: str, body: Any, err: LivyError) -> str | None:

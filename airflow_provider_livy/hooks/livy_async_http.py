@@ -18,8 +18,10 @@ from airflow_provider_livy.hooks.auth import httpx_auth
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
+    FAILOVER_WAIT,
     LivyError,
     LivySettings,
+    Tries,
     current_server,
     default_headers,
     describe,
@@ -57,6 +59,7 @@ class LivyAsyncHttp(BaseHook):
         self.auth_type = auth_type
         self.retries = retries
         self.leader = leader  # a group's server to start from when this process has asked none (`current_server`)
+        self.failover_wait = FAILOVER_WAIT  # how long a call waits out a group with no leader (connection.py)
         self._settings: LivySettings | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -99,7 +102,7 @@ class LivyAsyncHttp(BaseHook):
         servers = settings.base_urls
         if held:
             kwargs["timeout"] = settings.timeout + held
-        attempt = 0
+        tries = Tries()
         while True:
             base = current_server(servers, self.leader)
             status, retry_after, never_sent, cause = None, None, False, None
@@ -117,16 +120,23 @@ class LivyAsyncHttp(BaseHook):
                 what = f"answered {status}" + (f" (Retry-After {retry_after})" if retry_after else "")
             next_server(servers, base, status)
             delay = next_try(
-                method, attempt, self.retries, servers, status=status, retry_after=retry_after, never_sent=never_sent
+                method,
+                tries,
+                self.retries,
+                servers,
+                status=status,
+                retry_after=retry_after,
+                never_sent=never_sent,
+                failover_wait=self.failover_wait,
             )
             if delay is None:
                 found = await self._reattach(method, path, kwargs.get("json"), error, servers) if reattach else None
                 if found is not None:
                     return found
                 raise error from cause
-            self.log.warning("Livy %s %s%s %s; retry %d of %d", method, base, path, what, attempt + 1, self.retries)
+            note = tries.note(self.retries, self.failover_wait)
+            self.log.warning("Livy %s %s%s %s; %s", method, base, path, what, note)
             await asyncio.sleep(delay)
-            attempt += 1
 
     async def _reattach(
         self, method: str, path: str, body: Any, error: LivyError, servers: tuple[str, ...]

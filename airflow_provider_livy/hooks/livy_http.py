@@ -29,9 +29,11 @@ from airflow_provider_livy.hooks.auth import requests_auth
 from airflow_provider_livy.hooks.connection import (
     DEFAULT_CONN_ID,
     DEFAULT_RETRIES,
+    FAILOVER_WAIT,
     LivyConfigError,
     LivyError,
     LivySettings,
+    Tries,
     current_server,
     default_headers,
     describe,
@@ -75,6 +77,7 @@ class LivyHttp(BaseHook):
         self.endpoint_prefix = endpoint_prefix
         self._auth = auth
         self.retries = retries
+        self.failover_wait = FAILOVER_WAIT  # how long a call waits out a group with no leader (connection.py)
         self._sleep = sleep
         self.leader = leader  # a group's server to start from when this process has asked none (`current_server`)
 
@@ -170,7 +173,7 @@ class LivyHttp(BaseHook):
         timeout = self.settings.timeout + held
         if len(servers) > 1:
             kwargs.setdefault("allow_redirects", False)  # a 307 moves on to the next server, with our headers
-        attempt = 0
+        tries = Tries()
         while True:
             base = current_server(servers, self.leader)
             url = base + path
@@ -191,16 +194,22 @@ class LivyHttp(BaseHook):
                 what = f"answered {status}" + (f" (Retry-After {retry_after})" if retry_after else "")
             next_server(servers, base, status)
             delay = next_try(
-                method, attempt, self.retries, servers, status=status, retry_after=retry_after, never_sent=never_sent
+                method,
+                tries,
+                self.retries,
+                servers,
+                status=status,
+                retry_after=retry_after,
+                never_sent=never_sent,
+                failover_wait=self.failover_wait,
             )
             if delay is None:
                 found = self._reattach(method, path, kwargs.get("json"), error, servers) if reattach else None
                 if found is not None:
                     return found
                 raise error from cause
-            self.log.warning("Livy %s %s %s; retry %d of %d", method, url, what, attempt + 1, self.retries)
+            self.log.warning("Livy %s %s %s; %s", method, url, what, tries.note(self.retries, self.failover_wait))
             self._sleep(delay)
-            attempt += 1
 
     def _reattach(
         self, method: str, path: str, body: Any, error: LivyError, servers: tuple[str, ...]
@@ -277,12 +286,13 @@ class LivyHttp(BaseHook):
         """The connections UI's Test button: can we list batches? One try per server, so a dead one is reported at once
         instead of after the ~15 s of backoff a task's call would wait."""
         retries, self.retries = self.retries, len(self.settings.base_urls) - 1  # each server of a group once
+        self.failover_wait = 0.0  # and no wait for a group's leader
         try:
             page = self._json("GET", BATCHES_PATH, params={"from": 0, "size": 1})
         except (LivyError, LivyConfigError) as err:
             return False, str(err)
         finally:
-            self.retries = retries
+            self.retries, self.failover_wait = retries, FAILOVER_WAIT
             self.close()
         where = self.answering_server()
         return True, f"Connected to {where}: the server holds {page.get('total', 0)} batch(es)"

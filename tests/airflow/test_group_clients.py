@@ -24,6 +24,7 @@ import requests
 
 from airflow_provider_livy.hooks.connection import (
     LivyError,
+    Tries,
     base_urls,
     current_server,
     next_server,
@@ -99,12 +100,30 @@ def test_the_server_choice_remembers_the_leader_and_moves_on_past_the_others() -
     assert next_server(servers, servers[2], 404) == servers[2]  # an answer is the leader's (a standby proxies)
     assert current_server(servers) == servers[2]
     # a refused connection or a 307 moves on at once while the round has servers left; then the retry rule waits
-    assert next_try("POST", 0, 5, servers, never_sent=True) == 0.0
-    assert next_try("POST", 2, 5, servers, never_sent=True) == 2.0
-    assert next_try("POST", 0, 5, servers, status=307) == 0.0
-    assert next_try("POST", 0, 5, servers[:1], status=307) is None
-    assert next_try("POST", 0, 5, servers) is None  # a POST that may have been sent is not repeated blindly
-    assert next_try("GET", 5, 5, servers, never_sent=True) is None
+    refused = Tries()
+    assert [next_try("POST", refused, 5, servers, never_sent=True) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert next_try("POST", Tries(), 5, servers, status=307) == 0.0
+    assert next_try("POST", Tries(), 5, servers[:1], status=307) is None
+    assert next_try("POST", Tries(), 5, servers) is None  # a POST that may have been sent is not repeated blindly
+    assert next_try("GET", Tries(counted=5), 5, servers, status=500) is None
+
+
+def test_a_call_waits_out_a_group_with_no_leader_for_a_time_not_a_count() -> None:
+    """A failover takes the session timeout + 2 s: the dead leader refuses, the standby answers 503 until it leads.
+    Those answers do not use up the hook's retries; failover_wait bounds them. Anything else still counts."""
+    servers = ("http://dead", "http://standby")
+    tries, waits = Tries(), []
+    for _ in range(20):  # 20 rounds: far more than the 5 retries
+        waits.append(next_try("GET", tries, 5, servers, never_sent=True))
+        waits.append(next_try("GET", tries, 5, servers, status=503, retry_after="1"))
+    assert waits == [0.0, 1.0] * 20 and tries.counted == 0
+    assert "waiting for the group to have a leader" in tries.note(5, 60)
+    assert next_try("GET", tries, 5, servers, status=502) == 0.5  # a gateway's 502 after it: retried, counted once
+    assert tries.note(5, 60) == "retry 1 of 5"
+    expired = Tries(leaderless_since=time.monotonic() - 61)
+    assert next_try("GET", expired, 5, servers, status=503, retry_after="1") == 1.0  # then the retries' own budget
+    assert next_try("GET", Tries(counted=5, leaderless_since=time.monotonic() - 61), 5, servers, status=503) is None
+    assert next_try("GET", Tries(), 5, servers, status=503, failover_wait=0) == 0.5  # the Test button waits for none
 
 
 def test_a_create_that_may_have_reached_a_server_is_looked_up_by_its_name() -> None:
@@ -176,7 +195,7 @@ def test_a_batch_task_survives_a_kill_9_of_the_leader(group, dag_runner: DagRunn
     first, second, run, batch_id, env = batch_task_on_a_pair(group, dag_runner, "livy_failover", job_file, "sleep=6")
     assert second.wait_for(batch_id, {"running"}, timeout=60)["state"] == "running"
     deferred = first.submit(file=job_file, args=["sleep=6"])["id"]  # and a trigger waits on another, meanwhile
-    first.wait_for(deferred, {"running"})  # launched: one killed with its server before the spawn would end dead
+    first.wait_for(deferred, {"running"})  # running, so the trigger sees it run on either server
     monkeypatch.setenv("AIRFLOW_CONN_FAILOVER_TRIGGER", env["AIRFLOW_CONN_LIVY_DEFAULT"])
     events: list[dict] = []
 
@@ -296,7 +315,7 @@ def test_a_deferred_batch_task_survives_a_kill_9_of_the_leader(group, zk_view, d
     assert outcome.task("spark")["try_number"] == 1  # no retry: the deferred wait itself went on
     assert "Trigger completed" in out and out.count(f"Livy batch {batch_id} created") == 1
     lost = f"Livy GET http://127.0.0.1:{first.port}/batches/{batch_id}/"  # the trigger's call to the dead leader
-    assert any(lost in line and "retry 1 of" in line for line in out.splitlines()), out[-5000:]
+    assert any(lost in line and "retry 1" in line for line in out.splitlines()), out[-5000:]
     assert f"[livy batch {batch_id}] driver line 2" in out  # the trigger's log lines, carried into the task log
     assert f"Deleted Livy batch {batch_id} because it succeeded" in out, out[-3000:]
     assert second.batch_ids() == [] and zk_view.records() == {}  # deleted on the new leader, and in ZooKeeper
@@ -455,12 +474,17 @@ def test_the_zookeeper_sweep_deletes_nothing_across_a_takeover(group, zk_view, j
     hook.close()
 
 
+LONG_FAILOVER = 6.0  # a session timeout whose failover outlasts 5 retries a second apart
+
+
 def test_a_session_task_mid_statement_survives_a_kill_9_of_the_leader(group, zk_view, dag_runner: DagRunner) -> None:  # noqa: F811
     """dag.test runs a LivySessionOperator through a two-server connection (the REPL is the real one, as plain
     Python); the leader is killed -9 while a statement runs. The new leader reconnects to the live session, the
     task waits the statement out there, runs the next one against the interpreter state set before the kill,
-    succeeds and deletes the session: nothing left in ZooKeeper nor on the new leader."""
-    first, second, env = leader_and_standby(group)
+    succeeds and deletes the session: nothing left in ZooKeeper nor on the new leader. The failover lasts longer
+    than the hook's 5 retries would (the default session timeout makes it 10-12 s): the statement's polls wait it
+    out, the dead leader refusing and the other answering 503 until it leads."""
+    first, second, env = leader_and_standby(lambda: group(session_timeout=LONG_FAILOVER))
     statements = ["x = 6 * 7", "import time; time.sleep(6)", "print('x is', x)"]
     dag = dag_runner.write_dag(
         "livy_session_failover",
@@ -472,10 +496,11 @@ def test_a_session_task_mid_statement_survives_a_kill_9_of_the_leader(group, zk_
     session_id = int(re.search(r"\[livy session (\d+)\]", line).group(1))
     assert first.wait_for(session_id, {"busy"}, path="/sessions", timeout=30)["state"] == "busy"
     first.stop(signal.SIGKILL)
-    wait_leading(second, SESSION_TIMEOUT + 30)
+    wait_leading(second, LONG_FAILOVER + 30)
     outcome = run.outcome(timeout=180)
     out = outcome.output
     assert outcome.task("repl")["state"] == "success", out[-5000:]
+    assert "waiting for the group to have a leader" in out, out[-5000:]
     assert "x is 42" in out  # the interpreter state set before the kill, read after it
     assert f"Livy GET http://127.0.0.1:{first.port}/sessions/{session_id}/statements/1" in out  # it lost the leader
     assert out.count(f"Livy session {session_id} created") == 1
