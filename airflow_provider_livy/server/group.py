@@ -47,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from airflow_provider_livy import __version__
+from airflow_provider_livy.protocol import READY_PATH
 from airflow_provider_livy.server.api import ui
 from airflow_provider_livy.server.api.schemas import LIVY_API_VERSION
 from airflow_provider_livy.server.asgi_answers import answer, answer_json
@@ -63,6 +64,10 @@ RETRY_HEADERS = ((b"retry-after", b"1"),)  # on a 503 of the front: a handover t
 PLACED_WAIT = 5.0
 TAKEOVER_WAIT = 15.0  # longest a request waits for this server's own takeover to finish
 HANDOVER_WAIT = 1.0  # how long a request the leader did not take waits to learn of the next one
+# A redirecting standby sends clients to a leader that answered its /ready within this many seconds, else asks
+# again: a leader killed -9 is still named by ZooKeeper until its session expires, and its clients must get a
+# 503 to retry, not a refused connection.
+LEADER_HEARD_FOR = 1.0
 SAFE = {"GET", "HEAD", "OPTIONS"}  # what a leader whose connection is suspended still answers (from memory)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host"}
 
@@ -106,6 +111,7 @@ class GroupFront:
         self._proxy: httpx.AsyncClient | None = None
         self._led = False
         self._serving: asyncio.Event | None = None  # set once the server's app serves here
+        self._heard: tuple[str, float] = ("", 0.0)  # the leader a redirecting standby last heard from, and when
         self._standby = self._redirect if config.ha_standby == "redirect" else self._forward
         ui.show_group(self._place)
         self.metrics = CollectorRegistry()
@@ -163,7 +169,7 @@ class GroupFront:
             await self._lifespan(receive, send)
             return
         path = scope.get("path", "")
-        if scope["type"] == "http" and path == "/ready":
+        if scope["type"] == "http" and path == READY_PATH:
             await self._ready(send)
             return
         app = self._app
@@ -207,11 +213,28 @@ class GroupFront:
         if leader is None or leader == self.url or path == ui.UI_PATH or path.startswith(ui.UI_PATH + "/"):
             await self._forward(scope, receive, send)
             return
+        if not await self._answers(leader):
+            await _unavailable(send, f"the leader of the group ({leader}) did not answer")
+            return
         query = scope.get("query_string", b"")
         raw_path = scope.get("raw_path") or path.encode()
         location = leader.rstrip("/").encode() + raw_path.split(b"?")[0] + (b"?" + query if query else b"")
         why = {"msg": f"this server stands by: the leader of its group is {leader}"}
         await answer_json(send, 307, why, ((b"location", location),))
+
+    async def _answers(self, leader: str) -> bool:
+        """Whether `leader` answers: heard from within LEADER_HEARD_FOR seconds, else its /ready asked now."""
+        now = asyncio.get_running_loop().time()
+        if self._heard[0] == leader and now - self._heard[1] < LEADER_HEARD_FOR:
+            return True
+        if self._proxy is None:
+            return False
+        try:
+            await self._proxy.get(leader.rstrip("/") + READY_PATH, timeout=LEADER_HEARD_FOR)
+        except httpx.HTTPError:
+            return False
+        self._heard = (leader, now)
+        return True
 
     async def _forward(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], replayed: bool = False
