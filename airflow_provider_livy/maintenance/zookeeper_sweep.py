@@ -63,7 +63,7 @@ NO_AUTH = (
     "missing or names another identity than the server's livy.server.recovery.zk-state-store.auth)"
 )
 KEEP_FAILED = "delete failed"
-KEEP_GROUP_UNASKED = "the group's leader could not be asked"
+KEEP_GROUP_UNASKED = "the group's leader could not be asked or confirmed"
 KEEP_TAKEOVER = "the group's leadership changed during the sweep"
 
 
@@ -270,15 +270,23 @@ def sweep_zookeeper(
     nodes = walk(client, root, report, multi_read)
     epoch = read_epoch(client, root)
     held = held_ids()
-    confirmed = epoch is None or leader_epoch() == epoch.value
-    if not confirmed:
-        report.notes.append(f"the server that answered did not lead at the group's epoch {epoch.value}; nothing deleted")
+    answered = None if epoch is None else leader_epoch()
+    unconfirmed = None  # or why nothing of the group may be deleted
+    if epoch is not None and answered is None:
+        unconfirmed = KEEP_GROUP_UNASKED
+        report.error(
+            f"no server of the connection says it leads the group at epoch {epoch.value} (GET /ready, on the server that"
+            " answered or the leader it names); nothing of the group was deleted"
+        )
+    elif epoch is not None and answered != epoch.value:
+        unconfirmed = KEEP_TAKEOVER
+        report.notes.append(f"the server that answered led at epoch {answered}, not {epoch.value}: a takeover; nothing deleted")
     now = clock()
     doomed: list[Znode] = []
     reasons: dict[str, str] = {}
     for node in nodes:
-        if not confirmed:
-            report.keep(KEEP_TAKEOVER)
+        if unconfirmed:
+            report.keep(unconfirmed)
             continue
         delete, why = decide(node, held.get(DIRECTORIES[node.directory]), rules, now, group=epoch is not None)
         if delete:

@@ -35,6 +35,7 @@ from airflow_provider_livy.hooks.livy import LivyHook
 from airflow_provider_livy.hooks.livy_async import LivyAsyncHook
 from airflow_provider_livy.maintenance.tasks import server_ids
 from airflow_provider_livy.maintenance.zookeeper_sweep import (
+    KEEP_GROUP_UNASKED,
     KEEP_HELD,
     KEEP_NOT_RECORD,
     KEEP_TAKEOVER,
@@ -471,6 +472,10 @@ def test_the_zookeeper_sweep_deletes_nothing_across_a_takeover(group, zk_view, j
     assert 900 in zk_view.records() and second.get("/batches/900").json()["state"] == "success"  # the new leader holds it
     again = sweep_zookeeper(zk_view.client, zk_view.prefix, lambda: server_ids(hook), rules, leader_epoch=hook.leader_epoch)
     assert (again.deleted, again.kept[KEEP_HELD], again.kept[KEEP_TAKEOVER]) == ([], 1, 0), again.as_dict()
+    untold = sweep_zookeeper(zk_view.client, zk_view.prefix, lambda: {"batch": set(), "session": set()}, rules)
+    assert untold.deleted == [] and untold.kept[KEEP_GROUP_UNASKED] == 1, untold.as_dict()  # no leader confirmed: kept
+    assert untold.errors == [f"no server of the connection says it leads the group at epoch {untold.extra['group_epoch']} "
+                             "(GET /ready, on the server that answered or the leader it names); nothing of the group was deleted"]
     hook.close()
 
 
