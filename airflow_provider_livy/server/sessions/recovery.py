@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -34,6 +33,7 @@ from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 
 from airflow_provider_livy.protocol import ALL_STATES, BUSY, DEAD, FAMILIES, IDLE, RECOVERING, STARTING, SUCCESS, TERMINAL_STATES
@@ -75,37 +75,39 @@ def recover_services(config: ServerConfig, fence: Fence | None = None) -> tuple[
     return services
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+TEXT = (str, type(None))
+NUMBERS = (int, float)  # compared by type(): a bool is no number here
 
 
 def parse_record(session_id: int, raw: bytes) -> dict[str, Any]:
-    """A record as Livy or we wrote it; ValueError says what is wrong with anything else."""
+    """A record as Livy or we wrote it; ValueError says what is wrong with anything else. Run for each record
+    before a new leader serves (40,000 in a fraction of a second), so its checks are plain type tests."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = orjson.loads(raw)  # a sixth of json's time
+    except orjson.JSONDecodeError as err:
         raise ValueError(f"not JSON ({err})") from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise ValueError("not a JSON object")
-    if data.get("id") != session_id or isinstance(data.get("id"), bool):
-        raise ValueError(f"its id {data.get('id')!r} does not match its key {session_id}")
+    get = data.get
+    if get("id") != session_id or type(get("id")) is not int:
+        raise ValueError(f"its id {get('id')!r} does not match its key {session_id}")
     for key in TEXT_FIELDS:
-        if not isinstance(data.get(key), str | None):
+        if not isinstance(get(key), TEXT):
             raise ValueError(f"{key} is not a string")
     if "createdAt" not in data:
         return data  # Apache Livy's fields only
-    if data.get("state") not in ALL_STATES:
-        raise ValueError(f"unknown state {data.get('state')!r}")
-    if not _number(data["createdAt"]):
+    if get("state") not in ALL_STATES:
+        raise ValueError(f"unknown state {get('state')!r}")
+    if type(data["createdAt"]) not in NUMBERS:
         raise ValueError("createdAt is not a number")
     for key in ("finishedAt", "pidStart"):
-        if data.get(key) is not None and not _number(data[key]):
+        if (value := get(key)) is not None and type(value) not in NUMBERS:
             raise ValueError(f"{key} is not a number")
-    if data.get("pid") is not None and (not isinstance(data["pid"], int) or isinstance(data["pid"], bool)):
+    if (pid := get("pid")) is not None and type(pid) is not int:
         raise ValueError("pid is not a whole number")
-    if not isinstance(data.get("request"), dict | None):
+    if not isinstance(get("request"), (dict, type(None))):
         raise ValueError("request is not an object")
-    if data.get("cluster") is not None and not cluster.valid_coordinates(data["cluster"]):
+    if get("cluster") is not None and not cluster.valid_coordinates(data["cluster"]):
         raise ValueError("cluster does not name a known kind of cluster")
     return data
 
