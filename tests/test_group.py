@@ -93,12 +93,16 @@ def test_one_leads_and_a_standby_proxies_to_it(group, zk_view, job_file):
 
 def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_file, tmp_path, monkeypatch):
     """50 batches: finished well and badly, running, one whose driver is not up yet (it holds the only creation
-    slot), and the rest waiting for it. Each is launched exactly once across the failover (counted)."""
+    slot), and the rest waiting for it; and two live interactive sessions, one idle holding a variable, one
+    mid-statement. Each batch is launched exactly once across the failover (counted) and ends as it would have;
+    the sessions keep their interpreters (a real Spark session does in test_group_spark.py)."""
     launches = tmp_path / "launches.txt"
     monkeypatch.setenv("FAKE_SPARK_ARGS_FILE", str(launches))
     first = group(**{"livy.server.session.max-creation": "1"})
     wait_leading(first, 30)
     second = group(**{"livy.server.session.max-creation": "1"})
+    notebook, working = (first.open_session(name=name)["id"] for name in ("notebook", "working"))
+    assert first.run(notebook, "x = 6 * 7")["state"] == "available"
     expected: dict[int, str] = {}
     for n in range(15):
         batch = first.submit(file=job_file, args=[f"mark=b{n}-", "exit=3" if n % 3 == 0 else "sleep=0"])["id"]
@@ -114,6 +118,8 @@ def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_
         expected[first.submit(file=job_file, args=[f"mark=b{n}-", "sleep=0"])["id"]] = "success"  # waiting for the slot
     before = {b["id"]: b["state"] for b in first.get("/batches", params={"size": 100}).json()["sessions"]}
     assert list(before.values()).count("starting") == 31
+    statement = first.post(f"/sessions/{working}/statements", json={"code": "import time; time.sleep(4); y = 2"}).json()
+    assert first.wait_for(working, {"busy"}, path="/sessions")["state"] == "busy"
     killed = time.monotonic()
     first.stop(signal.SIGKILL)
     unavailable = requests.get(second.url + "/batches", timeout=5)
@@ -129,6 +135,15 @@ def test_kill_9_of_the_leader_the_other_serves_every_record(group, zk_view, job_
     calls = launches.read_text()
     assert [calls.count(f"mark=b{n}-") for n in range(50)] == [1] * 50  # each launched exactly once
     assert second.submit(file=job_file, args=["sleep=0"])["id"] == max(expected) + 1  # ids go on from ZooKeeper's counter
+    path = f"/sessions/{working}/statements/{statement['id']}"
+    deadline = time.monotonic() + 30
+    while (answer := second.get(path).json())["state"] != "available":  # the statement in flight at the kill
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    assert answer["output"]["status"] == "ok"
+    assert second.run(working, "y")["output"]["data"]["text/plain"] == "2"
+    assert second.run(notebook, "x")["output"]["data"]["text/plain"] == "42"
+    assert set(zk_view.records("interactive")) == {notebook, working}
 
 
 def test_a_paused_leader_ends_itself_and_changes_nothing(group, zk_view, job_file):
