@@ -15,8 +15,9 @@ never meets a refused connection. Until it leads, a server answers:
   The proxy is the default: it works for every client unmodified. On a redirect to another port or host
   requests (pylivy, sparkmagic, Airflow's HTTP hooks) drops the Authorization header, and curl follows
   none without -L, so a 307 fails the clients that sign in with a password (sparkmagic's Kerberos refuses
-  the 307 itself; requests-gssapi answers the leader's challenge and passes); and until a crashed leader's session
-  expires, a 307 sends clients to a refused connection where the proxy answers 503. A followed 307 is
+  the 307 itself; requests-gssapi answers the leader's challenge and passes); and a 307 given in the second
+  before the leader crashed sends its client to a refused connection where the proxy answers 503 (past that
+  second a redirecting standby asks the leader's /ready first, LEADER_HEARD_FOR). A followed 307 is
   a fraction of a millisecond faster than the proxy (README, "Several servers on one ZooKeeper").
 
 Taking over builds the server as a lone server builds itself at start-up: recovery reads every

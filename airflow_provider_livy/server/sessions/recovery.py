@@ -89,7 +89,7 @@ def parse_record(session_id: int, raw: bytes) -> dict[str, Any]:
     if type(data) is not dict:
         raise ValueError("not a JSON object")
     get = data.get
-    if get("id") != session_id or type(get("id")) is not int:
+    if get("id") != session_id or type(get("id")) is bool:
         raise ValueError(f"its id {get('id')!r} does not match its key {session_id}")
     for key in TEXT_FIELDS:
         if not isinstance(get(key), TEXT):
